@@ -175,7 +175,9 @@ class FeatureWriter:
         self._ctx = atomic_path(self.path, suffix=".h5.tmp")
         self._tmp = self._ctx.__enter__()
         self._file = h5py.File(self._tmp, "w")
-        chunk = max(1, min(4096, (1 << 20) // max(1, self.dim * self.dtype.itemsize)))
+        # ~64 KiB chunks: a small bag stays small on disk (a chunk is stored whole), and reads
+        # of large bags are no slower than with 1 MiB chunks.
+        chunk = max(1, min(4096, (1 << 16) // max(1, self.dim * self.dtype.itemsize)))
         self._features = self._file.create_dataset(
             "features",
             shape=(0, self.dim),
@@ -269,7 +271,7 @@ def _attr(attrs: Mapping[str, Any], key: str, kind: type) -> Any:
     if isinstance(value, np.ndarray) and value.size == 1:
         value = value.item()
     if value is None or (isinstance(value, str) and value in ("None", "")):
-        return None if kind is not str else (value or None)
+        return None
     try:
         return kind(value)
     except (TypeError, ValueError):

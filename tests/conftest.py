@@ -1,0 +1,69 @@
+"""Small shared fixtures: feature files and cohort tables written into ``tmp_path``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mil_crcrs.store import FeatureMeta, write_bag
+
+
+def make_meta(slide_id: str = "s1", encoder: str = "toy", tile: int = 256) -> FeatureMeta:
+    """Attributes of a feature file made at 0.5 mpp from a 0.25 mpp slide (tile doubles)."""
+    return FeatureMeta(
+        slide_id=slide_id,
+        encoder=encoder,
+        tile_size_px=tile,
+        tile_size_level0=2 * tile,
+        target_mpp=0.5,
+        slide_mpp=0.25,
+        level0_width=40_000,
+        level0_height=30_000,
+        settings_hash="abc123",
+        settings={"tile_size_px": tile, "target_mpp": 0.5},
+    )
+
+
+def grid_coords(n: int, step: int, cols: int = 4) -> np.ndarray:
+    """(n, 2) int64 level-0 top-left corners laid out row by row, ``cols`` tiles per row."""
+    i = np.arange(n)
+    return np.stack([(i % cols) * step, (i // cols) * step], axis=1).astype(np.int64)
+
+
+@pytest.fixture
+def write_features(tmp_path: Path):
+    """Write one slide in our format: ``write_features("s1", n=5, dim=4) -> path``.
+
+    Features are ``arange`` values (hand-checkable), coords a 4-wide grid with step
+    ``tile_size_level0`` (512 level-0 pixels).
+    """
+
+    def write(
+        slide_id: str,
+        n: int = 5,
+        dim: int = 4,
+        folder: str = "features",
+        encoder: str = "toy",
+        dtype: str = "float32",
+        offset: float = 0.0,
+    ) -> Path:
+        meta = make_meta(slide_id, encoder)
+        features = offset + np.arange(n * dim, dtype=np.float32).reshape(n, dim)
+        coords = grid_coords(n, meta.tile_size_level0)
+        return write_bag(tmp_path / folder / f"{slide_id}.h5", features, coords, meta, dtype=dtype)
+
+    return write
+
+
+@pytest.fixture
+def write_table(tmp_path: Path):
+    """Write CSV text to ``tmp_path/<name>``: ``write_table("a,b\\n1,2\\n") -> path``."""
+
+    def write(text: str, name: str = "clinical.csv") -> Path:
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return write
