@@ -1,0 +1,205 @@
+"""What every MIL aggregator shares: its output, its anatomy and a few masked-tensor helpers.
+
+A model reads a padded batch of bags and returns one risk per bag::
+
+    h = model.forward_features(features)          # (B, N, H)  instance transform, per tile
+    z, attention = model.pool(h, mask, grid)       # (B, H'), (B, N)  bag embedding, tile weights
+    logits = model.forward_head(z)                 # (B, n_outputs)  one linear layer
+
+``mask`` is True for a real tile; padding rows never change a bag's result. Risk is on the
+log-hazard scale, higher = worse (see :func:`risk_from_logits`).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, ClassVar, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from mil_crcrs.errors import InputError
+
+
+class MILOutput(NamedTuple):
+    """What a model returns for a batch of ``B`` bags padded to ``N`` tiles.
+
+    Attributes
+    ----------
+    risk : (B,) float, log-hazard-scale risk, higher = worse
+    logits : (B, n_outputs) float, the raw head output
+    attention : (B, N) float, each tile's weight in the bag embedding; every row sums to 1 over
+        the real tiles and is exactly 0 on padding
+    """
+
+    risk: Tensor
+    logits: Tensor
+    attention: Tensor
+
+
+def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
+    """Softmax of ``scores`` over the entries where ``mask`` is True, exactly 0 elsewhere.
+
+    Parameters
+    ----------
+    scores : float tensor
+    mask : bool tensor broadcastable to ``scores``
+    dim : the dimension to normalise over
+
+    Returns
+    -------
+    Tensor shaped like ``scores``; a slice with no True entry is all zeros (never NaN).
+    """
+    filled = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return torch.softmax(filled, dim=dim) * mask
+
+
+def risk_from_logits(logits: Tensor) -> Tensor:
+    """Bag risk (log-hazard scale, higher = worse) from head logits ``(B, K)``.
+
+    One output (a Cox model) is the risk itself. ``K > 1`` outputs are discrete-time hazard
+    logits (hazard ``h_k = sigmoid(logit_k)``); the risk is then the log cumulative hazard at
+    the last bin, ``log(sum_k -log(1 - h_k)) = log(sum_k softplus(logit_k))``.
+    """
+    if logits.shape[-1] == 1:
+        return logits[..., 0]
+    # log(softplus(x)) without underflow: softplus(x) ~ exp(x) for very negative x.
+    clamped = logits.clamp_min(-20.0)
+    log_sp = torch.where(logits < -20.0, logits, torch.log(F.softplus(clamped)))
+    return torch.logsumexp(log_sp, dim=-1)
+
+
+def _risk_slope(logits: Tensor) -> Tensor:
+    """d risk / d logits ``(B, K)``: what :meth:`MILModel.tile_contributions` weights logits by."""
+    if logits.shape[-1] == 1:
+        return torch.ones_like(logits)
+    return torch.sigmoid(logits) / F.softplus(logits).sum(-1, keepdim=True)
+
+
+def instance_mlp(in_dim: int, hidden_dim: int, dropout: float) -> nn.Sequential:
+    """The per-tile transform shared by the aggregators: linear, ReLU, dropout."""
+    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout))
+
+
+def check_hparams(**values: float) -> None:
+    """Raise :class:`InputError` unless sizes are positive integers and ``dropout`` is in [0, 1)."""
+    for key, value in values.items():
+        if key == "dropout":
+            if not (isinstance(value, int | float) and 0.0 <= value < 1.0):
+                raise InputError(f"model option dropout={value!r}: must be in [0, 1)")
+        elif isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise InputError(f"model option {key}={value!r}: must be a positive integer")
+
+
+class MILModel(nn.Module):
+    """Base class of the aggregators: instance transform -> pooling -> linear head.
+
+    Subclasses set ``self.head`` (an ``nn.Linear`` to ``n_outputs``) and implement
+    :meth:`forward_features`, :meth:`pool` and :meth:`_tile_logits`. Registered subclasses get
+    ``model_name`` from :func:`~mil_crcrs.models.register_model`.
+
+    Parameters
+    ----------
+    in_dim : feature dimension of the tiles
+    n_outputs : 1 for a Cox risk, K for K discrete-time hazard logits
+    dropout : dropout probability used inside the model
+    **hparams : the subclass's own hyperparameters, recorded for :attr:`config`
+    """
+
+    model_name: ClassVar[str] = ""
+    head: nn.Linear
+
+    def __init__(self, in_dim: int, n_outputs: int = 1, dropout: float = 0.25, **hparams: Any):
+        super().__init__()
+        check_hparams(in_dim=in_dim, n_outputs=n_outputs, dropout=dropout)
+        self.in_dim = in_dim
+        self.n_outputs = n_outputs
+        self.dropout = float(dropout)
+        self._hparams = {"in_dim": in_dim, "n_outputs": n_outputs, "dropout": dropout, **hparams}
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments including ``name``: ``create_model(**model.config)`` rebuilds it."""
+        return {"name": self.model_name, **self._hparams}
+
+    # -- anatomy ---------------------------------------------------------------------------------
+    def forward_features(self, features: Tensor) -> Tensor:
+        """Per-tile transform: ``(B, N, in_dim) -> (B, N, H)``."""
+        raise NotImplementedError
+
+    def pool(self, h: Tensor, mask: Tensor, grid: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Bag embedding ``(B, H')`` and tile attention ``(B, N)`` from tile embeddings ``h``."""
+        raise NotImplementedError
+
+    def forward_head(self, z: Tensor) -> Tensor:
+        """Logits ``(B, n_outputs)`` from bag embeddings ``z`` (a linear layer)."""
+        return self.head(z)
+
+    def forward(
+        self, features: Tensor, mask: Tensor | None = None, grid: Tensor | None = None
+    ) -> MILOutput:
+        """Risk, logits and attention of a padded batch.
+
+        Parameters
+        ----------
+        features : (B, N, in_dim) float; rows where ``mask`` is False are ignored
+        mask : (B, N) bool, True for a real tile; None means every tile is real
+        grid : (B, N, 2) long tile-grid positions (col, row), used by models with a spatial
+            block (transmil); None where unknown
+
+        Returns
+        -------
+        MILOutput
+        """
+        features, mask = self._prepare(features, mask, grid)
+        h = self.forward_features(features)
+        z, attention = self.pool(h, mask, grid)
+        logits = self.forward_head(z)
+        return MILOutput(risk_from_logits(logits), logits, attention)
+
+    def tile_contributions(
+        self, features: Tensor, mask: Tensor | None = None, grid: Tensor | None = None
+    ) -> Tensor:
+        """Each tile's additive share of the risk, ``(B, N)``, 0 on padding.
+
+        With ``n_outputs=1`` and the model in eval mode, the shares plus ``head.bias`` sum to the
+        risk. For ``n_outputs > 1`` the shares are of the logits, weighted by the slope of the risk
+        in the logits at this bag (a first-order approximation). How each model splits its bag
+        embedding over tiles is documented on the model's ``_tile_logits``.
+        """
+        features, mask = self._prepare(features, mask, grid)
+        per_tile, logits = self._tile_logits(features, mask, grid)
+        slope = _risk_slope(logits.detach())
+        return (per_tile * slope[:, None, :]).sum(-1) * mask
+
+    def _tile_logits(
+        self, features: Tensor, mask: Tensor, grid: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """Per-tile logit shares ``(B, N, K)`` summing to ``logits - head.bias``, and the logits."""
+        raise NotImplementedError
+
+    def _prepare(
+        self, features: Tensor, mask: Tensor | None, grid: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        if features.ndim != 3 or features.shape[-1] != self.in_dim:
+            raise ValueError(
+                f"{self.model_name}: features must be (batch, tiles, {self.in_dim}), "
+                f"got {tuple(features.shape)}"
+            )
+        batch, n_tiles, _ = features.shape
+        if mask is None:
+            mask = torch.ones((batch, n_tiles), dtype=torch.bool, device=features.device)
+        elif mask.shape != (batch, n_tiles):
+            raise ValueError(f"mask must be ({batch}, {n_tiles}), got {tuple(mask.shape)}")
+        if grid is not None and grid.shape != (batch, n_tiles, 2):
+            raise ValueError(f"grid must be ({batch}, {n_tiles}, 2), got {tuple(grid.shape)}")
+        weight = self.head.weight
+        if features.dtype != weight.dtype and not torch.is_autocast_enabled(features.device.type):
+            features = features.to(weight.dtype)
+        return features, mask.bool()
+
+
+def ceil_div(a: Tensor, b: int | Tensor) -> Tensor:
+    """Integer ceil(a / b) for non-negative integer tensors."""
+    return torch.div(a + b - 1, b, rounding_mode="floor")
