@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import click
@@ -45,12 +46,12 @@ def cohort_columns(func: Callable) -> Callable:
         ),
     ]
 
+    # functools.wraps carries the options already applied beneath this decorator.
+    @functools.wraps(func)
     def wrapper(*args, patient_col, slide_col, time_col, event_col, **kwargs):
         kwargs["columns"] = Columns(patient_col, slide_col, time_col, event_col)
         return func(*args, **kwargs)
 
-    wrapper.__name__ = func.__name__
-    wrapper.__doc__ = func.__doc__
     for option in reversed(options):
         wrapper = option(wrapper)
     return wrapper
