@@ -1,0 +1,162 @@
+"""``crcrs fit``: cross-validated training of the CRCRS model into a model directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cli._options import cohort_columns, device_option, seed_option
+
+_PATH = click.Path(path_type=Path)
+
+
+@click.command("fit")
+@click.option("--features", required=True, type=_PATH, help="Folder of feature files (.h5/.pt).")
+@click.option(
+    "--clinical",
+    required=True,
+    type=_PATH,
+    help="Cohort table: one row per slide with patient, slide, time and event.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Model directory to write.",
+)
+@click.option(
+    "--model", default="abmil", show_default=True, help="Aggregator: abmil, mean, max or transmil."
+)
+@click.option("--folds", type=int, default=5, show_default=True, help="K of K-fold CV.")
+@click.option("--epochs", type=int, default=50, show_default=True, help="Most epochs per fold.")
+@click.option(
+    "--loss",
+    type=click.Choice(["cox", "discrete"]),
+    default="cox",
+    show_default=True,
+    help="Cox partial likelihood, or discrete-time hazards.",
+)
+@click.option(
+    "--ties",
+    type=click.Choice(["efron", "breslow"]),
+    default="efron",
+    show_default=True,
+    help="Tie handling of the Cox loss.",
+)
+@click.option(
+    "--cutoff",
+    type=click.Choice(["median", "maxstat"]),
+    default="median",
+    show_default=True,
+    help="High/low cutoff on the out-of-fold CRCRS.",
+)
+@click.option(
+    "--max-tiles",
+    type=int,
+    default=None,
+    help="Random subset of at most this many tiles per bag in training [default: all].",
+)
+@click.option(
+    "--batch-size",
+    type=int,
+    default=16,
+    show_default=True,
+    help="Bags per optimiser step (the Cox risk set).",
+)
+@click.option("--lr", type=float, default=2e-4, show_default=True, help="AdamW learning rate.")
+@click.option(
+    "--missing",
+    type=click.Choice(["error", "warn"]),
+    default="error",
+    show_default=True,
+    help="Slides without a feature file: stop, or drop with a warning.",
+)
+@click.option(
+    "--val-clinical",
+    type=_PATH,
+    default=None,
+    help="External validation cohort table, scored once and reported separately.",
+)
+@click.option(
+    "--val-features",
+    type=_PATH,
+    default=None,
+    help="Feature files of the validation cohort [default: --features].",
+)
+@click.option(
+    "--progress/--no-progress", default=True, show_default=True, help="Show progress bars."
+)
+@seed_option
+@device_option
+@cohort_columns
+def command(
+    features,
+    clinical,
+    out,
+    model,
+    folds,
+    epochs,
+    loss,
+    ties,
+    cutoff,
+    max_tiles,
+    batch_size,
+    lr,
+    missing,
+    val_clinical,
+    val_features,
+    progress,
+    seed,
+    device,
+    columns,
+    time_unit,
+) -> None:
+    """Train K fold models; write weights, config, metrics.json and oof_predictions.csv."""
+    from mil_crcrs.fitting import FitSettings, fit
+
+    settings = FitSettings(
+        model=model,
+        folds=folds,
+        epochs=epochs,
+        loss=loss,
+        ties=ties,
+        cutoff=cutoff,
+        max_tiles=max_tiles,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        device=device,
+        progress=progress,
+    )
+    crcrs = fit(
+        features,
+        clinical,
+        settings,
+        columns=columns,
+        time_unit=time_unit,
+        missing=missing,
+        val_clinical=val_clinical,
+        val_features=val_features,
+    )
+    crcrs.save(out)
+    m = crcrs.metrics
+    per_fold = "  ".join(f"{c:.3f}" for c in m["harrell_c_per_fold"])
+    click.echo(f"Harrell C per fold: {per_fold}")
+    click.echo(
+        f"Harrell C: {m['harrell_c_mean']:.3f} +- {m['harrell_c_sd']:.3f} (mean +- sd over "
+        f"{len(m['harrell_c_per_fold'])} folds); pooled out-of-fold: {m['harrell_c_oof']:.3f} "
+        f"({m['n_patients']} patients, {m['n_events']} events)"
+    )
+    rule = crcrs.cutoff_rule
+    click.echo(
+        f"cutoff ({rule.method} of the out-of-fold CRCRS): {rule.value:.4g} "
+        f"({rule.n_high} high, {rule.n_low} low)"
+    )
+    if "validation" in m:
+        v = m["validation"]
+        click.echo(
+            f"validation {v['source']}: Harrell C {v['harrell_c']:.3f} "
+            f"({v['n_patients']} patients, {v['n_events']} events, {v['n_high']} high)"
+        )
+    click.echo(f"model: {out}")

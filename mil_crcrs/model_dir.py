@@ -1,0 +1,491 @@
+"""A trained CRCRS model: the ensemble of fold models, its cutoff, and its model directory.
+
+The CRCRS of a patient is the **mean over the K fold models** of each model's centred risk::
+
+    crcrs = mean_k (risk_k(bag) - offset_k)
+
+where ``risk_k`` is fold model ``k``'s log-hazard-scale risk and ``offset_k`` is that model's mean
+risk over the training cohort. A Cox partial likelihood does not pin down an additive constant
+(each fold model's head bias is arbitrary), so without centring the fold models' scores would
+sit on different baselines; centred, every model says "log hazard ratio against the average
+training patient", and the ensemble's mean over the training cohort is exactly 0.
+
+The model directory holds:
+
+- ``config.json``: format and package version, the model's name and hyperparameters, feature
+  dim and encoder, the fit settings, time unit, fold offsets, the cutoff and how it was chosen,
+  and a summary of the training cohort;
+- ``fold_<k>.pt`` (k = 1..K): each fold model's weights as a plain ``state_dict``, read back with
+  ``torch.load(weights_only=True)`` so that loading never runs pickled code;
+- ``metrics.json``: the cross-validated Harrell C (and the validation cohort's, if any);
+- ``oof_predictions.csv``: the out-of-fold CRCRS of every training patient
+  (``validation_predictions.csv`` too when a validation cohort was given).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, is_dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mil_crcrs._io import atomic_path, write_csv, write_json
+from mil_crcrs._version import __version__
+from mil_crcrs.bags import PatientBag, PatientBags
+from mil_crcrs.cohort import Cohort, Columns, cohort_from_slides, read_cohort
+from mil_crcrs.cutoff import Cutoff, risk_group
+from mil_crcrs.errors import InputError
+from mil_crcrs.models import MILModel, create_model
+from mil_crcrs.store import FeatureStore
+from mil_crcrs.training import eval_batches, resolve_device
+
+MODEL_FORMAT = "mil_crcrs.model"
+MODEL_FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+METRICS_NAME = "metrics.json"
+OOF_NAME = "oof_predictions.csv"
+VALIDATION_NAME = "validation_predictions.csv"
+
+
+def _weights_name(k: int) -> str:
+    return f"fold_{k}.pt"
+
+
+class CRCRSModel:
+    """The ensemble of fold models that computes the CRCRS, with its fixed cutoff.
+
+    Parameters
+    ----------
+    fold_models : the K trained models (put in eval mode)
+    offsets : (K,) each model's mean risk over the training cohort, subtracted before averaging
+    cutoff : the high/low cutoff fixed on the training cohort
+    feature_dim : feature dimension the models read
+    encoder : the encoder named in the training feature files (None where they do not say)
+    time_unit : unit of the training cohort's times
+    settings : the fit settings (a ``FitSettings`` or its dict)
+    training_cohort : a summary of the training cohort
+    metrics : cross-validation metrics
+    oof_predictions : the out-of-fold predictions of the training cohort
+    validation_predictions : predictions of the validation cohort, if one was given
+
+    Attributes
+    ----------
+    cutoff : float, the cutoff value (``cutoff_rule`` has how it was chosen)
+    """
+
+    def __init__(
+        self,
+        fold_models: Sequence[MILModel],
+        offsets: Sequence[float],
+        cutoff: Cutoff,
+        *,
+        feature_dim: int,
+        encoder: str | None,
+        time_unit: str = "days",
+        settings: Any = None,
+        training_cohort: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        oof_predictions: pd.DataFrame | None = None,
+        validation_predictions: pd.DataFrame | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        if len(fold_models) != len(offsets) or not fold_models:
+            raise ValueError("need one offset per fold model, and at least one model")
+        self.fold_models = list(fold_models)
+        for model in self.fold_models:
+            model.eval()
+        self.offsets = [float(o) for o in offsets]
+        self.cutoff_rule = cutoff
+        self.feature_dim = int(feature_dim)
+        self.encoder = encoder
+        self.time_unit = time_unit
+        self.settings = settings
+        self.training_cohort = dict(training_cohort or {})
+        self.metrics = dict(metrics or {})
+        self.oof_predictions = oof_predictions
+        self.validation_predictions = validation_predictions
+        self.extra = dict(extra or {})
+
+    # -- what it is --------------------------------------------------------------------------------
+    @property
+    def cutoff(self) -> float:
+        """Risk above which a patient is ``high``."""
+        return float(self.cutoff_rule.value)
+
+    @property
+    def model_config(self) -> dict[str, Any]:
+        """The fold models' ``create_model`` arguments (name and hyperparameters)."""
+        return dict(self.fold_models[0].config)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Everything ``config.json`` records."""
+        settings = self.settings
+        if is_dataclass(settings):
+            settings = asdict(settings)
+        return {
+            "format": MODEL_FORMAT,
+            "format_version": MODEL_FORMAT_VERSION,
+            "package_version": __version__,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "model": self.model_config,
+            "feature_dim": self.feature_dim,
+            "encoder": self.encoder,
+            "n_folds": len(self.fold_models),
+            "weights": [_weights_name(k + 1) for k in range(len(self.fold_models))],
+            "fold_offsets": self.offsets,
+            "ensemble": "crcrs = mean over fold models of (risk_k - fold_offsets[k])",
+            "time_unit": self.time_unit,
+            "cutoff": self.cutoff_rule.to_dict(),
+            "training_cohort": self.training_cohort,
+            "settings": settings,
+            **self.extra,
+        }
+
+    def __repr__(self) -> str:
+        return (
+            f"CRCRSModel({self.model_config.get('name')!r}, folds={len(self.fold_models)}, "
+            f"feature_dim={self.feature_dim}, encoder={self.encoder!r}, cutoff={self.cutoff:.4g})"
+        )
+
+    # -- scoring ----------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _score(
+        self,
+        bags: Sequence[PatientBag],
+        batch_size: int,
+        device: torch.device,
+        tiles: bool = False,
+    ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
+        """Ensemble risk (n_bags,) and, with ``tiles``, per-bag attention and contributions."""
+        for model in self.fold_models:
+            model.to(device).eval()
+        k = len(self.fold_models)
+        risk = np.empty(len(bags), dtype=np.float64)
+        attention: list[np.ndarray] = [np.empty(0)] * len(bags)
+        contribution: list[np.ndarray] = [np.empty(0)] * len(bags)
+        for positions, batch in eval_batches(bags, batch_size):
+            batch = batch.to(device)
+            total_risk = total_attention = total_contribution = 0.0
+            for model, offset in zip(self.fold_models, self.offsets, strict=True):
+                out = model(batch.features, mask=batch.mask, grid=batch.grid)
+                total_risk = total_risk + (out.risk.double() - offset)
+                if tiles:
+                    total_attention = total_attention + out.attention.double()
+                    share = model.tile_contributions(batch.features, batch.mask, batch.grid)
+                    total_contribution = total_contribution + share.double()
+            risk[positions] = (total_risk / k).cpu().numpy()
+            if tiles:
+                mean_attention = (total_attention / k).cpu().numpy()
+                mean_contribution = (total_contribution / k).cpu().numpy()
+                for row, pos in enumerate(positions):
+                    n = bags[pos].n_tiles
+                    attention[pos] = mean_attention[row, :n]
+                    contribution[pos] = mean_contribution[row, :n]
+        return risk, attention, contribution
+
+    def patient_attention(
+        self, bag: PatientBag, device: str | torch.device = "cpu"
+    ) -> tuple[float, np.ndarray, np.ndarray]:
+        """One patient's CRCRS with per-tile attention and contributions, for heatmaps.
+
+        Parameters
+        ----------
+        bag : the patient's tiles
+
+        Returns
+        -------
+        crcrs : float
+        attention : (n_tiles,) float64, the fold models' mean attention (sums to 1)
+        contributions : (n_tiles,) float64, the fold models' mean additive share of the risk;
+            for abmil and mean (Cox loss) ``contributions.sum() + mean_k(bias_k - offset_k)``
+            equals ``crcrs`` exactly; for max and transmil it is an approximation (see
+            ``MILModel.tile_contributions``)
+        """
+        risk, attention, contribution = self._score([bag], 1, resolve_device(device), tiles=True)
+        return float(risk[0]), attention[0], contribution[0]
+
+    def predict(
+        self,
+        features: str | os.PathLike | Sequence[str | os.PathLike] | FeatureStore,
+        clinical: str | os.PathLike | pd.DataFrame | Cohort | None = None,
+        columns: Columns = Columns(),
+        attention_dir: str | os.PathLike | None = None,
+        *,
+        time_unit: str | None = None,
+        missing: str = "error",
+        batch_size: int = 16,
+        device: str | torch.device = "auto",
+    ) -> pd.DataFrame:
+        """The CRCRS and risk group of every patient.
+
+        Parameters
+        ----------
+        features : a folder (or files, or a :class:`FeatureStore`) of feature files
+        clinical : the cohort table (patients, slides, and optionally time and event); None means
+            each feature file is one patient
+        columns : the table's column names
+        attention_dir : if given, write ``<attention_dir>/<slide_id>.h5`` per slide with datasets
+            ``coords`` (n_tiles, 2) int64 level-0, ``attention`` (n_tiles,) float32 (normalised
+            over all of the patient's tiles) and ``contribution`` (n_tiles,) float32
+        time_unit : unit of the table's times (default: the training unit)
+        missing : "error" or "warn" for slides in the table without a feature file
+        batch_size : bags per forward pass
+        device : "auto", "cpu" or "cuda"
+
+        Returns
+        -------
+        DataFrame with one row per patient: ``patient_id``, ``crcrs``, ``risk_group``, and
+        ``time``, ``event`` when the table has them.
+
+        Raises
+        ------
+        InputError
+            Features of another dimension or encoder than the model was trained on, or any
+            problem with the table or the files.
+        """
+        if batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1, got {batch_size}")
+        store = features if isinstance(features, FeatureStore) else FeatureStore(features)
+        if isinstance(clinical, Cohort):
+            cohort = clinical
+        elif clinical is not None:
+            cohort = read_cohort(
+                clinical, columns, time_unit or self.time_unit, require_outcome=False
+            )
+        else:
+            cohort = cohort_from_slides(store.slide_ids)
+        if len(store) == 0:
+            raise InputError(f"{features}: no feature files (.h5 or .pt) found")
+        cohort = cohort.match_features(store.slide_ids, missing=missing)
+        bags = PatientBags(cohort, store)
+        self.check_features(bags.feature_dim, bags.encoder, str(features))
+        device = resolve_device(device)
+        risk, attention, contribution = self._score(
+            bags, batch_size, device, tiles=attention_dir is not None
+        )
+        table = pd.DataFrame(
+            {
+                "patient_id": cohort.patient_ids,
+                "crcrs": risk,
+                "risk_group": risk_group(risk, self.cutoff_rule),
+            }
+        )
+        if cohort.has_outcome:
+            table["time"] = cohort.time
+            table["event"] = cohort.event
+        if attention_dir is not None:
+            for i in range(len(bags)):
+                bag = bags[i]
+                _write_attention(
+                    Path(attention_dir),
+                    bag,
+                    risk[i],
+                    table["risk_group"].iloc[i],
+                    attention[i],
+                    contribution[i],
+                    self.encoder,
+                )
+        return table
+
+    def check_features(self, feature_dim: int, encoder: str | None, source: str) -> None:
+        """Raise :class:`InputError` unless features match what the model was trained on."""
+        if feature_dim != self.feature_dim:
+            raise InputError(
+                f"{source}: features have dim {feature_dim} but the model was trained on dim "
+                f"{self.feature_dim} (encoder {self.encoder!r}); extract with the same encoder"
+            )
+        if encoder and self.encoder and encoder != self.encoder:
+            raise InputError(
+                f"{source}: features come from encoder {encoder!r} but the model was trained on "
+                f"{self.encoder!r}; extract with the same encoder"
+            )
+
+    # -- the model directory ----------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write the model directory (every file atomically); returns its path."""
+        directory = Path(directory)
+        if directory.exists() and not directory.is_dir():
+            raise InputError(f"{directory}: exists and is not a folder")
+        directory.mkdir(parents=True, exist_ok=True)
+        names = set()
+        for k, model in enumerate(self.fold_models, start=1):
+            name = _weights_name(k)
+            names.add(name)
+            state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+            with atomic_path(directory / name, suffix=".pt.tmp") as tmp:
+                torch.save(state, tmp)
+        for stale in directory.glob("fold_*.pt"):  # left by an earlier fit with more folds
+            if stale.name not in names:
+                stale.unlink()
+        write_json(directory / METRICS_NAME, self.metrics)
+        if self.oof_predictions is not None:
+            write_csv(directory / OOF_NAME, self.oof_predictions)
+        if self.validation_predictions is not None:
+            write_csv(directory / VALIDATION_NAME, self.validation_predictions)
+        write_json(directory / CONFIG_NAME, self.config)  # last: a complete directory has it
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> CRCRSModel:
+        """Read a model directory written by :meth:`save`.
+
+        Weights are read with ``torch.load(weights_only=True)``: a file holding anything but
+        tensors is refused, never executed.
+
+        Raises
+        ------
+        InputError
+            A missing folder, a folder that is not a model directory, a newer format, or weights
+            that do not fit the recorded model.
+        """
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise InputError(f"{directory}: no such model directory")
+        config_path = directory / CONFIG_NAME
+        if not config_path.is_file():
+            raise InputError(f"{directory}: not a mil-crcrs model directory (no {CONFIG_NAME})")
+        try:
+            config = json.loads(config_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{config_path}: not valid JSON ({exc})") from None
+        if not isinstance(config, dict) or config.get("format") != MODEL_FORMAT:
+            raise InputError(f"{config_path}: not a mil-crcrs model config")
+        version = config.get("format_version")
+        if not isinstance(version, int) or version > MODEL_FORMAT_VERSION:
+            raise InputError(
+                f"{directory}: model format version {version} is newer than this mil-crcrs "
+                f"({__version__}) reads (up to {MODEL_FORMAT_VERSION}); upgrade mil-crcrs"
+            )
+        needed = ("model", "weights", "fold_offsets", "feature_dim", "cutoff")
+        absent = [key for key in needed if key not in config]
+        if absent:
+            raise InputError(f"{config_path}: missing {', '.join(absent)}")
+        device = resolve_device(device)
+        models = []
+        for name in config["weights"]:
+            model = create_model(**config["model"])
+            model.load_state_dict(_load_state(directory / name, model))
+            models.append(model.to(device).eval())
+        known = {
+            "format",
+            "format_version",
+            "package_version",
+            "created",
+            "model",
+            "feature_dim",
+            "encoder",
+            "n_folds",
+            "weights",
+            "fold_offsets",
+            "ensemble",
+            "time_unit",
+            "cutoff",
+            "training_cohort",
+            "settings",
+        }
+        metrics = {}
+        if (directory / METRICS_NAME).is_file():
+            metrics = json.loads((directory / METRICS_NAME).read_text())
+        return cls(
+            models,
+            config["fold_offsets"],
+            Cutoff.from_dict(config["cutoff"]),
+            feature_dim=config["feature_dim"],
+            encoder=config.get("encoder"),
+            time_unit=config.get("time_unit", "days"),
+            settings=_settings_from_dict(config.get("settings")),
+            training_cohort=config.get("training_cohort"),
+            metrics=metrics,
+            oof_predictions=_read_optional_csv(directory / OOF_NAME),
+            validation_predictions=_read_optional_csv(directory / VALIDATION_NAME),
+            extra={k: v for k, v in config.items() if k not in known},
+        )
+
+
+def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu") -> CRCRSModel:
+    """Read a model directory: the same as :meth:`CRCRSModel.load`."""
+    return CRCRSModel.load(directory, device=device)
+
+
+def _load_state(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise InputError(f"{path}: missing weights file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(
+            f"{path}: refused to load, the file holds more than plain tensors ({first})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable weights file ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"{path}: expected a state_dict of tensors")
+    expected = model.state_dict()
+    if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
+        raise InputError(
+            f"{path}: the weights do not fit the model recorded in {CONFIG_NAME} "
+            f"({type(model).__name__})"
+        )
+    return state
+
+
+def _read_optional_csv(path: Path) -> pd.DataFrame | None:
+    if not path.is_file():
+        return None
+    return pd.read_csv(path, dtype={"patient_id": str})
+
+
+def _settings_from_dict(data: Mapping[str, Any] | None) -> Any:
+    if data is None:
+        return None
+    from mil_crcrs.fitting import FitSettings
+
+    fields = FitSettings.__dataclass_fields__
+    try:
+        return FitSettings(**{k: v for k, v in data.items() if k in fields})
+    except (InputError, TypeError):
+        return dict(data)
+
+
+def _write_attention(
+    folder: Path,
+    bag: PatientBag,
+    crcrs: float,
+    group: str,
+    attention: np.ndarray,
+    contribution: np.ndarray,
+    encoder: str | None,
+) -> None:
+    """One HDF5 file per slide of ``bag``, each written atomically."""
+    import h5py
+
+    for k, slide_id in enumerate(bag.slide_ids):
+        rows = bag.tile_slide == k
+        with atomic_path(folder / f"{slide_id}.h5", suffix=".h5.tmp") as tmp:
+            with h5py.File(tmp, "w") as f:
+                f.create_dataset("coords", data=bag.coords[rows].astype(np.int64))
+                f.create_dataset("attention", data=attention[rows].astype(np.float32))
+                f.create_dataset("contribution", data=contribution[rows].astype(np.float32))
+                f.attrs.update(
+                    {
+                        "format": "mil_crcrs.attention",
+                        "slide_id": slide_id,
+                        "patient_id": bag.patient_id,
+                        "crcrs": float(crcrs),
+                        "risk_group": str(group),
+                        "encoder": encoder or "",
+                        "package_version": __version__,
+                        "note": "attention is normalised over all of the patient's tiles "
+                        "(all slides); contribution is each tile's additive share of the risk",
+                    }
+                )

@@ -1,0 +1,482 @@
+"""A planted-signal simulator: feature files and a cohort table with a known true risk.
+
+Each patient's tiles are drawn from a small "world" of tile phenotypes in ``dim`` dimensions:
+
+- **background** tiles: one of four tissue clusters (the patient's mix of them varies, as
+  nuisance), plus unit Gaussian noise;
+- **rare** tiles (0-8 % of a patient's tiles by default): background tiles whose component in a
+  4-dimensional signal subspace is replaced by a point on a sphere of radius 5 (background tiles
+  sit near radius 2). A rare tile has the *same mean* as a background tile, so the bag mean does
+  not move with the rare fraction: mean pooling cannot see it, a per-tile non-linear detector can;
+- **prevalence** tiles (5-50 %): a separate cluster whose centre is away from the background, so
+  the bag mean moves linearly with their fraction.
+
+The true risk (log-hazard) is ``effect`` times the patient's realised fraction of the scenario's
+tiles, standardised over the cohort (so its standard deviation is ``effect``):
+
+- ``"rare"``: the rare fraction;
+- ``"prevalence"``: the prevalence fraction;
+- ``"both"``: the sum of the two standardised fractions;
+- ``"null"``: zero for everyone (rare tiles are still planted, unrelated to the outcome).
+
+Survival times follow a Weibull proportional-hazards model (exponential by default) with median
+``median_survival_days`` at zero risk; independent exponential censoring is calibrated to censor
+about ``censoring`` of the patients. The world (cluster centres, rotation) depends only on
+``world_seed`` and ``dim``, so cohorts drawn with different ``seed`` share one "encoder" and can
+serve as training and external validation cohorts.
+
+Outputs of :func:`simulate_cohort` in ``out_dir``:
+
+- ``features/<slide>.h5`` in our format (see :mod:`mil_crcrs.store`), with coords on a tile grid
+  and an extra dataset ``sim_planted`` (n_tiles,) bool marking the planted tiles of the
+  scenario's phenotype(s), which the feature reader ignores;
+- ``clinical.csv``: ``patient_id``, ``slide_id``, ``time``, ``event`` and two covariates,
+  ``stage`` (I-IV, correlated with the true risk but not identical) and ``age`` (independent);
+- ``truth.csv``: ``patient_id``, ``true_risk``, ``rare_fraction``, ``prevalence_fraction``;
+- ``simulation.json``: the settings and the oracle C-index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from mil_crcrs._io import atomic_path, write_csv, write_json
+from mil_crcrs.cohort import DAYS_PER_UNIT, TIME_UNITS
+from mil_crcrs.errors import InputError
+from mil_crcrs.store import FeatureMeta, write_bag
+
+SCENARIOS = ("rare", "prevalence", "both", "null")
+
+SIGNAL_DIMS = 4  # the rare phenotype lives in this many dimensions
+RARE_RADIUS = 5.0  # rare tiles' norm in the signal subspace (background: chi with 4 dof, ~1.9)
+PREVALENCE_SHIFT = 3.0  # distance of the prevalence cluster's centre from the origin
+N_CLUSTERS = 4  # background tissue clusters
+CLUSTER_SCALE = 0.5  # per-dimension spread of the background cluster centres
+TILE_SIZE_PX = 224
+SLIDE_MPP, TARGET_MPP = 0.25, 0.5
+TILE_SIZE_LEVEL0 = int(TILE_SIZE_PX * TARGET_MPP / SLIDE_MPP)
+MARGIN_LEVEL0 = 2 * TILE_SIZE_LEVEL0  # empty slide border around the tissue
+STAGES = ("I", "II", "III", "IV")
+STAGE_QUANTILES = (0.2, 0.5, 0.8)
+
+
+@dataclass(frozen=True)
+class SimulationSettings:
+    """How a simulated cohort is drawn (saved as ``simulation.json`` beside it).
+
+    Parameters
+    ----------
+    scenario : "rare", "prevalence", "both" or "null" (see the module docstring)
+    n_patients : number of patients
+    tiles_per_slide : (min, max) tiles per slide, drawn uniformly
+    slides_per_patient : (min, max) slides per patient, drawn uniformly
+    dim : feature dimension (at least 8)
+    effect : standard deviation of the true log-hazard across patients (ignored for "null")
+    censoring : the fraction of patients to censor, about (0 = none)
+    seed : draws the patients
+    world_seed : draws the phenotypes ("the encoder"); keep it to draw comparable cohorts
+    time_unit : "days", "months" or "years", the unit of ``time`` in ``clinical.csv``
+    rare_fraction : (min, max) of a patient's rare-tile fraction, drawn uniformly
+    prevalence_fraction : (min, max) of a patient's prevalence-tile fraction, drawn uniformly
+    median_survival_days : median survival at zero risk
+    weibull_shape : shape of the Weibull baseline hazard (1 = exponential)
+    dtype : "float32" or "float16", the dtype of the stored features
+    """
+
+    scenario: str = "rare"
+    n_patients: int = 120
+    tiles_per_slide: tuple[int, int] = (40, 120)
+    slides_per_patient: tuple[int, int] = (1, 2)
+    dim: int = 64
+    effect: float = 1.5
+    censoring: float = 0.3
+    seed: int = 0
+    world_seed: int = 0
+    time_unit: str = "days"
+    rare_fraction: tuple[float, float] = (0.0, 0.08)
+    prevalence_fraction: tuple[float, float] = (0.05, 0.5)
+    median_survival_days: float = 1826.0
+    weibull_shape: float = 1.0
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        def fail(what: str) -> None:
+            raise InputError(f"simulation settings: {what}")
+
+        if self.scenario not in SCENARIOS:
+            fail(f"scenario must be one of {', '.join(SCENARIOS)}, got {self.scenario!r}")
+        if self.n_patients < 2:
+            fail(f"n_patients must be at least 2, got {self.n_patients}")
+        for name in ("tiles_per_slide", "slides_per_patient"):
+            lo, hi = getattr(self, name)
+            if not 1 <= lo <= hi:
+                fail(f"{name} must be (min, max) with 1 <= min <= max, got {(lo, hi)}")
+        for name in ("rare_fraction", "prevalence_fraction"):
+            lo, hi = getattr(self, name)
+            if not 0.0 <= lo <= hi <= 1.0:
+                fail(f"{name} must be (min, max) with 0 <= min <= max <= 1, got {(lo, hi)}")
+        if self.rare_fraction[1] + self.prevalence_fraction[1] > 1.0:
+            fail("rare_fraction and prevalence_fraction maxima must add up to at most 1")
+        if self.dim < 2 * SIGNAL_DIMS:
+            fail(f"dim must be at least {2 * SIGNAL_DIMS}, got {self.dim}")
+        if self.effect < 0:
+            fail(f"effect must be non-negative, got {self.effect}")
+        if not 0.0 <= self.censoring < 1.0:
+            fail(f"censoring must be in [0, 1), got {self.censoring}")
+        if self.time_unit not in TIME_UNITS:
+            fail(f"time_unit must be one of {', '.join(TIME_UNITS)}, got {self.time_unit!r}")
+        if self.median_survival_days <= 0 or self.weibull_shape <= 0:
+            fail("median_survival_days and weibull_shape must be positive")
+        if self.dtype not in ("float16", "float32"):
+            fail(f"dtype must be float16 or float32, got {self.dtype!r}")
+
+    @property
+    def encoder(self) -> str:
+        """The name written as the feature files' encoder: ``simulated-<dim>[-w<world_seed>]``."""
+        return f"simulated-{self.dim}" + (f"-w{self.world_seed}" if self.world_seed else "")
+
+    def settings_hash(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class SimulatedCohort:
+    """What :func:`simulate_cohort` wrote, and the truth behind it.
+
+    Attributes
+    ----------
+    out_dir, features_dir, clinical_csv, truth_csv : where the outputs are
+    true_risk : Series of the true log-hazard, indexed by ``patient_id``
+    oracle_c : Harrell's C of ``true_risk`` against the simulated outcome (0.5 for "null")
+    planted : slide id -> (n_tiles,) bool array, True for the tiles carrying the scenario's
+        phenotype(s) (the rare tiles for "null")
+    settings : how the cohort was drawn
+    """
+
+    out_dir: Path
+    features_dir: Path
+    clinical_csv: Path
+    truth_csv: Path
+    true_risk: pd.Series
+    oracle_c: float
+    planted: dict[str, np.ndarray] = field(repr=False)
+    settings: SimulationSettings
+
+
+@dataclass(frozen=True)
+class CohortDraw:
+    """A simulated cohort in memory (what :func:`simulate_cohort` writes).
+
+    Attributes
+    ----------
+    settings : how it was drawn
+    clinical : one row per slide: ``patient_id``, ``slide_id``, ``time``, ``event``, ``stage``,
+        ``age``
+    truth : indexed by ``patient_id``: ``true_risk`` (log-hazard), and the realised
+        ``rare_fraction`` and ``prevalence_fraction`` of the patient's tiles
+    oracle_c : Harrell's C of the true risk against the simulated outcome
+    features : slide id -> (n_tiles, dim) float32
+    coords : slide id -> (n_tiles, 2) int64 level-0 top-left (x, y) on a tile grid
+    planted : slide id -> (n_tiles,) bool, True for tiles of the scenario's phenotype(s)
+    """
+
+    settings: SimulationSettings
+    clinical: pd.DataFrame
+    truth: pd.DataFrame
+    oracle_c: float
+    features: dict[str, np.ndarray] = field(repr=False)
+    coords: dict[str, np.ndarray] = field(repr=False)
+    planted: dict[str, np.ndarray] = field(repr=False)
+
+    @property
+    def true_risk(self) -> pd.Series:
+        return self.truth["true_risk"]
+
+
+@dataclass(frozen=True)
+class _World:
+    rotation: np.ndarray  # (dim, dim) orthogonal, applied to every tile
+    centres: np.ndarray  # (N_CLUSTERS, dim) background cluster centres
+    prevalence_centre: np.ndarray  # (dim,)
+
+
+def _world(dim: int, world_seed: int) -> _World:
+    rng = np.random.default_rng([world_seed, dim])
+    q, r = np.linalg.qr(rng.standard_normal((dim, dim)))
+    rotation = q * np.sign(np.diag(r))
+    # Cluster centres stay out of the signal subspace, so a tile's signal part has mean zero
+    # whatever its cluster.
+    centres = np.zeros((N_CLUSTERS, dim))
+    centres[:, SIGNAL_DIMS:] = CLUSTER_SCALE * rng.standard_normal((N_CLUSTERS, dim - SIGNAL_DIMS))
+    direction = rng.standard_normal(dim - SIGNAL_DIMS)
+    prevalence_centre = np.zeros(dim)
+    prevalence_centre[SIGNAL_DIMS:] = PREVALENCE_SHIFT * direction / np.linalg.norm(direction)
+    return _World(rotation=rotation, centres=centres, prevalence_centre=prevalence_centre)
+
+
+def _tile_grid(n: int, rng: np.random.Generator) -> np.ndarray:
+    """(n, 2) int64 (col, row) cells of a roughly round, contiguous piece of tissue."""
+    side = int(np.ceil(np.sqrt(n / 0.6)))
+    cols, rows = np.meshgrid(np.arange(side), np.arange(side))
+    cells = np.stack([cols.ravel(), rows.ravel()], axis=1)
+    centre = (side - 1) / 2.0
+    ragged = np.hypot(*(cells - centre).T) + rng.uniform(0.0, 1.5, len(cells))
+    chosen = cells[np.sort(np.argsort(ragged)[:n])]  # row-major, as extractors write them
+    return chosen.astype(np.int64)
+
+
+def _focus(grid: np.ndarray, free: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of ``k`` free tiles clustered around a random free tile (a focal region)."""
+    if k == 0:
+        return np.zeros(0, dtype=np.int64)
+    candidates = np.flatnonzero(free)
+    seed = grid[rng.choice(candidates)]
+    distance = np.hypot(*(grid[candidates] - seed).T) + rng.uniform(0.0, 1.0, len(candidates))
+    return candidates[np.argsort(distance)[:k]]
+
+
+def _draw_slide(
+    n: int,
+    weights: np.ndarray,
+    f_rare: float,
+    f_prev: float,
+    world: _World,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Features (n, dim) float64, grid (n, 2), rare mask (n,), prevalence mask (n,)."""
+    dim = world.centres.shape[1]
+    grid = _tile_grid(n, rng)
+    n_rare = rng.binomial(n, f_rare)
+    n_prev = min(rng.binomial(n, f_prev), n - n_rare)
+    rare = np.zeros(n, dtype=bool)
+    rare[_focus(grid, ~rare, n_rare, rng)] = True
+    prev = np.zeros(n, dtype=bool)
+    prev[_focus(grid, ~rare, n_prev, rng)] = True
+
+    cluster = rng.choice(N_CLUSTERS, size=n, p=weights)
+    features = world.centres[cluster] + rng.standard_normal((n, dim))
+    features[prev] = world.prevalence_centre + rng.standard_normal((int(prev.sum()), dim))
+    direction = rng.standard_normal((n_rare, SIGNAL_DIMS))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    features[rare, :SIGNAL_DIMS] = RARE_RADIUS * direction + 0.3 * rng.standard_normal(
+        (n_rare, SIGNAL_DIMS)
+    )
+    return features @ world.rotation.T, grid, rare, prev
+
+
+def _standardise(fraction: np.ndarray) -> np.ndarray:
+    """Realised fractions scaled to mean 0 and standard deviation 1 over the cohort."""
+    sd = fraction.std()
+    return (fraction - fraction.mean()) / sd if sd > 0 else np.zeros_like(fraction)
+
+
+def _true_risk(s: SimulationSettings, rare: np.ndarray, prev: np.ndarray) -> np.ndarray:
+    if s.scenario == "null":
+        return np.zeros_like(rare)
+    z_rare, z_prev = _standardise(rare), _standardise(prev)
+    z = {"rare": z_rare, "prevalence": z_prev, "both": _standardise(z_rare + z_prev)}
+    return s.effect * z[s.scenario]
+
+
+def _censoring_rate(event_time: np.ndarray, target: float) -> float:
+    """The exponential censoring rate that censors ``target`` of these event times on average."""
+
+    def censored(rate: float) -> float:
+        return float(np.mean(1.0 - np.exp(-rate * event_time)))
+
+    lo, hi = 1e-12, 1.0 / event_time.min()
+    while censored(hi) < target:
+        hi *= 10.0
+    for _ in range(100):  # bisection on the log scale
+        mid = np.sqrt(lo * hi)
+        lo, hi = (mid, hi) if censored(mid) < target else (lo, mid)
+    return float(np.sqrt(lo * hi))
+
+
+def _outcome(
+    s: SimulationSettings, risk: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Follow-up times in days (n,) and events (n,) 0/1 under Weibull PH with log-hazard ``risk``."""
+    k = s.weibull_shape
+    scale = s.median_survival_days / np.log(2.0) ** (1.0 / k)
+    event_time = scale * (rng.exponential(size=risk.shape) * np.exp(-risk)) ** (1.0 / k)
+    if s.censoring == 0:
+        return event_time, np.ones(risk.shape, dtype=np.int64)
+    censor_time = rng.exponential(size=risk.shape) / _censoring_rate(event_time, s.censoring)
+    return np.minimum(event_time, censor_time), (event_time <= censor_time).astype(np.int64)
+
+
+def _stage(risk: np.ndarray, effect: float, rng: np.random.Generator) -> np.ndarray:
+    """Stage I-IV from the true risk plus as much noise again (correlation about 0.7)."""
+    latent = risk + rng.normal(0.0, effect if np.any(risk) else 1.0, risk.shape)
+    cuts = np.quantile(latent, STAGE_QUANTILES)
+    return np.asarray(STAGES)[np.searchsorted(cuts, latent)]
+
+
+def draw_cohort(settings: SimulationSettings = SimulationSettings()) -> CohortDraw:
+    """Draw a cohort with a planted signal, in memory (:func:`simulate_cohort` also writes it).
+
+    Parameters
+    ----------
+    settings : how to draw it; the same settings always give the same cohort
+
+    Returns
+    -------
+    CohortDraw with the tiles of every slide, the cohort table and the truth.
+    """
+    from mil_crcrs.metrics import harrell_c  # imports scikit-survival: only when simulating
+
+    s = settings
+    world = _world(s.dim, s.world_seed)
+    rng_tiles, rng_outcome, rng_clinical = (
+        np.random.default_rng(seq) for seq in np.random.SeedSequence(s.seed).spawn(3)
+    )
+    plant_rare = s.scenario in ("rare", "both", "null")
+    plant_prev = s.scenario in ("prevalence", "both")
+
+    patient_ids = [f"P{i + 1:04d}" for i in range(s.n_patients)]
+    rows, features, coords, planted = [], {}, {}, {}
+    rare_fraction = np.zeros(s.n_patients)
+    prev_fraction = np.zeros(s.n_patients)
+    for i, pid in enumerate(patient_ids):
+        weights = rng_tiles.dirichlet(np.full(N_CLUSTERS, 2.0))
+        f_rare = rng_tiles.uniform(*s.rare_fraction) if plant_rare else 0.0
+        f_prev = rng_tiles.uniform(*s.prevalence_fraction) if plant_prev else 0.0
+        n_slides = int(rng_tiles.integers(s.slides_per_patient[0], s.slides_per_patient[1] + 1))
+        counts = np.zeros(3)  # tiles, rare, prevalence
+        for j in range(n_slides):
+            sid = f"{pid}-S{j + 1}"
+            n = int(rng_tiles.integers(s.tiles_per_slide[0], s.tiles_per_slide[1] + 1))
+            x, grid, rare, prev = _draw_slide(n, weights, f_rare, f_prev, world, rng_tiles)
+            features[sid] = x.astype(np.float32)
+            coords[sid] = grid * TILE_SIZE_LEVEL0 + MARGIN_LEVEL0
+            planted[sid] = rare | prev  # all False for a phenotype that is not planted
+            counts += (n, rare.sum(), prev.sum())
+            rows.append((pid, sid))
+        rare_fraction[i], prev_fraction[i] = counts[1:] / counts[0]
+
+    risk = _true_risk(s, rare_fraction, prev_fraction)
+    days, event = _outcome(s, risk, rng_outcome)
+    if s.time_unit == "days":
+        time = np.maximum(np.round(days), 1.0)
+    else:
+        time = np.maximum(np.round(days / DAYS_PER_UNIT[s.time_unit], 2), 0.01)
+    stage = _stage(risk, s.effect, rng_clinical)
+    age = np.clip(np.round(rng_clinical.normal(65.0, 10.0, s.n_patients)), 30, 95).astype(int)
+
+    index = pd.Index(patient_ids, name="patient_id")
+    per_patient = pd.DataFrame(
+        {"time": time, "event": event, "stage": stage, "age": age}, index=index
+    )
+    slides = pd.DataFrame(rows, columns=["patient_id", "slide_id"])
+    truth = pd.DataFrame(
+        {"true_risk": risk, "rare_fraction": rare_fraction, "prevalence_fraction": prev_fraction},
+        index=index,
+    )
+    return CohortDraw(
+        settings=s,
+        clinical=slides.join(per_patient, on="patient_id"),
+        truth=truth,
+        oracle_c=harrell_c(time, event, risk),  # 0.5 for "null": every pair is tied
+        features=features,
+        coords=coords,
+        planted=planted,
+    )
+
+
+def _write_slide(path: Path, draw: CohortDraw, slide_id: str) -> None:
+    s, xy = draw.settings, draw.coords[slide_id]
+    meta = FeatureMeta(
+        slide_id=slide_id,
+        encoder=s.encoder,
+        tile_size_px=TILE_SIZE_PX,
+        tile_size_level0=TILE_SIZE_LEVEL0,
+        target_mpp=TARGET_MPP,
+        slide_mpp=SLIDE_MPP,
+        level0_width=int(xy[:, 0].max()) + TILE_SIZE_LEVEL0 + MARGIN_LEVEL0,
+        level0_height=int(xy[:, 1].max()) + TILE_SIZE_LEVEL0 + MARGIN_LEVEL0,
+        settings_hash=s.settings_hash(),
+        settings=asdict(s),
+    )
+    # The whole file, sim_planted included, appears at ``path`` only once complete.
+    with atomic_path(path, suffix=".h5.tmp") as tmp:
+        write_bag(tmp, draw.features[slide_id], xy, meta, dtype=s.dtype)
+        with h5py.File(tmp, "a") as f:
+            f.create_dataset("sim_planted", data=draw.planted[slide_id])
+
+
+def _is_simulated(path: Path) -> bool:
+    try:
+        with h5py.File(path, "r") as f:
+            return "sim_planted" in f
+    except OSError:
+        return False
+
+
+def read_planted(path: str | os.PathLike) -> np.ndarray:
+    """The (n_tiles,) bool mask of planted tiles stored in a simulated feature file."""
+    with h5py.File(path, "r") as f:
+        if "sim_planted" not in f:
+            raise InputError(f"{path}: not a simulated feature file (no 'sim_planted' dataset)")
+        return f["sim_planted"][...].astype(bool)
+
+
+def simulate_cohort(
+    out_dir: str | os.PathLike, settings: SimulationSettings = SimulationSettings()
+) -> SimulatedCohort:
+    """Draw a cohort with a planted signal and write its feature files and tables.
+
+    Parameters
+    ----------
+    out_dir : folder to write ``features/``, ``clinical.csv``, ``truth.csv`` and
+        ``simulation.json`` into (created if needed); simulated slide files already in
+        ``features/`` that this draw does not make are removed
+    settings : how to draw it; the same settings always give the same files
+
+    Returns
+    -------
+    SimulatedCohort with the paths, the true risk per patient, the oracle C-index and the
+    planted-tile masks per slide.
+    """
+    draw = draw_cohort(settings)
+    out_dir = Path(out_dir)
+    features_dir = out_dir / "features"
+    for slide_id in draw.features:
+        _write_slide(features_dir / f"{slide_id}.h5", draw, slide_id)
+    # A rerun into the same folder with fewer patients or slides must not leave old slides
+    # behind (a folder of feature files is a cohort); only simulated files are ever removed.
+    for path in features_dir.glob("*.h5"):
+        if path.stem not in draw.features and _is_simulated(path):
+            path.unlink()
+    clinical_csv, truth_csv = out_dir / "clinical.csv", out_dir / "truth.csv"
+    write_csv(clinical_csv, draw.clinical)
+    write_csv(truth_csv, draw.truth, index=True)
+    event = draw.clinical.groupby("patient_id")["event"].first()
+    write_json(
+        out_dir / "simulation.json",
+        {
+            "settings": asdict(settings),
+            "encoder": settings.encoder,
+            "oracle_c": draw.oracle_c,
+            "censored_fraction": float(1.0 - event.mean()),
+        },
+    )
+    return SimulatedCohort(
+        out_dir=out_dir,
+        features_dir=features_dir,
+        clinical_csv=clinical_csv,
+        truth_csv=truth_csv,
+        true_risk=draw.truth["true_risk"],
+        oracle_c=draw.oracle_c,
+        planted=draw.planted,
+        settings=settings,
+    )

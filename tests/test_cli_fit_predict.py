@@ -1,0 +1,176 @@
+"""``crcrs fit`` and ``crcrs predict`` end to end, and their one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cli.main import cli
+from mil_crcrs.simulate import SimulationSettings, simulate_cohort
+
+FAST = ["--folds", "3", "--epochs", "2", "--batch-size", "8", "--device", "cpu", "--no-progress"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    settings = SimulationSettings(
+        scenario="rare",
+        n_patients=24,
+        tiles_per_slide=(6, 12),
+        slides_per_patient=(1, 2),
+        dim=8,
+        seed=0,
+    )
+    return simulate_cohort(tmp_path_factory.mktemp("sim"), settings)
+
+
+@pytest.fixture(scope="module")
+def model_dir(sim, tmp_path_factory):
+    out = tmp_path_factory.mktemp("fit") / "model"
+    result = run(
+        "fit",
+        "--features",
+        sim.features_dir,
+        "--clinical",
+        sim.clinical_csv,
+        "--out",
+        out,
+        *FAST,
+    )
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def assert_one_line_error(result, *needles):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_fit_writes_the_model_directory_and_a_summary(model_dir):
+    out, output = model_dir
+    for name in ("config.json", "fold_1.pt", "fold_3.pt", "metrics.json", "oof_predictions.csv"):
+        assert (out / name).is_file()
+    assert "Harrell C per fold:" in output and "+-" in output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["harrell_c_per_fold"]) == 3
+    oof = pd.read_csv(out / "oof_predictions.csv")
+    assert list(oof.columns) == ["patient_id", "crcrs", "risk_group", "time", "event", "fold"]
+    assert len(oof) == 24
+
+
+def test_predict_writes_one_row_per_patient_and_attention(sim, model_dir, tmp_path):
+    out, _ = model_dir
+    pred, att = tmp_path / "pred.csv", tmp_path / "att"
+    result = run(
+        "predict",
+        "--model",
+        out,
+        "--features",
+        sim.features_dir,
+        "--clinical",
+        sim.clinical_csv,
+        "--out",
+        pred,
+        "--attention",
+        att,
+        "--device",
+        "cpu",
+    )
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(pred)
+    assert list(table.columns) == ["patient_id", "crcrs", "risk_group", "time", "event"]
+    assert len(table) == 24 and set(table["risk_group"]) <= {"high", "low"}
+    clinical = pd.read_csv(sim.clinical_csv)
+    assert sorted(p.stem for p in att.glob("*.h5")) == sorted(clinical["slide_id"])
+    with h5py.File(next(att.glob("*.h5"))) as f:
+        assert f["coords"].shape == (f["attention"].shape[0], 2)
+        assert np.all(f["attention"][...] >= 0)
+
+
+def test_predict_without_a_table_scores_each_feature_file(sim, model_dir, tmp_path):
+    out, _ = model_dir
+    result = run(
+        "predict",
+        "--model",
+        out,
+        "--features",
+        sim.features_dir,
+        "--out",
+        tmp_path / "p.csv",
+        "--device",
+        "cpu",
+    )
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(tmp_path / "p.csv")
+    assert list(table.columns) == ["patient_id", "crcrs", "risk_group"]
+    assert len(table) == len(list(sim.features_dir.glob("*.h5")))
+
+
+def test_fit_bad_inputs_end_in_one_line(sim, tmp_path):
+    base = ["fit", "--features", sim.features_dir, "--out", tmp_path / "m", *FAST]
+    assert_one_line_error(run(*base, "--clinical", tmp_path / "nope.csv"), "nope.csv")
+    assert_one_line_error(
+        run(*base, "--clinical", sim.clinical_csv, "--model", "perceiver"),
+        "unknown model 'perceiver'",
+        "abmil",
+    )
+    censored = pd.read_csv(sim.clinical_csv).assign(event=0)
+    censored.to_csv(tmp_path / "censored.csv", index=False)
+    assert_one_line_error(run(*base, "--clinical", tmp_path / "censored.csv"), "no events")
+    few = pd.read_csv(sim.clinical_csv)
+    few["event"] = (few["patient_id"] == few["patient_id"].iloc[0]).astype(int)
+    few.loc[few["patient_id"] == few["patient_id"].iloc[-1], "event"] = 1
+    few.to_csv(tmp_path / "few.csv", index=False)
+    assert_one_line_error(run(*base, "--clinical", tmp_path / "few.csv"), "reduce --folds to 2")
+    assert_one_line_error(
+        run(*base[: -len(FAST)], "--clinical", sim.clinical_csv, "--folds", "50", "--epochs", "1"),
+        "fewer than the 50 folds",
+    )
+
+
+def test_predict_bad_inputs_end_in_one_line(sim, model_dir, tmp_path):
+    out, _ = model_dir
+    pred = tmp_path / "p.csv"
+    assert_one_line_error(
+        run(
+            "predict",
+            "--model",
+            tmp_path / "nowhere",
+            "--features",
+            sim.features_dir,
+            "--out",
+            pred,
+        ),
+        "no such model directory",
+    )
+    wide = simulate_cohort(
+        tmp_path / "wide", SimulationSettings(n_patients=3, tiles_per_slide=(4, 6), dim=12)
+    )
+    assert_one_line_error(
+        run("predict", "--model", out, "--features", wide.features_dir, "--out", pred),
+        "dim 12",
+        "dim 8",
+    )
+    assert not pred.exists()

@@ -1,0 +1,306 @@
+"""The planted-signal simulator: its files, its determinism, and that each scenario plants what
+it says (the rare phenotype is invisible to mean pooling, the prevalence one is not)."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from lifelines import CoxPHFitter
+from sklearn.decomposition import PCA
+from sklearn.metrics import roc_auc_score
+from sksurv.metrics import concordance_index_censored
+
+from mil_crcrs.bags import PatientBags
+from mil_crcrs.cohort import read_cohort
+from mil_crcrs.errors import InputError
+from mil_crcrs.metrics import harrell_c
+from mil_crcrs.simulate import (
+    SIGNAL_DIMS,
+    TILE_SIZE_LEVEL0,
+    SimulationSettings,
+    _world,
+    draw_cohort,
+    read_planted,
+    simulate_cohort,
+)
+from mil_crcrs.store import FeatureStore, read_bag
+
+
+@functools.cache
+def draw(**kwargs):
+    """One draw per distinct settings for the whole module (draws are deterministic)."""
+    return draw_cohort(SimulationSettings(**kwargs))
+
+
+def per_patient(d) -> pd.DataFrame:
+    return d.clinical.groupby("patient_id", sort=False).first().loc[d.truth.index]
+
+
+def mean_pooled(d) -> np.ndarray:
+    """(n_patients, dim) mean of each patient's tiles over all of its slides."""
+    slides = d.clinical.groupby("patient_id", sort=False)["slide_id"].apply(list)
+    return np.stack(
+        [np.concatenate([d.features[s] for s in slides[p]]).mean(0) for p in d.truth.index]
+    )
+
+
+def mean_pooling_cox_c(d, n_components: int = 8) -> float:
+    """Held-out C of a penalised Cox model on PCA components of mean-pooled features.
+
+    Two-fold (even / odd patients), so the C is not flattered by fitting and scoring on the same
+    patients.
+    """
+    x, pat = mean_pooled(d), per_patient(d)
+    time, event = pat["time"].to_numpy(), pat["event"].to_numpy()
+    even = np.arange(len(x)) % 2 == 0
+    cs = []
+    for train, test in ((even, ~even), (~even, even)):
+        pca = PCA(n_components).fit(x[train])
+        names = [f"pc{i}" for i in range(n_components)]
+        frame = pd.DataFrame(pca.transform(x[train]), columns=names)
+        frame["time"], frame["event"] = time[train], event[train]
+        cox = CoxPHFitter(penalizer=0.1).fit(frame, "time", "event")
+        risk = cox.predict_log_partial_hazard(pd.DataFrame(pca.transform(x[test]), columns=names))
+        cs.append(harrell_c(time[test], event[test], risk.to_numpy()))
+    return float(np.mean(cs))
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    settings = SimulationSettings(scenario="both", n_patients=10, dim=16, seed=3, dtype="float16")
+    return simulate_cohort(tmp_path_factory.mktemp("sim"), settings)
+
+
+def test_outputs_are_read_by_the_store_and_the_cohort_reader(written):
+    cohort = read_cohort(written.clinical_csv)
+    store = FeatureStore(written.features_dir)
+    assert len(cohort) == 10 and cohort.covariates == ("stage", "age")
+    assert set(cohort.patients["stage"]) <= {"I", "II", "III", "IV"}
+    assert store.check_consistent() == (16, "simulated-16")
+    assert cohort.match_features(store.slide_ids) is cohort
+    assert sorted(written.planted) == store.slide_ids
+    assert {len(s) for s in cohort.slides.values()} <= {1, 2}
+    bags = PatientBags(cohort, store)
+    assert sum(b.n_tiles for b in bags) == sum(m.size for m in written.planted.values())
+
+
+def test_feature_files_have_grid_coords_and_the_planted_mask(written):
+    for sid, planted in written.planted.items():
+        path = written.features_dir / f"{sid}.h5"
+        bag = read_bag(path)
+        assert bag.features.dtype == np.float16 and bag.features.shape == (planted.size, 16)
+        assert 40 <= planted.size <= 120
+        assert bag.info.tile_size_level0 == TILE_SIZE_LEVEL0 and bag.info.slide_id == sid
+        assert np.all(bag.coords % TILE_SIZE_LEVEL0 == 0)
+        assert len(np.unique(bag.coords, axis=0)) == planted.size  # one tile per grid cell
+        assert bag.coords[:, 0].max() < bag.info.level0_width
+        assert bag.coords[:, 1].max() < bag.info.level0_height
+        np.testing.assert_array_equal(read_planted(path), planted)
+
+
+def test_truth_and_settings_are_written(written):
+    truth = pd.read_csv(written.truth_csv, index_col="patient_id")
+    np.testing.assert_allclose(truth["true_risk"], written.true_risk.loc[truth.index])
+    saved = json.loads((written.out_dir / "simulation.json").read_text())
+    assert saved["settings"]["scenario"] == "both" and saved["settings"]["seed"] == 3
+    assert saved["oracle_c"] == pytest.approx(written.oracle_c)
+    assert saved["encoder"] == "simulated-16"
+
+
+def test_oracle_c_is_harrells_c_of_the_true_risk(written):
+    pat = pd.read_csv(written.clinical_csv).groupby("patient_id").first()
+    risk = written.true_risk.loc[pat.index].to_numpy()
+    expected = concordance_index_censored(pat["event"].astype(bool), pat["time"], risk)[0]
+    assert written.oracle_c == pytest.approx(expected)
+
+
+def test_read_planted_refuses_a_file_that_is_not_simulated(write_features):
+    with pytest.raises(InputError, match="sim_planted"):
+        read_planted(write_features("s1"))
+
+
+# --------------------------------------------------------------------------------------------
+# Determinism
+
+
+def test_same_settings_give_the_same_cohort_and_another_seed_another():
+    a = draw_cohort(SimulationSettings(n_patients=15, seed=5))
+    b = draw_cohort(SimulationSettings(n_patients=15, seed=5))
+    c = draw_cohort(SimulationSettings(n_patients=15, seed=6))
+    pd.testing.assert_frame_equal(a.clinical, b.clinical)
+    pd.testing.assert_frame_equal(a.truth, b.truth)
+    assert a.features.keys() == b.features.keys()
+    for sid in a.features:
+        np.testing.assert_array_equal(a.features[sid], b.features[sid])
+        np.testing.assert_array_equal(a.coords[sid], b.coords[sid])
+        np.testing.assert_array_equal(a.planted[sid], b.planted[sid])
+    assert not a.clinical["time"].equals(c.clinical["time"])
+
+
+def test_simulate_cohort_writes_the_draw(tmp_path):
+    settings = SimulationSettings(n_patients=4, dim=8, seed=2)
+    sim, d = simulate_cohort(tmp_path, settings), draw_cohort(settings)
+    pd.testing.assert_frame_equal(pd.read_csv(sim.clinical_csv), d.clinical.reset_index(drop=True))
+    for sid, x in d.features.items():
+        np.testing.assert_array_equal(read_bag(sim.features_dir / f"{sid}.h5").features, x)
+
+
+def test_a_rerun_with_fewer_patients_leaves_no_stale_slides(tmp_path, write_features):
+    simulate_cohort(tmp_path, SimulationSettings(n_patients=6, dim=8))
+    own = write_features("mine", folder="features")  # not simulated: left alone
+    sim = simulate_cohort(tmp_path, SimulationSettings(n_patients=2, dim=8))
+    assert FeatureStore(sim.features_dir).slide_ids == sorted([*sim.planted, "mine"])
+    assert own.exists()
+
+
+def test_the_world_depends_on_world_seed_only():
+    assert SimulationSettings().encoder == "simulated-64"
+    assert SimulationSettings(world_seed=3).encoder == "simulated-64-w3"
+    np.testing.assert_array_equal(_world(64, 0).rotation, _world(64, 0).rotation)
+    assert not np.allclose(_world(64, 0).rotation, _world(64, 1).rotation)
+
+
+# --------------------------------------------------------------------------------------------
+# Scenarios (300 patients: enough for C-indices within a few hundredths)
+
+
+def test_rare_signal_is_invisible_to_mean_pooling_but_known_to_the_oracle():
+    d = draw(scenario="rare", n_patients=300)
+    assert d.oracle_c > 0.75
+    assert abs(mean_pooling_cox_c(d) - 0.5) < 0.08
+
+
+def test_prevalence_signal_is_seen_by_mean_pooling():
+    # The same pipeline that is blind to "rare" does see a linear phenotype: the check above
+    # could fail.
+    d = draw(scenario="prevalence", n_patients=300)
+    assert d.oracle_c > 0.75
+    assert mean_pooling_cox_c(d) > 0.72
+
+
+def test_null_has_no_signal():
+    d = draw(scenario="null", n_patients=300)
+    assert d.oracle_c == 0.5 and np.all(d.truth["true_risk"] == 0)
+    assert abs(mean_pooling_cox_c(d) - 0.5) < 0.08
+    pat = per_patient(d)
+    # the rare phenotype is planted but says nothing about the outcome
+    c_rare = harrell_c(pat["time"], pat["event"], d.truth["rare_fraction"])
+    assert abs(c_rare - 0.5) < 0.08
+
+
+def test_rare_tiles_share_the_background_mean_but_stand_out_non_linearly():
+    d = draw(scenario="rare", n_patients=120)
+    x = np.concatenate(list(d.features.values()))
+    planted = np.concatenate(list(d.planted.values()))
+    # Same mean: the gap is within sampling noise (prevalence tiles sit 3 units away).
+    assert np.linalg.norm(x[planted].mean(0) - x[~planted].mean(0)) < 1.0
+    # A per-tile non-linear function, the norm in the signal subspace, picks them out.
+    signal = (x @ _world(64, 0).rotation)[:, :SIGNAL_DIMS]
+    assert roc_auc_score(planted, np.linalg.norm(signal, axis=1)) > 0.99
+
+
+def test_prevalence_tiles_are_shifted():
+    d = draw(scenario="prevalence", n_patients=120)
+    x = np.concatenate(list(d.features.values()))
+    planted = np.concatenate(list(d.planted.values()))
+    assert np.linalg.norm(x[planted].mean(0) - x[~planted].mean(0)) > 2.5
+
+
+@pytest.mark.parametrize(
+    "scenario, rare_mean, prevalence_mean",
+    [
+        ("rare", (0.03, 0.05), (0.0, 0.0)),
+        ("prevalence", (0.0, 0.0), (0.22, 0.33)),
+        ("both", (0.03, 0.05), (0.22, 0.33)),
+        ("null", (0.03, 0.05), (0.0, 0.0)),
+    ],
+)
+def test_planted_fractions_are_in_range(scenario, rare_mean, prevalence_mean):
+    d = draw(scenario=scenario, n_patients=120)
+    truth = d.truth
+    assert rare_mean[0] <= truth["rare_fraction"].mean() <= rare_mean[1]
+    assert prevalence_mean[0] <= truth["prevalence_fraction"].mean() <= prevalence_mean[1]
+    assert truth["rare_fraction"].max() < 0.2  # 0-8 % drawn, plus binomial noise
+    # the planted mask is the union of the planted phenotypes
+    planted = np.concatenate(list(d.planted.values())).mean()
+    n_tiles = np.array([x.shape[0] for x in d.features.values()]).sum()
+    weights = d.clinical.groupby("patient_id", sort=False)["slide_id"].apply(
+        lambda s: sum(d.features[i].shape[0] for i in s)
+    )
+    expected = (truth[["rare_fraction", "prevalence_fraction"]].sum(1) * weights).sum() / n_tiles
+    assert planted == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("scenario", ["rare", "prevalence", "both"])
+def test_true_risk_has_sd_effect_and_follows_the_planted_fraction(scenario):
+    truth = draw(scenario=scenario, n_patients=120).truth
+    assert truth["true_risk"].std(ddof=0) == pytest.approx(1.5)
+    fraction = truth[["rare_fraction", "prevalence_fraction"]].sum(1)
+    if scenario != "both":  # a sum of two standardised fractions is not their raw sum
+        assert truth["true_risk"].corr(fraction) == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# Outcome model
+
+
+@pytest.mark.parametrize("shape", [1.0, 2.0])
+def test_true_risk_is_the_log_hazard(shape):
+    # Cox regression of the outcome on the true risk recovers a coefficient of 1.
+    d = draw(scenario="rare", n_patients=300, weibull_shape=shape)
+    frame = per_patient(d)[["time", "event"]].join(d.truth["true_risk"])
+    cox = CoxPHFitter().fit(frame, "time", "event")
+    assert cox.params_["true_risk"] == pytest.approx(1.0, abs=0.2)
+
+
+def test_censoring_fraction_and_baseline_median():
+    pat = per_patient(draw(scenario="rare", n_patients=300))
+    assert 0.22 <= 1 - pat["event"].mean() <= 0.38
+    null = per_patient(draw(scenario="null", n_patients=300, censoring=0.0))
+    assert null["event"].all()
+    assert 1826 * 0.8 < null["time"].median() < 1826 * 1.25
+    assert null["time"].min() >= 1 and (null["time"] == null["time"].round()).all()
+
+
+def test_time_unit_converts_days():
+    days = per_patient(draw(n_patients=20, seed=4))["time"]
+    years = per_patient(draw(n_patients=20, seed=4, time_unit="years"))["time"]
+    np.testing.assert_allclose(years, days / 365.25, atol=0.01)
+
+
+def test_stage_follows_the_true_risk_and_age_does_not():
+    d = draw(scenario="rare", n_patients=300)
+    pat = per_patient(d)
+    stage = pat["stage"].map({"I": 1, "II": 2, "III": 3, "IV": 4})
+    risk = d.truth["true_risk"]
+    assert 0.4 < stage.corr(risk, method="spearman") < 0.9
+    assert abs(pat["age"].corr(risk, method="spearman")) < 0.2
+    assert stage.value_counts(normalize=True).sort_index().tolist() == pytest.approx(
+        [0.2, 0.3, 0.3, 0.2], abs=0.01
+    )
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"scenario": "strong"}, "scenario"),
+        ({"dim": 4}, "dim"),
+        ({"censoring": 1.0}, "censoring"),
+        ({"tiles_per_slide": (0, 5)}, "tiles_per_slide"),
+        ({"n_patients": 1}, "n_patients"),
+        ({"time_unit": "weeks"}, "time_unit"),
+        ({"rare_fraction": (0.0, 0.6)}, "add up"),
+        ({"dtype": "float64"}, "dtype"),
+    ],
+)
+def test_bad_settings(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        SimulationSettings(**kwargs)
