@@ -1,0 +1,132 @@
+"""``crcrs report``: survival statistics, nomogram and plots of a CRCRS as one HTML report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cli._options import cohort_columns, seed_option
+from mil_crcrs.errors import InputError
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def _years(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(s) for s in _names(text))
+    except ValueError:
+        raise InputError(
+            f"--horizons must be comma-separated numbers of years, got {text!r}"
+        ) from None
+
+
+@click.command("report")
+@click.option(
+    "--predictions",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Predictions CSV of the training cohort (from crcrs fit/predict).",
+)
+@click.option(
+    "--clinical",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Clinical table of the training cohort.",
+)
+@click.option(
+    "--validation-predictions",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Predictions CSV of an external validation cohort.",
+)
+@click.option(
+    "--validation-clinical",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Clinical table of the validation cohort.",
+)
+@click.option(
+    "--covariates", required=True, help="Comma-separated clinical covariates, e.g. T,N,M,age,sex."
+)
+@click.option(
+    "--categorical",
+    default="",
+    show_default=False,
+    help="Covariates coded as numbers to treat as categorical, e.g. T,N. Text "
+    "covariates are categorical anyway; the reference level is the most frequent.",
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder: report.html, CSV tables, results.json, figures/.",
+)
+@click.option(
+    "--horizons",
+    default="1,3,5",
+    show_default=True,
+    help="Comma-separated horizons in years (time-dependent AUC, nomogram, calibration).",
+)
+@click.option(
+    "--dca-horizon",
+    type=float,
+    default=None,
+    help="Horizon of the decision curves, in years [default: the middle horizon].",
+)
+@click.option(
+    "--bootstrap",
+    "n_bootstrap",
+    type=click.IntRange(min=0),
+    default=200,
+    show_default=True,
+    help="Bootstrap resamples for the 95% CIs.",
+)
+@click.option(
+    "--image",
+    "images",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Extra image to embed (e.g. a heatmap PNG); repeat for several.",
+)
+@seed_option
+@cohort_columns
+def command(
+    predictions,
+    clinical,
+    validation_predictions,
+    validation_clinical,
+    covariates,
+    categorical,
+    out,
+    horizons,
+    dca_horizon,
+    n_bootstrap,
+    images,
+    columns,
+    time_unit,
+    seed,
+) -> None:
+    """Kaplan-Meier, Cox, discrimination, nomogram, calibration and decision curves."""
+    from mil_crcrs.report import ReportSettings, build_report
+
+    settings = ReportSettings(
+        covariates=_names(covariates),
+        categorical=_names(categorical),
+        horizons_years=_years(horizons),
+        time_unit=time_unit,
+        columns=columns,
+        n_bootstrap=n_bootstrap,
+        seed=seed,
+        dca_horizon_years=dca_horizon,
+    )
+    report = build_report(
+        predictions,
+        clinical,
+        out,
+        settings,
+        validation_predictions=validation_predictions,
+        validation_clinical=validation_clinical,
+        extra_images=images,
+    )
+    click.echo(f"report: {report.html}")

@@ -1,0 +1,366 @@
+"""`crcrs report` end to end on synthetic cohorts, and its bad-input messages."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from lifelines import CoxPHFitter
+from lifelines.statistics import logrank_test
+from sksurv.metrics import concordance_index_censored
+
+from cli.main import cli
+from mil_crcrs.errors import InputError
+from mil_crcrs.report import (
+    ReportSettings,
+    build_report,
+    load_patients,
+    read_predictions,
+    usable_horizons,
+)
+
+YEAR = 365.25
+FAKE_PNG = b"\x89PNG\r\n\x1a\n" + b"heatmap-bytes"
+
+
+def synthetic_cohort(n: int, seed: int, prefix: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Predictions and clinical table; the hazard rises with the score, stage and grade."""
+    rng = np.random.default_rng(seed)
+    stage = rng.choice(["I", "II", "III"], n, p=[0.3, 0.4, 0.3])
+    grade = rng.choice([1, 2, 3], n)
+    age = rng.normal(65, 10, n).round()
+    score = rng.normal(0, 1, n)
+    lp = 0.8 * score + np.select([stage == "II", stage == "III"], [0.5, 1.0], 0) + 0.3 * grade
+    death = rng.exponential(1 / (0.12 * np.exp(lp))) * YEAR
+    censor = rng.uniform(3, 8, n) * YEAR
+    ids = [f"{prefix}{i:03d}" for i in range(n)]
+    crcrs = score + rng.normal(0, 0.5, n)
+    pred = pd.DataFrame(
+        {
+            "patient_id": ids,
+            "crcrs": crcrs,
+            "risk_group": np.where(crcrs > np.median(crcrs), "high", "low"),
+        }
+    )
+    clin = pd.DataFrame(
+        {
+            "pid": ids,
+            "os_days": np.minimum(death, censor).round(),
+            "dead": (death <= censor).astype(int),
+            "stage": stage,
+            "grade": grade,
+            "age": age,
+        }
+    )
+    return pred, clin
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("report_inputs")
+    out = {}
+    for role, n, seed, prefix in (("train", 120, 0, "T"), ("valid", 100, 1, "V")):
+        pred, clin = synthetic_cohort(n, seed, prefix)
+        out[f"{role}_pred"] = root / f"{role}_pred.csv"
+        out[f"{role}_clin"] = root / f"{role}_clin.csv"
+        pred.to_csv(out[f"{role}_pred"], index=False)
+        clin.to_csv(out[f"{role}_clin"], index=False)
+    out["image"] = root / "heatmap.png"
+    out["image"].write_bytes(FAKE_PNG)
+    return out
+
+
+COLUMN_ARGS = ["--patient-col", "pid", "--time-col", "os_days", "--event-col", "dead"]
+
+
+@pytest.fixture(scope="module")
+def report_dir(files, tmp_path_factory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("report") / "out"
+    args = [
+        "report",
+        "--predictions",
+        str(files["train_pred"]),
+        "--clinical",
+        str(files["train_clin"]),
+        "--validation-predictions",
+        str(files["valid_pred"]),
+        "--validation-clinical",
+        str(files["valid_clin"]),
+        "--covariates",
+        "stage,grade,age",
+        "--categorical",
+        "grade",
+        "--horizons",
+        "1,3,20",
+        "--bootstrap",
+        "10",
+        "--seed",
+        "7",
+        "--image",
+        str(files["image"]),
+        "--out",
+        str(out),
+        *COLUMN_ARGS,
+    ]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    # the CLI prints warnings as one line each
+    assert "warning: " in result.output and "20-year horizon was dropped" in result.output
+    return out, result.output
+
+
+def _joined(files: dict[str, Path], role: str) -> pd.DataFrame:
+    pred = pd.read_csv(files[f"{role}_pred"])
+    clin = pd.read_csv(files[f"{role}_clin"])
+    return pred.merge(clin, left_on="patient_id", right_on="pid")
+
+
+def test_html_is_self_contained_with_images(report_dir, files):
+    out, output = report_dir
+    html = (out / "report.html").read_text()
+    assert f"report: {out / 'report.html'}" in output
+    # 2 cohorts x (KM, forest, subgroups, AUC, calibration, DCA) + nomogram, plus the heatmap
+    assert html.count('src="data:image/png;base64,') == 14
+    assert base64.b64encode(FAKE_PNG).decode() in html
+    assert "<script" not in html and "http" not in html  # nothing fetched from elsewhere
+    text = re.sub(r"base64,[A-Za-z0-9+/=]+", "", html)
+    assert ">nan<" not in text.lower() and "NaN" not in text and "inf<" not in text
+    assert "20-year horizon was dropped" in html
+    pngs = sorted((out / "figures").glob("*.png"))
+    assert len(pngs) == 13
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
+
+
+def test_json_is_strict_and_matches_csv(report_dir):
+    out, _ = report_dir
+
+    def no_nan(token: str):
+        raise AssertionError(f"{token} in results.json")
+
+    results = json.loads((out / "results.json").read_text(), parse_constant=no_nan)
+    assert any("20-year" in w for w in results["warnings"])
+    cox_csv = pd.read_csv(out / "cox.csv")
+    cox_json = pd.DataFrame(results["tables"]["cox"])
+    np.testing.assert_allclose(cox_json["hr"], cox_csv["hr"])
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["covariates"] == ["stage", "grade", "age"]
+    assert settings["columns"]["patient"] == "pid" and settings["seed"] == 7
+    cohorts = pd.read_csv(out / "cohorts.csv").set_index("cohort")
+    assert cohorts.loc["training", "n"] == 120 and cohorts.loc["validation", "n"] == 100
+    assert cohorts.loc["training", "horizons_years"] == "1, 3"
+
+
+def test_numbers_agree_with_lifelines_and_sksurv(report_dir, files):
+    out, _ = report_dir
+    train = _joined(files, "train")
+    high, low = train[train["risk_group"] == "high"], train[train["risk_group"] == "low"]
+    km = pd.read_csv(out / "km_medians.csv")
+    km = km[km["cohort"] == "training"]
+    direct = logrank_test(high["os_days"], low["os_days"], high["dead"], low["dead"])
+    assert km["logrank_p"].iloc[0] == pytest.approx(direct.p_value, rel=1e-8)
+    assert km["logrank_p"].iloc[0] < 0.05
+
+    at_risk = pd.read_csv(out / "numbers_at_risk.csv")
+    first = at_risk[(at_risk["cohort"] == "training") & (at_risk["time"] == 0)].iloc[0]
+    assert (first["low"], first["high"]) == (len(low), len(high))
+
+    cox = pd.read_csv(out / "cox.csv")
+    row = cox[
+        (cox["cohort"] == "training")
+        & (cox["model"] == "univariable")
+        & (cox["term"] == "risk_group=high")
+    ].iloc[0]
+    # CoxPHFitter().fit(time, event, high-vs-low indicator)
+    fit = CoxPHFitter().fit(
+        pd.DataFrame(
+            {"t": train["os_days"], "e": train["dead"], "h": (train["risk_group"] == "high") * 1.0}
+        ),
+        "t",
+        "e",
+    )
+    assert row["hr"] == pytest.approx(fit.summary.loc["h", "exp(coef)"], rel=1e-6)
+    grade = cox[(cox["cohort"] == "training") & (cox["variable"] == "grade")]
+    assert set(grade["level"].astype(str)) == {"1", "2", "3"} - {str(grade["reference"].iloc[0])}
+
+    disc = pd.read_csv(out / "discrimination.csv")
+    c = disc[
+        (disc["cohort"] == "training")
+        & (disc["model"] == "CRCRS")
+        & (disc["metric"] == "harrell_c")
+    ].iloc[0]
+    expected = concordance_index_censored(
+        train["dead"].astype(bool), train["os_days"], train["crcrs"]
+    )[0]
+    assert c["estimate"] == pytest.approx(expected)
+    assert c["ci_lower"] <= c["estimate"] <= c["ci_upper"]
+    diff = pd.read_csv(out / "discrimination_difference.csv")
+    assert {"training", "validation"} == set(diff["cohort"])
+    assert set(disc["metric"]) == {"harrell_c", "uno_c", "auc", "ibs"}
+    assert sorted(disc["horizon_years"].dropna().unique()) == [1.0, 3.0]
+
+    calib = pd.read_csv(out / "calibration.csv")
+    assert set(calib["horizon_years"]) == {1.0, 3.0}
+    assert calib.groupby(["cohort", "horizon_years"])["n"].sum().tolist() == [120, 120, 100, 100]
+    dca = pd.read_csv(out / "decision_curve.csv")
+    assert set(dca["horizon_years"]) == {1.0}  # the middle of the usable horizons 1 and 3
+    assert np.isfinite(dca["net_benefit"]).all()
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+
+def _settings(**kwargs) -> ReportSettings:
+    from mil_crcrs.cohort import Columns
+
+    base = dict(
+        covariates=("stage", "age"),
+        columns=Columns("pid", "slide_id", "os_days", "dead"),
+        n_bootstrap=0,
+    )
+    base.update(kwargs)
+    return ReportSettings(**base)
+
+
+def test_no_patient_in_common_is_one_line_exit_2(files, tmp_path):
+    args = [
+        "report",
+        "--predictions",
+        str(files["valid_pred"]),
+        "--clinical",
+        str(files["train_clin"]),
+        "--covariates",
+        "stage",
+        "--out",
+        str(tmp_path / "o"),
+        *COLUMN_ARGS,
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert result.output.startswith("error: ") and "no patient in common" in result.output
+    assert result.output.count("\n") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_covariate_is_an_input_error(files, tmp_path):
+    with pytest.raises(InputError, match="covariate\\(s\\) 'T' not found"):
+        build_report(
+            files["train_pred"], files["train_clin"], tmp_path, _settings(covariates=("T", "age"))
+        )
+
+
+def test_constant_covariate_is_an_input_error(files, tmp_path):
+    clin = pd.read_csv(files["train_clin"]).assign(site="A")
+    with pytest.raises(InputError, match="'site' is constant"):
+        build_report(files["train_pred"], clin, tmp_path, _settings(covariates=("site", "age")))
+
+
+def test_horizons_beyond_follow_up_are_an_input_error(files, tmp_path):
+    with pytest.raises(InputError, match="no usable horizon among 10, 20 years"):
+        build_report(
+            files["train_pred"], files["train_clin"], tmp_path, _settings(horizons_years=(10, 20))
+        )
+
+
+def test_usable_horizons_need_events_and_patients_beyond():
+    time = np.array([1.0, 2, 3, 4, 5, 6, 7, 8, 9, 10])
+    event = np.array([1, 1, 1, 0, 1, 0, 1, 1, 0, 0])
+    kept, reasons = usable_horizons(time, event, [2.5, 5.5, 9.5], min_events=3)
+    assert kept == [5.5]
+    assert reasons[0].startswith("only 2 event(s) by then")
+    assert reasons[1].startswith("only 1 patient(s) followed beyond it")
+
+
+def test_validation_inputs_go_together(files, tmp_path):
+    with pytest.raises(InputError, match="give both or neither"):
+        build_report(
+            files["train_pred"],
+            files["train_clin"],
+            tmp_path,
+            _settings(),
+            validation_predictions=files["valid_pred"],
+        )
+
+
+def test_missing_extra_image_is_an_input_error(files, tmp_path):
+    with pytest.raises(InputError, match="no such image file"):
+        build_report(
+            files["train_pred"],
+            files["train_clin"],
+            tmp_path,
+            _settings(),
+            extra_images=[tmp_path / "absent.png"],
+        )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("patient_id,crcrs,risk_group\na,0.1,high\nb,x,low\n", "line 3: column 'crcrs'"),
+        ("patient_id,crcrs,risk_group\na,0.1,medium\n", "line 2: column 'risk_group'"),
+        ("patient_id,crcrs,risk_group\na,0.1,high\na,0.2,low\n", "duplicate patient_id 'a'"),
+        ("patient_id,score\na,0.1\n", "missing column\\(s\\) 'crcrs', 'risk_group'"),
+    ],
+)
+def test_bad_predictions(tmp_path, text, message):
+    path = tmp_path / "pred.csv"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message):
+        read_predictions(path)
+
+
+def test_outcome_falls_back_to_the_predictions(tmp_path):
+    pred = pd.DataFrame(
+        {
+            "patient_id": ["a", "b", "c"],
+            "crcrs": [0.1, 0.5, 0.9],
+            "risk_group": ["low", "low", "high"],
+            "time": [10.0, 20, 30],
+            "event": [1, 0, 1],
+        }
+    )
+    clin = pd.DataFrame({"patient_id": ["a", "b", "c", "d"], "stage": ["I", "II", "I", "II"]})
+    table, info, notes = load_patients(pred, clin, ReportSettings(covariates=("stage",)))
+    assert table["time"].tolist() == [10.0, 20.0, 30.0] and notes == []
+    assert info["source"] == "<predictions>"
+    with pytest.raises(InputError, match="has time and event columns"):
+        load_patients(
+            pred.drop(columns=["time", "event"]), clin, ReportSettings(covariates=("stage",))
+        )
+
+
+def test_predictions_without_clinical_rows_are_dropped_with_a_note(tmp_path):
+    pred = pd.DataFrame(
+        {
+            "patient_id": ["a", "b", "z"],
+            "crcrs": [0.1, 0.5, 0.9],
+            "risk_group": ["low", "high", "high"],
+        }
+    )
+    clin = pd.DataFrame(
+        {"patient_id": ["a", "b"], "time": [5.0, 6.0], "event": [1, 1], "stage": ["I", "II"]}
+    )
+    table, _, notes = load_patients(pred, clin, ReportSettings(covariates=("stage",)))
+    assert table.index.tolist() == ["a", "b"]
+    assert "1 of 3 patients" in notes[0]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(covariates=()), "at least one clinical covariate"),
+        (dict(covariates=("crcrs",)), "'crcrs' is not a clinical covariate"),
+        (dict(covariates=("a", "a")), "given twice: a"),
+        (dict(covariates=("a",), categorical=("b",)), "categorical covariate\\(s\\) b"),
+        (dict(covariates=("a",), horizons_years=(0,)), "horizons must be positive"),
+        (dict(covariates=("a",), n_bootstrap=-1), "bootstrap"),
+    ],
+)
+def test_bad_settings(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        ReportSettings(**kwargs)
