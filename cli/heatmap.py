@@ -1,0 +1,178 @@
+"""``crcrs heatmap``: attention and contribution heatmaps, top tiles and Grad-CAM per patient."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from cli._options import cohort_columns, device_option
+
+_PATH = click.Path(path_type=Path)
+
+
+def _ids(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+@click.command("heatmap")
+@click.option(
+    "--model", "model_dir", required=True, type=_PATH, help="Model directory written by crcrs fit."
+)
+@click.option("--features", required=True, type=_PATH, help="Folder of feature files (.h5/.pt).")
+@click.option(
+    "--slides",
+    multiple=True,
+    type=_PATH,
+    help="Slide folder or files, matched to feature files by stem (repeat for "
+    "several). Without them maps are drawn on a blank canvas and no tiles are cut.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Output folder: <patient>/<slide>_<kind>.png, galleries, tiles.csv.",
+)
+@click.option(
+    "--top-k",
+    type=click.IntRange(min=0),
+    default=8,
+    show_default=True,
+    help="Top and bottom tiles per patient in the gallery (and Grad-CAM).",
+)
+@click.option(
+    "--by",
+    type=click.Choice(["attention", "contribution"]),
+    default="attention",
+    show_default=True,
+    help="Rank tiles by attention or by contribution to the risk.",
+)
+@click.option(
+    "--gradcam",
+    is_flag=True,
+    help="Grad-CAM of the top tiles through the encoder (needs --slides).",
+)
+@click.option(
+    "--integrated-gradients",
+    is_flag=True,
+    help="With --gradcam: also feature-level integrated gradients per tile.",
+)
+@click.option(
+    "--weights",
+    default=None,
+    help="The encoder's weights file, when extraction used one (for --gradcam).",
+)
+@click.option("--patients", default=None, help="Comma-separated patient ids [default: all].")
+@click.option(
+    "--clinical",
+    type=_PATH,
+    default=None,
+    help="Cohort table grouping slides into patients [default: each feature file is one patient].",
+)
+@click.option(
+    "--cmap",
+    default=None,
+    help="matplotlib colormap [default: inferno for attention, RdBu_r for contributions].",
+)
+@click.option(
+    "--alpha",
+    type=float,
+    default=0.5,
+    show_default=True,
+    help="Opacity of the colours over the thumbnail.",
+)
+@click.option(
+    "--smooth",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Gaussian smoothing of the maps, sigma in tiles (0 = none).",
+)
+@click.option(
+    "--percentiles",
+    default="1,99",
+    show_default=True,
+    help="Percentiles of a patient's values mapped to the ends of the colormap.",
+)
+@click.option(
+    "--max-side",
+    "max_side_px",
+    type=click.IntRange(min=16),
+    default=2048,
+    show_default=True,
+    help="Longest side of a heatmap in pixels.",
+)
+@click.option(
+    "--missing",
+    type=click.Choice(["error", "warn"]),
+    default="error",
+    show_default=True,
+    help="Slides without a feature file: stop, or drop with a warning.",
+)
+@device_option
+@cohort_columns
+def command(
+    model_dir,
+    features,
+    slides,
+    out_dir,
+    top_k,
+    by,
+    gradcam,
+    integrated_gradients,
+    weights,
+    patients,
+    clinical,
+    cmap,
+    alpha,
+    smooth,
+    percentiles,
+    max_side_px,
+    missing,
+    device,
+    columns,
+    time_unit,
+) -> None:
+    """Attention/contribution heatmaps per slide, top-tile galleries, optional Grad-CAM."""
+    from feature_extraction.gradcam import GradCAMSettings
+    from feature_extraction.heatmaps import make_heatmaps
+    from mil_crcrs.errors import InputError
+    from mil_crcrs.heatmap import HeatmapSettings
+
+    try:
+        low, high = (float(p) for p in percentiles.split(","))
+    except ValueError:
+        raise InputError(
+            f"--percentiles must be two numbers 'low,high', got {percentiles!r}"
+        ) from None
+    if integrated_gradients and not gradcam:
+        raise InputError("--integrated-gradients goes with --gradcam")
+    settings = HeatmapSettings(
+        cmap=cmap,
+        alpha=alpha,
+        percentiles=(low, high),
+        smooth=smooth,
+        max_side_px=max_side_px,
+        top_k=top_k,
+        by=by,
+    )
+    result = make_heatmaps(
+        model_dir,
+        features,
+        out_dir,
+        slides=list(slides) or None,
+        clinical=clinical,
+        columns=columns,
+        time_unit=time_unit,
+        patients=_ids(patients),
+        settings=settings,
+        gradcam=GradCAMSettings(integrated_gradients=integrated_gradients) if gradcam else None,
+        weights=weights,
+        device=device,
+        missing=missing,
+    )
+    n_patients = result.images["patient_id"].nunique()
+    click.echo(f"{len(result.images)} images for {n_patients} patient(s): {out_dir}")

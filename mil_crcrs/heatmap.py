@@ -1,0 +1,778 @@
+"""Attention heatmaps from features: per-tile scores painted at their level-0 coords, top tiles.
+
+Everything here works on arrays: a patient's per-tile scores from the ensemble
+(:func:`tile_scores`), painted onto an RGB thumbnail the caller supplies or onto a blank canvas
+(:func:`render_heatmap`); top and bottom tiles (:func:`select_tiles`); figures and PNG files
+(:func:`heatmap_figure`, :func:`tile_gallery_figure`, :func:`write_png`); and the AUROC of the
+attention for planted tiles (:func:`attention_auroc`, :func:`planted_auroc`). Reading slides is
+:mod:`feature_extraction.heatmaps`'s job; nothing here imports openslide or timm, and matplotlib
+is imported only inside the drawing functions.
+
+Two per-tile values can be drawn, both from the **patient-level** model (a patient's slides are
+one bag, so one softmax covers all of them):
+
+- ``attention``: the fold models' mean attention, summing to 1 over the patient's tiles;
+- ``contribution``: each tile's additive share of the CRCRS (exact for abmil and mean, see
+  :meth:`~mil_crcrs.model_dir.CRCRSModel.patient_attention`); positive raises the risk.
+
+A patient with several slides gets one map per slide, all normalised over the patient's tiles so
+that the maps of one patient are comparable with each other.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from mil_crcrs._io import atomic_path
+from mil_crcrs.cohort import Cohort, Columns
+from mil_crcrs.errors import InputError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from mil_crcrs.bags import PatientBag
+    from mil_crcrs.model_dir import CRCRSModel
+    from mil_crcrs.store import BagInfo, FeatureStore
+
+VALUE_KINDS = ("attention", "contribution")
+#: What can be painted: the model's own values, and attributions computed elsewhere (feature-level
+#: integrated gradients, :mod:`feature_extraction.gradcam`) passed in ``TileScores.extra``.
+MAP_KINDS = (*VALUE_KINDS, "integrated_gradients")
+SIGNED_KINDS = ("contribution", "integrated_gradients")
+#: Colormap of each kind when none is given: sequential for attention, diverging (red = raises
+#: the risk, blue = lowers it, white = no effect) for the signed values.
+DEFAULT_CMAPS = {"attention": "inferno", "contribution": "RdBu_r", "integrated_gradients": "RdBu_r"}
+BACKGROUND_RGB = (255, 255, 255)
+
+
+@dataclass(frozen=True)
+class HeatmapSettings:
+    """How heatmaps are painted and which tiles are shown (saved with the outputs).
+
+    Parameters
+    ----------
+    maps : the value kinds to draw per slide ("attention", "contribution", and
+        "integrated_gradients" where the scores carry them)
+    cmap : a matplotlib colormap name for every map; None = :data:`DEFAULT_CMAPS` per kind
+    alpha : opacity of the colours over the thumbnail, in [0, 1]
+    percentiles : (low, high) percentiles of the patient's tile values mapped to the two ends of
+        the colormap (values outside are clipped); for the signed contributions only ``high`` is
+        used, on their absolute values, and zero sits in the middle
+    smooth : standard deviation of a Gaussian smoothing of the painted map, in tiles (0 = none);
+        smoothing never spreads colour outside the tiles
+    max_side_px : longest side of a heatmap canvas in pixels (the thumbnail's resolution)
+    top_k : number of top and of bottom tiles to select per patient
+    by : rank tiles by "attention" or by "contribution" to the risk
+    """
+
+    maps: tuple[str, ...] = VALUE_KINDS
+    cmap: str | None = None
+    alpha: float = 0.5
+    percentiles: tuple[float, float] = (1.0, 99.0)
+    smooth: float = 0.0
+    max_side_px: int = 2048
+    top_k: int = 8
+    by: str = "attention"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "maps", tuple(self.maps))
+        object.__setattr__(self, "percentiles", tuple(float(p) for p in self.percentiles))
+        unknown = [m for m in self.maps if m not in MAP_KINDS]
+        if unknown or not self.maps:
+            raise InputError(f"heatmap maps must be among {', '.join(MAP_KINDS)}, got {self.maps}")
+        if self.by not in VALUE_KINDS:
+            raise InputError(f"--by must be one of {', '.join(VALUE_KINDS)}, got {self.by!r}")
+        if not 0.0 <= self.alpha <= 1.0:
+            raise InputError(f"--alpha must be in [0, 1], got {self.alpha}")
+        lo, hi = self.percentiles
+        if not 0.0 <= lo < hi <= 100.0:
+            raise InputError(f"percentiles must satisfy 0 <= low < high <= 100, got {(lo, hi)}")
+        if not self.smooth >= 0.0:
+            raise InputError(f"--smooth must be >= 0 (tiles), got {self.smooth}")
+        if self.max_side_px < 16:
+            raise InputError(f"max_side_px must be at least 16, got {self.max_side_px}")
+        if self.top_k < 0:
+            raise InputError(f"--top-k must be >= 0, got {self.top_k}")
+        if self.cmap is not None:
+            colormap(self.cmap)  # fails early on an unknown name
+
+    def cmap_for(self, kind: str) -> str:
+        """The colormap name used for value ``kind``."""
+        return self.cmap or DEFAULT_CMAPS[kind]
+
+
+# --------------------------------------------------------------------------------------------
+# Per-tile scores of one patient
+
+
+@dataclass(frozen=True)
+class TileScores:
+    """One patient's per-tile scores from the model ensemble.
+
+    Attributes
+    ----------
+    patient_id : str
+    crcrs : the patient's CRCRS
+    slide_ids : the patient's slides, in bag order
+    tile_slide : (n_tiles,) int64 index into ``slide_ids`` of each tile's slide
+    coords : (n_tiles, 2) int64 level-0 top-left (x, y); -1 where a file has no coords
+    attention : (n_tiles,) float64, sums to 1 over all of the patient's tiles
+    contribution : (n_tiles,) float64, each tile's additive share of the risk
+    extra : other per-tile values by kind, e.g. ``{"integrated_gradients": (n_tiles,)}``
+    """
+
+    patient_id: str
+    crcrs: float
+    slide_ids: tuple[str, ...]
+    tile_slide: np.ndarray
+    coords: np.ndarray
+    attention: np.ndarray
+    contribution: np.ndarray
+    extra: Mapping[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def n_tiles(self) -> int:
+        return int(self.attention.shape[0])
+
+    def values(self, kind: str) -> np.ndarray:
+        """(n_tiles,) the ``kind`` ("attention", "contribution" or an extra kind) of every tile."""
+        if kind == "attention":
+            return self.attention
+        if kind == "contribution":
+            return self.contribution
+        if kind in self.extra:
+            return np.asarray(self.extra[kind], dtype=np.float64)
+        raise ValueError(f"no per-tile {kind!r} values for patient {self.patient_id}")
+
+    def slide_rows(self, slide_id: str) -> np.ndarray:
+        """(n,) bag indices of the tiles of ``slide_id``, in the slide file's row order."""
+        return np.flatnonzero(self.tile_slide == self.slide_ids.index(slide_id))
+
+    def row_in_slide(self) -> np.ndarray:
+        """(n_tiles,) each tile's row in its own slide's feature file."""
+        rows = np.empty(self.n_tiles, dtype=np.int64)
+        for k in range(len(self.slide_ids)):
+            idx = np.flatnonzero(self.tile_slide == k)
+            rows[idx] = np.arange(idx.size)
+        return rows
+
+
+def tile_scores(model: CRCRSModel, bag: PatientBag, device: str = "cpu") -> TileScores:
+    """The ensemble's CRCRS, attention and contributions for every tile of one patient.
+
+    Parameters
+    ----------
+    model : the trained ensemble
+    bag : the patient's tiles (all slides)
+    device : where to run the fold models
+
+    Returns
+    -------
+    TileScores
+    """
+    crcrs, attention, contribution = model.patient_attention(bag, device=device)
+    return TileScores(
+        patient_id=bag.patient_id,
+        crcrs=float(crcrs),
+        slide_ids=tuple(bag.slide_ids),
+        tile_slide=np.asarray(bag.tile_slide, dtype=np.int64),
+        coords=np.asarray(bag.coords, dtype=np.int64),
+        attention=np.asarray(attention, dtype=np.float64),
+        contribution=np.asarray(contribution, dtype=np.float64),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Normalisation and painting
+
+
+@dataclass(frozen=True)
+class Scale:
+    """How values were mapped onto [0, 1]: ``low`` maps to 0 and ``high`` to 1."""
+
+    low: float
+    high: float
+
+    def __call__(self, values: np.ndarray) -> np.ndarray:
+        values = np.asarray(values, dtype=np.float64)
+        if not self.high > self.low:
+            return np.full(values.shape, 0.5)
+        return np.clip((values - self.low) / (self.high - self.low), 0.0, 1.0)
+
+
+def value_scale(values: np.ndarray, percentiles: tuple[float, float], signed: bool) -> Scale:
+    """The percentile normalisation of ``values`` (n,).
+
+    Unsigned: the ``percentiles`` (low, high) of the values go to 0 and 1. Signed: with ``m``
+    the ``high`` percentile of ``|values|``, ``[-m, m]`` goes to [0, 1], so zero sits at 0.5.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return Scale(0.0, 1.0)
+    if signed:
+        m = float(np.percentile(np.abs(values), percentiles[1]))
+        return Scale(-m, m)
+    low, high = np.percentile(values, percentiles)
+    return Scale(float(low), float(high))
+
+
+def canvas_downsample(level0_width: int, level0_height: int, max_side_px: int) -> float:
+    """Level-0 pixels per canvas pixel so that the canvas' longest side is ``max_side_px``."""
+    return max(1.0, max(level0_width, level0_height) / float(max_side_px))
+
+
+def canvas_shape(level0_width: int, level0_height: int, downsample: float) -> tuple[int, int]:
+    """(height, width) in pixels of a canvas covering the level-0 extent at ``downsample``."""
+    return (
+        max(1, int(np.ceil(level0_height / downsample))),
+        max(1, int(np.ceil(level0_width / downsample))),
+    )
+
+
+def blank_canvas(level0_width: int, level0_height: int, downsample: float) -> np.ndarray:
+    """(height, width, 3) uint8 white canvas standing in for a slide thumbnail."""
+    height, width = canvas_shape(level0_width, level0_height, downsample)
+    return np.full((height, width, 3), BACKGROUND_RGB, dtype=np.uint8)
+
+
+def paint_tiles(
+    values: np.ndarray,
+    coords_level0: np.ndarray,
+    tile_size_level0: float,
+    shape: tuple[int, int],
+    downsample: float,
+) -> np.ndarray:
+    """Paint per-tile values onto a canvas.
+
+    Parameters
+    ----------
+    values : (n_tiles,) float
+    coords_level0 : (n_tiles, 2) top-left (x, y) in level-0 pixels
+    tile_size_level0 : tile edge in level-0 pixels
+    shape : (height, width) of the canvas in pixels
+    downsample : level-0 pixels per canvas pixel
+
+    Returns
+    -------
+    (height, width) float64: the tile's value where one tile covers a pixel, the mean where
+    tiles overlap, NaN where none does. Every tile covers at least one pixel.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    coords = np.asarray(coords_level0, dtype=np.float64)
+    if coords.shape != (values.shape[0], 2):
+        raise ValueError(f"coords must be ({values.shape[0]}, 2), got {coords.shape}")
+    height, width = shape
+    start = np.round(coords / downsample).astype(np.int64)
+    stop = np.maximum(start + 1, np.round((coords + tile_size_level0) / downsample)).astype(
+        np.int64
+    )
+    start = np.clip(start, 0, [width, height])
+    stop = np.clip(stop, 0, [width, height])
+    total = np.zeros(shape)
+    count = np.zeros(shape)
+    for v, (x0, y0), (x1, y1) in zip(values, start, stop, strict=True):
+        total[y0:y1, x0:x1] += v
+        count[y0:y1, x0:x1] += 1.0
+    out = np.full(shape, np.nan)
+    covered = count > 0
+    out[covered] = total[covered] / count[covered]
+    return out
+
+
+def smooth_map(value_map: np.ndarray, sigma_px: float) -> np.ndarray:
+    """Gaussian smoothing of a painted map (H, W) within the painted area.
+
+    A normalised convolution: values are averaged with Gaussian weights over painted pixels only,
+    so the background neither dilutes the tiles nor gets coloured. NaN stays NaN.
+    """
+    if sigma_px <= 0:
+        return value_map
+    from scipy.ndimage import gaussian_filter
+
+    covered = np.isfinite(value_map)
+    num = gaussian_filter(np.where(covered, value_map, 0.0), sigma_px, mode="constant")
+    den = gaussian_filter(covered.astype(np.float64), sigma_px, mode="constant")
+    out = np.full(value_map.shape, np.nan)
+    out[covered] = num[covered] / np.maximum(den[covered], 1e-12)
+    return out
+
+
+def colormap(name: str) -> Any:
+    """The matplotlib colormap ``name``; :class:`InputError` for an unknown name."""
+    import matplotlib
+
+    try:
+        return matplotlib.colormaps[name]
+    except KeyError:
+        raise InputError(
+            f"unknown colormap {name!r}; try inferno, viridis, jet, magma or RdBu_r"
+        ) from None
+
+
+def overlay(unit_map: np.ndarray, background: np.ndarray, cmap: str, alpha: float) -> np.ndarray:
+    """Colour a map of values in [0, 1] (NaN = unpainted) over an RGB background.
+
+    Parameters
+    ----------
+    unit_map : (H, W) float in [0, 1] or NaN
+    background : (H, W, 3) uint8
+    cmap : matplotlib colormap name
+    alpha : opacity of the colours
+
+    Returns
+    -------
+    (H, W, 3) uint8; unpainted pixels keep the background.
+    """
+    if background.shape[:2] != unit_map.shape:
+        raise ValueError(f"background {background.shape[:2]} and map {unit_map.shape} differ")
+    painted = np.isfinite(unit_map)
+    colours = colormap(cmap)(np.where(painted, unit_map, 0.0))[..., :3] * 255.0
+    out = background.astype(np.float64)
+    out[painted] = (1.0 - alpha) * out[painted] + alpha * colours[painted]
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class SlideHeatmap:
+    """One slide's painted heatmap.
+
+    Attributes
+    ----------
+    patient_id, slide_id : whose map
+    kind : "attention" or "contribution"
+    image : (H, W, 3) uint8, the colours over the thumbnail (or blank canvas)
+    unit_map : (H, W) float64 in [0, 1], NaN where no tile is
+    downsample : level-0 pixels per image pixel
+    scale : the value normalisation (shared by the patient's slides)
+    cmap : the colormap
+    crcrs : the patient's CRCRS
+    n_tiles : tiles painted
+    """
+
+    patient_id: str
+    slide_id: str
+    kind: str
+    image: np.ndarray
+    unit_map: np.ndarray
+    downsample: float
+    scale: Scale
+    cmap: str
+    crcrs: float
+    n_tiles: int
+
+
+def render_heatmap(
+    values: np.ndarray,
+    coords_level0: np.ndarray,
+    tile_size_level0: float,
+    scale: Scale,
+    settings: HeatmapSettings,
+    kind: str = "attention",
+    *,
+    background: np.ndarray | None = None,
+    downsample: float | None = None,
+    level0_size: tuple[int, int] | None = None,
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """Paint one slide's tile values over a thumbnail or a blank canvas.
+
+    Parameters
+    ----------
+    values : (n_tiles,) the slide's tile values
+    coords_level0 : (n_tiles, 2) their level-0 top-left (x, y)
+    tile_size_level0 : tile edge in level-0 pixels
+    scale : maps values to [0, 1] (usually computed over all of the patient's tiles)
+    settings : colormap, alpha, smoothing, canvas size
+    kind : the value kind (chooses the default colormap)
+    background : (H, W, 3) uint8 thumbnail of the slide, or None for a blank canvas
+    downsample : level-0 pixels per thumbnail pixel (required with ``background``)
+    level0_size : (width, height) of the slide in level-0 pixels (for a blank canvas; default:
+        the extent of the tiles)
+
+    Returns
+    -------
+    image : (H, W, 3) uint8
+    unit_map : (H, W) float64 in [0, 1] or NaN
+    downsample : level-0 pixels per image pixel
+    """
+    coords = np.asarray(coords_level0)
+    if background is None:
+        if level0_size is None:
+            level0_size = tiles_extent(coords, tile_size_level0)
+        width0, height0 = level0_size
+        downsample = downsample or canvas_downsample(width0, height0, settings.max_side_px)
+        background = blank_canvas(width0, height0, downsample)
+    elif downsample is None:
+        raise ValueError("render_heatmap(background=...) needs the thumbnail's downsample")
+    painted = paint_tiles(scale(values), coords, tile_size_level0, background.shape[:2], downsample)
+    painted = smooth_map(painted, settings.smooth * tile_size_level0 / downsample)
+    image = overlay(painted, background, settings.cmap_for(kind), settings.alpha)
+    return image, painted, float(downsample)
+
+
+def tiles_extent(coords_level0: np.ndarray, tile_size_level0: float) -> tuple[int, int]:
+    """(width, height) in level-0 pixels reaching past the last tile by one tile."""
+    if coords_level0.size == 0:
+        return (int(tile_size_level0), int(tile_size_level0))
+    far = coords_level0.max(axis=0) + 2 * tile_size_level0
+    return int(far[0]), int(far[1])
+
+
+def slide_heatmaps(
+    scores: TileScores,
+    infos: Mapping[str, BagInfo],
+    settings: HeatmapSettings = HeatmapSettings(),
+    thumbnails: Mapping[str, tuple[np.ndarray, float]] | None = None,
+) -> list[SlideHeatmap]:
+    """One heatmap per slide of a patient and per value kind in ``settings.maps``.
+
+    Parameters
+    ----------
+    scores : the patient's tile scores (one softmax over all of their slides)
+    infos : slide id -> the feature file's :class:`~mil_crcrs.store.BagInfo` (tile size and
+        level-0 extent)
+    settings : how to paint
+    thumbnails : slide id -> ((H, W, 3) uint8 thumbnail, level-0 pixels per thumbnail pixel);
+        a slide without one is painted on a blank canvas
+
+    Returns
+    -------
+    list of SlideHeatmap, slide by slide, kinds in ``settings.maps`` order
+
+    Raises
+    ------
+    InputError
+        if a feature file has no coords or no tile size.
+    """
+    thumbnails = thumbnails or {}
+    out = []
+    for kind in settings.maps:
+        values = scores.values(kind)
+        scale = value_scale(values, settings.percentiles, signed=kind in SIGNED_KINDS)
+        for slide_id in scores.slide_ids:
+            info = infos[slide_id]
+            rows = scores.slide_rows(slide_id)
+            tile = _tile_size_level0(info, scores.coords[rows])
+            if info.level0_width and info.level0_height:
+                level0_size = (info.level0_width, info.level0_height)
+            else:
+                level0_size = tiles_extent(scores.coords[rows], tile)
+            background, downsample = thumbnails.get(slide_id, (None, None))
+            image, unit_map, downsample = render_heatmap(
+                values[rows],
+                scores.coords[rows],
+                tile,
+                scale,
+                settings,
+                kind,
+                background=background,
+                downsample=downsample,
+                level0_size=level0_size,
+            )
+            out.append(
+                SlideHeatmap(
+                    patient_id=scores.patient_id,
+                    slide_id=slide_id,
+                    kind=kind,
+                    image=image,
+                    unit_map=unit_map,
+                    downsample=downsample,
+                    scale=scale,
+                    cmap=settings.cmap_for(kind),
+                    crcrs=scores.crcrs,
+                    n_tiles=int(rows.size),
+                )
+            )
+    return out
+
+
+def _tile_size_level0(info: BagInfo, coords: np.ndarray) -> float:
+    if not info.has_coords or (coords.size and (coords < 0).all()):
+        raise InputError(f"{info.path}: the feature file has no tile coords; cannot draw a map")
+    if info.tile_size_level0:
+        return float(info.tile_size_level0)
+    # CLAM and others may not record it: the grid step is the best guess.
+    steps = [np.diff(np.unique(coords[:, axis])) for axis in (0, 1)]
+    steps = np.concatenate([s[s > 0] for s in steps])
+    if steps.size == 0:
+        raise InputError(f"{info.path}: the feature file records no tile size; cannot draw a map")
+    return float(steps.min())
+
+
+# --------------------------------------------------------------------------------------------
+# Top and bottom tiles
+
+
+def select_tiles(scores: TileScores, k: int = 8, by: str = "attention") -> pd.DataFrame:
+    """The ``k`` top and ``k`` bottom tiles of a patient, ranked by attention or contribution.
+
+    Top by attention are the most attended tiles, bottom the least; top by contribution are the
+    tiles that raise the risk most, bottom those that lower it most. A tile is never in both
+    groups (with fewer than ``2 k`` tiles the bottom group is smaller). Ties keep bag order.
+
+    Returns
+    -------
+    DataFrame with one row per selected tile: ``patient_id``, ``group`` ("top"/"bottom"),
+    ``rank`` (1 = most extreme), ``slide_id``, ``tile`` (row in the slide's feature file),
+    ``bag_index`` (row in the patient's bag), ``x``, ``y`` (level-0), ``attention``,
+    ``contribution``, ``crcrs``.
+    """
+    if by not in VALUE_KINDS:
+        raise InputError(f"--by must be one of {', '.join(VALUE_KINDS)}, got {by!r}")
+    values = scores.values(by)
+    order = np.argsort(-values, kind="stable")
+    k_top = min(k, scores.n_tiles)
+    k_bottom = min(k, scores.n_tiles - k_top)
+    top = order[:k_top]
+    bottom = np.argsort(values, kind="stable")
+    bottom = bottom[~np.isin(bottom, top)][:k_bottom]
+    rows_in_slide = scores.row_in_slide()
+    records = []
+    for group, picked in (("top", top), ("bottom", bottom)):
+        for rank, i in enumerate(picked, start=1):
+            records.append(
+                {
+                    "patient_id": scores.patient_id,
+                    "group": group,
+                    "rank": rank,
+                    "slide_id": scores.slide_ids[scores.tile_slide[i]],
+                    "tile": int(rows_in_slide[i]),
+                    "bag_index": int(i),
+                    "x": int(scores.coords[i, 0]),
+                    "y": int(scores.coords[i, 1]),
+                    "attention": float(scores.attention[i]),
+                    "contribution": float(scores.contribution[i]),
+                    "crcrs": scores.crcrs,
+                }
+            )
+    columns = [
+        "patient_id",
+        "group",
+        "rank",
+        "slide_id",
+        "tile",
+        "bag_index",
+        "x",
+        "y",
+        "attention",
+        "contribution",
+        "crcrs",
+    ]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+# --------------------------------------------------------------------------------------------
+# Quality: do the planted tiles get the attention?
+
+
+def attention_auroc(
+    scores: Sequence[np.ndarray], planted: Sequence[np.ndarray], pooled: bool = False
+) -> float:
+    """How well per-tile scores rank planted tiles above the others (AUROC).
+
+    Parameters
+    ----------
+    scores : per bag, (n_tiles,) scores (attention, contribution, ...)
+    planted : per bag, (n_tiles,) bool, True for a planted tile
+    pooled : False: the mean over bags of each bag's AUROC (bags with planted and unplanted
+        tiles only); True: one AUROC over all tiles, attention scaled by the bag's tile count
+        (``n a_i``, 1 = uniform attention) so that bags of different sizes are comparable
+
+    Returns
+    -------
+    float, NaN when no bag has both planted and unplanted tiles
+
+    Notes
+    -----
+    Uses :func:`sklearn.metrics.roc_auc_score`.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    if len(scores) != len(planted):
+        raise ValueError(f"{len(scores)} score arrays but {len(planted)} planted masks")
+    pairs = []
+    for s, p in zip(scores, planted, strict=True):
+        s, p = np.asarray(s, dtype=np.float64), np.asarray(p, dtype=bool)
+        if s.shape != p.shape:
+            raise ValueError(f"scores {s.shape} and planted {p.shape} differ in shape")
+        pairs.append((s, p))
+    if pooled:
+        y = np.concatenate([p for _, p in pairs])
+        if y.all() or not y.any():
+            return float("nan")
+        x = np.concatenate([s * s.size for s, _ in pairs])
+        return float(roc_auc_score(y, x))
+    per_bag = [roc_auc_score(p, s) for s, p in pairs if p.any() and not p.all()]
+    return float(np.mean(per_bag)) if per_bag else float("nan")
+
+
+def planted_auroc(
+    model: CRCRSModel,
+    features: str | os.PathLike | Sequence[str | os.PathLike] | FeatureStore,
+    planted: Mapping[str, Any],
+    clinical: str | os.PathLike | pd.DataFrame | Cohort | None = None,
+    columns: Columns = Columns(),
+    by: str = "attention",
+    pooled: bool = False,
+    device: str = "cpu",
+) -> float:
+    """The AUROC of a trained model's per-tile scores for the planted tiles of a cohort.
+
+    Parameters
+    ----------
+    model : the trained ensemble
+    features : the cohort's feature files
+    planted : slide id -> the truth per tile: a (n_tiles,) bool array in the feature file's row
+        order (e.g. :attr:`mil_crcrs.simulate.SimulatedCohort.planted`), or an object with
+        ``is_planted(coords_level0, tile_size_level0) -> (n_tiles,) bool`` (e.g. a slide-level
+        demo cohort's planted region); every slide of the cohort needs an entry
+    clinical : the table grouping slides into patients (None = each file is a patient)
+    columns : its column names
+    by : score tiles by "attention" or "contribution"
+    pooled : see :func:`attention_auroc`
+    device : where to run the model
+
+    Returns
+    -------
+    float (see :func:`attention_auroc`)
+    """
+    from mil_crcrs.bags import PatientBags
+    from mil_crcrs.cohort import cohort_from_slides, read_cohort
+    from mil_crcrs.store import FeatureStore
+
+    store = features if isinstance(features, FeatureStore) else FeatureStore(features)
+    if clinical is None:
+        cohort = cohort_from_slides(store.slide_ids)
+    elif isinstance(clinical, Cohort):
+        cohort = clinical
+    else:
+        cohort = read_cohort(clinical, columns, model.time_unit, require_outcome=False)
+    cohort = cohort.match_features(store.slide_ids)
+    values, truth = [], []
+    for bag in PatientBags(cohort, store):
+        scores = tile_scores(model, bag, device=device)
+        masks = []
+        for k, sid in enumerate(bag.slide_ids):
+            if sid not in planted:
+                raise InputError(f"slide '{sid}': no planted-tile truth for it")
+            rows = bag.tile_slide == k
+            truth_k = planted[sid]
+            if hasattr(truth_k, "is_planted"):
+                size = store.info(sid).tile_size_level0
+                truth_k = truth_k.is_planted(bag.coords[rows], size)
+            truth_k = np.asarray(truth_k, dtype=bool)
+            if truth_k.shape != (int(rows.sum()),):
+                raise InputError(
+                    f"slide '{sid}': planted mask has {truth_k.shape} entries for "
+                    f"{int(rows.sum())} tiles"
+                )
+            masks.append(truth_k)
+        values.append(scores.values(by))
+        truth.append(np.concatenate(masks))
+    return attention_auroc(values, truth, pooled=pooled)
+
+
+# --------------------------------------------------------------------------------------------
+# Figures and files
+
+
+def _figure(width: float, height: float, dpi: int = 100) -> Figure:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def heatmap_figure(heatmap: SlideHeatmap, title: str | None = None) -> Figure:
+    """The heatmap with a colorbar labelled in the values' own units, and a title."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    height, width = heatmap.image.shape[:2]
+    dpi = 100
+    scale = min(1.0, 1400.0 / max(width, height))  # keep figures a sensible size
+    fig = _figure(width * scale / dpi + 1.6, height * scale / dpi + 0.8, dpi=dpi)
+    ax = fig.add_axes((0.02, 0.02, 0.78, 0.86))
+    ax.imshow(heatmap.image, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():  # a thin frame shows the slide's extent on a blank canvas
+        spine.set_edgecolor("#bbbbbb")
+    cax = fig.add_axes((0.84, 0.1, 0.03, 0.7))
+    bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), colormap(heatmap.cmap)), cax=cax)
+    ticks = np.linspace(0.0, 1.0, 5)
+    s = heatmap.scale
+    bar.set_ticks(ticks, labels=tick_labels(s.low + ticks * (s.high - s.low)))
+    labels = {
+        "contribution": "contribution to risk",
+        "integrated_gradients": "integrated gradients",
+    }
+    bar.set_label(labels.get(heatmap.kind, heatmap.kind))
+    fig.suptitle(
+        title
+        or f"{heatmap.patient_id} / {heatmap.slide_id}: {heatmap.kind}, "
+        f"CRCRS {heatmap.crcrs:.3f}, {heatmap.n_tiles} tiles",
+        fontsize=10,
+    )
+    return fig
+
+
+def tick_labels(values: np.ndarray) -> list[str]:
+    """The shortest labels (3 to 8 significant digits) that tell distinct ``values`` apart."""
+    for digits in range(3, 9):
+        labels = [f"{v:.{digits}g}" for v in values]
+        if len(set(labels)) == len(set(np.round(values, 12))):
+            return labels
+    return labels
+
+
+def tile_gallery_figure(
+    rows: Sequence[tuple[str, Sequence[np.ndarray], Sequence[str]]], tile_inches: float = 1.6
+) -> Figure:
+    """Rows of tile images with a caption under each tile.
+
+    Parameters
+    ----------
+    rows : per row, (row title, tile images (h, w, 3) uint8, one caption per tile)
+    tile_inches : the drawn size of a tile
+
+    Returns
+    -------
+    Figure
+    """
+    rows = [r for r in rows if len(r[1])]
+    n_cols = max((len(r[1]) for r in rows), default=1)
+    n_rows = max(1, len(rows))
+    fig = _figure(n_cols * tile_inches + 0.4, n_rows * (tile_inches + 0.75) + 0.2)
+    grid = fig.add_gridspec(n_rows, n_cols, hspace=0.55, wspace=0.08)
+    for r, (title, images, captions) in enumerate(rows):
+        for c, (image, caption) in enumerate(zip(images, captions, strict=True)):
+            ax = fig.add_subplot(grid[r, c])
+            ax.imshow(image, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(caption, fontsize=7)
+            if c == 0:
+                ax.set_title(title, fontsize=9, loc="left")
+    if not rows:
+        fig.text(0.5, 0.5, "no tiles", ha="center")
+    return fig
+
+
+def write_png(path: str | os.PathLike, image: np.ndarray | Figure) -> None:
+    """Write an RGB array (H, W, 3) uint8 or a matplotlib figure as a PNG, atomically."""
+    with atomic_path(path, suffix=".png") as tmp:
+        if isinstance(image, np.ndarray):
+            from matplotlib.image import imsave
+
+            imsave(tmp, image, format="png")
+        else:
+            image.savefig(tmp, format="png", bbox_inches="tight")
