@@ -48,8 +48,15 @@ class _LazyGroup(click.Group):
             ctx.exit(2)
 
 
+_shown: set[str] = set()
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    click.echo(f"warning: {message}", err=True)
+    # One line per distinct warning: libraries (lifelines) repeat multi-line advice per fit.
+    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    if text not in _shown:
+        _shown.add(text)
+        click.echo(f"warning: {text}", err=True)
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
