@@ -75,3 +75,15 @@ def test_demo_reruns_into_the_same_folder(small_demo, tmp_path):
     )
     assert again.report_html == result.report_html
     assert pd.read_csv(again.predictions_csv).equals(pd.read_csv(result.predictions_csv))
+
+
+@pytest.mark.slow
+def test_full_demo_finds_the_planted_tissue(tmp_path):
+    # The README's demo at full size: the model must rank the planted real-tissue tiles above
+    # the others (the slide-level attention check of the heatmap issue) and come near the
+    # oracle C. Measured on 2 CPU cores (seed 0): C 0.852 +- 0.094 against an oracle of 0.831,
+    # planted-tile attention AUROC 1.000.
+    result = run_demo(tmp_path / "demo", DemoSettings(device="cpu"), log=lambda line: None)
+    assert result.planted_auroc > 0.9
+    assert result.metrics["harrell_c_mean"] > 0.7
+    assert result.metrics["harrell_c_mean"] > result.oracle_c - 0.1
