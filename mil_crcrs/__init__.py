@@ -1,13 +1,19 @@
 """mil-crcrs: attention-MIL survival scores (CRCRS) from precomputed whole-slide-image features.
 
-The names below are the public API; everything else is internal.
+The names below are the public API; everything else is internal. The feature store and cohort
+table import eagerly; the names that need torch or scikit-survival (training, the model, the
+report, the simulator) import on first use, so ``crcrs --help`` and ``import mil_crcrs`` stay
+quick.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from mil_crcrs._version import __version__
 from mil_crcrs.cohort import Cohort, Columns, cohort_from_slides, read_cohort
 from mil_crcrs.errors import InputError
-from mil_crcrs.fitting import FitSettings, fit
-from mil_crcrs.model_dir import CRCRSModel, load_model
 from mil_crcrs.store import (
     Bag,
     BagInfo,
@@ -18,6 +24,40 @@ from mil_crcrs.store import (
     read_info,
     write_bag,
 )
+
+_LAZY = {
+    "FitSettings": "mil_crcrs.fitting",
+    "fit": "mil_crcrs.fitting",
+    "CRCRSModel": "mil_crcrs.model_dir",
+    "load_model": "mil_crcrs.model_dir",
+    "ReportSettings": "mil_crcrs.report",
+    "build_report": "mil_crcrs.report",
+    "SimulationSettings": "mil_crcrs.simulate",
+    "simulate_cohort": "mil_crcrs.simulate",
+    "create_model": "mil_crcrs.models",
+    "list_models": "mil_crcrs.models",
+}
+
+if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
+    from mil_crcrs.fitting import FitSettings, fit
+    from mil_crcrs.model_dir import CRCRSModel, load_model
+    from mil_crcrs.models import create_model, list_models
+    from mil_crcrs.report import ReportSettings, build_report
+    from mil_crcrs.simulate import SimulationSettings, simulate_cohort
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'mil_crcrs' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "Bag",
@@ -30,12 +70,18 @@ __all__ = [
     "FeatureWriter",
     "FitSettings",
     "InputError",
+    "ReportSettings",
+    "SimulationSettings",
     "__version__",
+    "build_report",
     "cohort_from_slides",
+    "create_model",
     "fit",
+    "list_models",
     "load_model",
     "read_bag",
     "read_cohort",
     "read_info",
+    "simulate_cohort",
     "write_bag",
 ]
