@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 
 import click
 
@@ -65,3 +66,17 @@ device_option = click.option(
     help="Where to run: auto picks cuda when available.",
 )
 seed_option = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+
+features_option = click.option(
+    "--features",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Folder of feature files (.h5/.pt; CLAM and TRIDENT files too).",
+)
+missing_option = click.option(
+    "--missing",
+    type=click.Choice(["error", "warn"]),
+    default="error",
+    show_default=True,
+    help="Slides without a feature file: stop, or drop with a warning.",
+)

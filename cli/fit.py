@@ -6,13 +6,13 @@ from pathlib import Path
 
 import click
 
-from cli._options import cohort_columns, device_option, seed_option
+from cli._options import cohort_columns, device_option, features_option, missing_option, seed_option
 
 _PATH = click.Path(path_type=Path)
 
 
 @click.command("fit")
-@click.option("--features", required=True, type=_PATH, help="Folder of feature files (.h5/.pt).")
+@features_option
 @click.option(
     "--clinical",
     required=True,
@@ -65,13 +65,7 @@ _PATH = click.Path(path_type=Path)
     help="Bags per optimiser step (the Cox risk set).",
 )
 @click.option("--lr", type=float, default=2e-4, show_default=True, help="AdamW learning rate.")
-@click.option(
-    "--missing",
-    type=click.Choice(["error", "warn"]),
-    default="error",
-    show_default=True,
-    help="Slides without a feature file: stop, or drop with a warning.",
-)
+@missing_option
 @click.option(
     "--val-clinical",
     type=_PATH,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cli._options import cohort_columns, device_option
+from cli._options import cohort_columns, device_option, features_option, missing_option
 
 _PATH = click.Path(path_type=Path)
 
@@ -21,7 +21,7 @@ def _ids(text: str | None) -> list[str] | None:
 @click.option(
     "--model", "model_dir", required=True, type=_PATH, help="Model directory written by crcrs fit."
 )
-@click.option("--features", required=True, type=_PATH, help="Folder of feature files (.h5/.pt).")
+@features_option
 @click.option(
     "--slides",
     multiple=True,
@@ -105,13 +105,7 @@ def _ids(text: str | None) -> list[str] | None:
     show_default=True,
     help="Longest side of a heatmap in pixels.",
 )
-@click.option(
-    "--missing",
-    type=click.Choice(["error", "warn"]),
-    default="error",
-    show_default=True,
-    help="Slides without a feature file: stop, or drop with a warning.",
-)
+@missing_option
 @device_option
 @cohort_columns
 def command(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from cli._options import cohort_columns, device_option
+from cli._options import cohort_columns, device_option, features_option, missing_option
 
 _PATH = click.Path(path_type=Path)
 
@@ -15,7 +15,7 @@ _PATH = click.Path(path_type=Path)
 @click.option(
     "--model", "model_dir", required=True, type=_PATH, help="Model directory written by crcrs fit."
 )
-@click.option("--features", required=True, type=_PATH, help="Folder of feature files (.h5/.pt).")
+@features_option
 @click.option(
     "--clinical",
     type=_PATH,
@@ -36,13 +36,7 @@ _PATH = click.Path(path_type=Path)
     default=None,
     help="Folder for per-slide HDF5 files of coords, attention and contribution.",
 )
-@click.option(
-    "--missing",
-    type=click.Choice(["error", "warn"]),
-    default="error",
-    show_default=True,
-    help="Slides without a feature file: stop, or drop with a warning.",
-)
+@missing_option
 @click.option(
     "--batch-size", type=int, default=16, show_default=True, help="Bags per forward pass."
 )
