@@ -1,0 +1,735 @@
+"""Benchmark: attention MIL (``abmil``) against baseline aggregators and a penalised Cox model.
+
+One command::
+
+    python benchmarks/aggregators.py            # the full run (what RESULTS.md reports)
+    python benchmarks/aggregators.py --quick    # a few minutes on 2 CPU cores
+
+Methods, all scored on the same patient-level cross-validation folds of the same cohort:
+
+- ``abmil``, ``mean``, ``max``, ``transmil``: :func:`mil_crcrs.fitting.fit` with the registered
+  aggregator of that name and otherwise identical settings (:class:`BenchSettings`);
+- ``cox``: a classic ridge-penalised Cox model (scikit-survival's ``CoxPHSurvivalAnalysis``) on
+  each patient's **mean-pooled** tile features (the mean over all tiles of all the patient's
+  slides), standardised on the training part of each fold. Its penalty is chosen from
+  ``cox_alphas`` by the Harrell C of the same inner validation split that the MIL models use for
+  early stopping, and it is fitted on the same training part.
+
+Scenarios (:data:`SCENARIOS`) are functions that write a cohort and say what the best achievable
+C-index is. The four built in are the simulator's (:mod:`mil_crcrs.simulate`): risk carried by a
+rare, non-linearly defined phenotype (``rare``), by the linear prevalence of a phenotype
+(``prevalence``), by both (``both``), and by nothing (``null``: every method should give C near
+0.5). To add a cohort, e.g. the demo's semi-real slide cohort, write a function with the
+:data:`ScenarioFn` signature that writes (or points at) its feature files and cohort table and
+returns a :class:`ScenarioCohort`, and add it to :data:`SCENARIOS`.
+
+What is measured, per scenario, seed and method:
+
+- ``c_oof``: Harrell's C of the **out-of-fold** risk over the whole cohort (each patient scored
+  by the fold model that never saw them, fold models centred on their mean risk as
+  :func:`~mil_crcrs.fitting.fit` does). The table reports its mean and sd over seeds. The mean
+  and sd of the per-fold C are in the CSV too (``c_fold_mean``, ``c_fold_sd``).
+- ``oracle_c``: the C of the simulator's true risk on the same cohort (the best any method can do
+  on that draw of outcomes).
+- ``train_s``: wall-clock seconds of the whole cross-validated fit (all folds, including reading
+  the feature files and scoring), measured inside the worker process; ``cpu_s``: that
+  process's CPU time over the same span (all its threads). On a machine shared with other work
+  the wall-clock time grows with the load and the CPU time much less, so the table's time ratio
+  against abmil is taken on CPU time.
+- ``peak_rss_delta_mb``: each fit runs in its own forked worker process; this is that process's
+  peak resident set size during the fit minus its resident set size just before it (Linux: the
+  kernel's high-water mark ``VmHWM``, reset through ``/proc/self/clear_refs``). It counts every
+  allocation that touched memory, torch's CPU tensors included, not just Python objects.
+  ``peak_rss_mb`` is the absolute peak of the worker (it includes the interpreter, torch and the
+  other imported libraries, about the same for every method). Where the high-water mark cannot
+  be reset, the delta is left empty and only the absolute peak is reported.
+
+Outputs: a CSV with one row per (scenario, seed, method) and a markdown section appended to
+``benchmarks/RESULTS.md`` (machine, versions, date, the exact command, and the summary table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing as mp
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from multiprocessing.connection import wait
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from a checkout, without installing
+    sys.path.insert(0, str(ROOT))
+
+from mil_crcrs._io import atomic_path, write_csv  # noqa: E402
+from mil_crcrs._version import __version__  # noqa: E402
+from mil_crcrs.cohort import Columns, read_cohort  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_CSV = HERE / "aggregators.csv"
+DEFAULT_RESULTS = HERE / "RESULTS.md"
+
+MIL_METHODS = ("abmil", "mean", "max", "transmil")
+COX = "cox"
+METHODS = (*MIL_METHODS, COX)
+REFERENCE_METHOD = "abmil"  # the time column is a ratio against this method, same scenario
+
+
+# -- settings ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BenchSettings:
+    """What the benchmark runs; written (as a dict) into the RESULTS.md section.
+
+    Parameters
+    ----------
+    scenarios : names from :data:`SCENARIOS`
+    methods : names from :data:`METHODS`
+    seeds : one cohort per scenario and seed; the seed also draws the folds and seeds training
+    n_patients : patients per simulated cohort
+    tiles_per_slide : (min, max) tiles per slide of the simulated slides (1-2 slides a patient)
+    dim : feature dimension of the simulated features
+    effect : sd of the true log-hazard across patients (the simulator's ``effect``)
+    folds : K of the patient-level K-fold cross-validation
+    epochs, patience, lr, weight_decay, batch_size, max_tiles, inner_val_fraction : the training
+        settings shared by every MIL method (see :class:`mil_crcrs.fitting.FitSettings`)
+    hidden_dim : width of every MIL model's instance MLP (TransMIL's token width)
+    dropout : dropout of every MIL model
+    transmil_heads, transmil_landmarks : TransMIL's attention heads and Nystrom landmarks
+    cox_alphas : the ridge penalties tried for the Cox baseline
+    jobs : fits run at once, each in its own process
+    threads : torch threads per fit
+    """
+
+    scenarios: tuple[str, ...] = ("rare", "prevalence", "both", "null")
+    methods: tuple[str, ...] = METHODS
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    n_patients: int = 200
+    tiles_per_slide: tuple[int, int] = (40, 120)
+    dim: int = 64
+    effect: float = 1.5
+    folds: int = 5
+    epochs: int = 40
+    patience: int = 10
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    batch_size: int = 32
+    max_tiles: int | None = None
+    inner_val_fraction: float = 0.2
+    hidden_dim: int = 64
+    dropout: float = 0.1
+    transmil_heads: int = 4
+    transmil_landmarks: int = 32
+    cox_alphas: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0, 1000.0)
+    jobs: int = 2
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.scenarios if s not in SCENARIOS]
+        if unknown:
+            raise ValueError(f"unknown scenario(s) {unknown}; known: {', '.join(SCENARIOS)}")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; known: {', '.join(METHODS)}")
+        if not self.seeds:
+            raise ValueError("give at least one seed")
+        if self.jobs < 1 or self.threads < 1:
+            raise ValueError("jobs and threads must be at least 1")
+
+    def fit_settings(self, method: str, seed: int) -> Any:
+        """The :class:`~mil_crcrs.fitting.FitSettings` of MIL method ``method``."""
+        from mil_crcrs.fitting import FitSettings
+
+        kwargs: dict[str, Any] = {"dropout": self.dropout}
+        if method == "transmil":
+            kwargs |= {
+                "dim": self.hidden_dim,
+                "heads": self.transmil_heads,
+                "n_landmarks": self.transmil_landmarks,
+            }
+        else:
+            kwargs["hidden_dim"] = self.hidden_dim
+            if method == "abmil":
+                kwargs["attn_dim"] = max(1, self.hidden_dim // 2)
+        return FitSettings(
+            model=method,
+            model_kwargs=kwargs,
+            folds=self.folds,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            max_tiles=self.max_tiles,
+            inner_val_fraction=self.inner_val_fraction,
+            patience=self.patience,
+            seed=seed,
+            device="cpu",
+            progress=False,
+        )
+
+
+# -- scenarios --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScenarioCohort:
+    """A cohort written for the benchmark.
+
+    Attributes
+    ----------
+    features_dir : folder of feature files (one per slide)
+    clinical_csv : cohort table with ``patient_id``, ``slide_id``, ``time``, ``event``
+    oracle_c : Harrell's C of the true risk on this cohort, or NaN when it is not known
+    time_unit : unit of ``time``
+    """
+
+    features_dir: Path
+    clinical_csv: Path
+    oracle_c: float
+    time_unit: str = "days"
+
+
+#: ``scenario(out_dir, seed, settings) -> ScenarioCohort``: write one cohort into ``out_dir``.
+ScenarioFn = Callable[[Path, int, BenchSettings], ScenarioCohort]
+
+
+def simulated(scenario: str) -> ScenarioFn:
+    """A scenario drawn by :func:`mil_crcrs.simulate.simulate_cohort`."""
+
+    def write(out_dir: Path, seed: int, settings: BenchSettings) -> ScenarioCohort:
+        from mil_crcrs.simulate import SimulationSettings, simulate_cohort
+
+        sim = simulate_cohort(
+            out_dir,
+            SimulationSettings(
+                scenario=scenario,
+                n_patients=settings.n_patients,
+                tiles_per_slide=settings.tiles_per_slide,
+                dim=settings.dim,
+                effect=settings.effect,
+                seed=seed,
+            ),
+        )
+        return ScenarioCohort(sim.features_dir, sim.clinical_csv, sim.oracle_c, "days")
+
+    write.__name__ = f"simulated_{scenario}"
+    return write
+
+
+#: The benchmark's scenarios. Extension point: add e.g. ``"demo": demo_cohort`` here, where
+#: ``demo_cohort(out_dir, seed, settings)`` writes the demo's semi-real slide cohort (feature
+#: files and table) and returns its :class:`ScenarioCohort` (oracle_c NaN if unknown).
+SCENARIOS: dict[str, ScenarioFn] = {
+    name: simulated(name) for name in ("rare", "prevalence", "both", "null")
+}
+
+
+#: The full run: sized to take about 20-30 minutes on 2 CPU cores.
+FULL = BenchSettings()
+#: ``--quick``: a few minutes on 2 CPU cores; a smoke run, not a result to quote.
+QUICK = replace(FULL, seeds=(0,), n_patients=80, folds=3, epochs=8, patience=4)
+
+
+# -- one fit ----------------------------------------------------------------------------------
+def run_cox(cohort: ScenarioCohort, settings: BenchSettings, seed: int) -> dict[str, Any]:
+    """Ridge Cox on mean-pooled features, on the folds :func:`fit` uses for this seed.
+
+    Returns
+    -------
+    dict with ``c_oof``, ``c_fold_mean``, ``c_fold_sd``, ``n_patients``, ``n_events`` and
+    ``detail`` (the penalty chosen in each fold).
+    """
+    from sksurv.linear_model import CoxPHSurvivalAnalysis
+    from sksurv.util import Surv
+
+    from mil_crcrs.bags import PatientBags
+    from mil_crcrs.metrics import harrell_c
+    from mil_crcrs.splits import kfold_splits
+    from mil_crcrs.store import FeatureStore
+
+    # The same cohort, in the same order, and the same folds as mil_crcrs.fitting.fit.
+    store = FeatureStore(cohort.features_dir)
+    table = read_cohort(cohort.clinical_csv, Columns(), cohort.time_unit)
+    table = table.require_outcome().match_features(store.slide_ids, "error").require_outcome()
+    time_, event = table.time, table.event
+    folds = kfold_splits(event, settings.folds, settings.inner_val_fraction, seed, table.source)
+    bags = PatientBags(table, store)
+    x = np.stack([bags[i].features.astype(np.float64).mean(0) for i in range(len(bags))])
+
+    def fit_cox(train: np.ndarray, alpha: float):
+        mean, sd = x[train].mean(0), x[train].std(0)
+        sd[sd == 0] = 1.0
+        model = CoxPHSurvivalAnalysis(alpha=alpha, ties="efron")
+        with warnings.catch_warnings():  # a weak penalty may not converge: scored as it is
+            warnings.simplefilter("ignore")
+            model.fit((x[train] - mean) / sd, Surv.from_arrays(event[train] == 1, time_[train]))
+        return lambda rows: model.predict((x[rows] - mean) / sd)
+
+    everyone = np.arange(len(x))
+    oof, per_fold, alphas = np.full(len(x), np.nan), [], []
+    for fold in folds:
+        if fold.inner_val.size:
+            scores = []
+            for alpha in settings.cox_alphas:
+                risk = fit_cox(fold.train, alpha)(fold.inner_val)
+                c = harrell_c(time_[fold.inner_val], event[fold.inner_val], risk)
+                scores.append(-math.inf if math.isnan(c) else c)
+            alpha = settings.cox_alphas[int(np.argmax(scores))]
+        else:
+            alpha = float(np.median(settings.cox_alphas))
+        predict = fit_cox(fold.train, alpha)
+        risk = predict(everyone)
+        oof[fold.test] = risk[fold.test] - risk.mean()
+        per_fold.append(harrell_c(time_[fold.test], event[fold.test], risk[fold.test]))
+        alphas.append(alpha)
+    return {
+        "c_oof": harrell_c(time_, event, oof),
+        "c_fold_mean": float(np.nanmean(per_fold)),
+        "c_fold_sd": float(np.nanstd(per_fold, ddof=1)) if len(per_fold) > 1 else 0.0,
+        "n_patients": len(x),
+        "n_events": int(event.sum()),
+        "detail": "alpha per fold " + "/".join(f"{a:g}" for a in alphas),
+    }
+
+
+def run_mil(
+    method: str, cohort: ScenarioCohort, settings: BenchSettings, seed: int
+) -> dict[str, Any]:
+    """:func:`mil_crcrs.fitting.fit` with aggregator ``method``; same keys as :func:`run_cox`."""
+    from mil_crcrs.fitting import fit
+
+    model = fit(
+        cohort.features_dir,
+        cohort.clinical_csv,
+        settings.fit_settings(method, seed),
+        time_unit=cohort.time_unit,
+    )
+    m = model.metrics
+    epochs = [f"{row['best_epoch']}/{row['epochs_run']}" for row in m["folds"]]
+    return {
+        "c_oof": m["harrell_c_oof"],
+        "c_fold_mean": m["harrell_c_mean"],
+        "c_fold_sd": m["harrell_c_sd"],
+        "n_patients": m["n_patients"],
+        "n_events": m["n_events"],
+        "detail": "best/run epochs per fold " + " ".join(epochs),
+    }
+
+
+def _proc_status_kb(key: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return float(line.split()[1])
+    raise KeyError(key)
+
+
+def _reset_peak_rss() -> bool:
+    """Reset this process's RSS high-water mark (Linux); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        _proc_status_kb("VmHWM")
+        return True
+    except (OSError, KeyError):
+        return False
+
+
+def _peak_rss_mb() -> float:
+    try:
+        return _proc_status_kb("VmHWM") / 1024
+    except (OSError, KeyError):
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, B on macOS
+        return peak / (1024**2 if sys.platform == "darwin" else 1024)
+
+
+def measure(
+    method: str, cohort: ScenarioCohort, settings: BenchSettings, seed: int
+) -> dict[str, Any]:
+    """Run one method on one cohort and time it; memory as described in the module docstring."""
+    import torch
+
+    torch.set_num_threads(settings.threads)
+    resettable = _reset_peak_rss()
+    before = _proc_status_kb("VmRSS") / 1024 if resettable else float("nan")
+    start, cpu_start = time.perf_counter(), time.process_time()
+    if method == COX:
+        result = run_cox(cohort, settings, seed)
+    else:
+        result = run_mil(method, cohort, settings, seed)
+    result["train_s"] = time.perf_counter() - start
+    result["cpu_s"] = time.process_time() - cpu_start
+    peak = _peak_rss_mb()
+    result["peak_rss_mb"] = peak
+    result["peak_rss_delta_mb"] = peak - before if resettable else float("nan")
+    return result
+
+
+def _worker(conn, method: str, cohort: ScenarioCohort, settings: BenchSettings, seed: int):
+    try:
+        conn.send(("ok", measure(method, cohort, settings, seed)))
+    except BaseException:  # report to the parent, which stops the run
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+def _context() -> mp.context.BaseContext:
+    # fork: workers inherit the imported libraries, so a fit does not pay torch's imports.
+    methods = mp.get_all_start_methods()
+    return mp.get_context("fork" if "fork" in methods else "spawn")
+
+
+def _warm_up() -> None:
+    """Import, in the parent, what every fit imports (torch's optimiser pulls in torch._dynamo,
+    which takes seconds), without starting torch's thread pools, so forked workers skip it."""
+    import torch
+
+    import mil_crcrs.fitting  # noqa: F401
+
+    torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
+
+
+# -- the run ----------------------------------------------------------------------------------
+@dataclass
+class _Job:
+    scenario: str
+    seed: int
+    method: str
+    cohort: ScenarioCohort
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+def run_benchmark(
+    settings: BenchSettings, work_dir: Path, log: Callable[[str], None] = print
+) -> pd.DataFrame:
+    """Write every cohort, run every method on it, and return one row per fit.
+
+    Parameters
+    ----------
+    settings : what to run
+    work_dir : where the cohorts are written
+    log : receives one progress line per cohort and per fit
+
+    Returns
+    -------
+    DataFrame with columns ``scenario, seed, method, n_patients, n_events, c_oof, c_fold_mean,
+    c_fold_sd, oracle_c, train_s, cpu_s, peak_rss_delta_mb, peak_rss_mb, detail``, one row per
+    (scenario, seed, method), in that order.
+    """
+    jobs = []
+    for scenario in settings.scenarios:
+        for seed in settings.seeds:
+            start = time.perf_counter()
+            cohort = SCENARIOS[scenario](work_dir / f"{scenario}-seed{seed}", seed, settings)
+            log(
+                f"cohort {scenario} seed {seed}: oracle C {cohort.oracle_c:.3f} "
+                f"({time.perf_counter() - start:.1f} s)"
+            )
+            jobs.extend(_Job(scenario, seed, m, cohort) for m in settings.methods)
+
+    _warm_up()
+    ctx = _context()
+    pending, running, done = list(reversed(jobs)), {}, 0
+    while pending or running:
+        while pending and len(running) < settings.jobs:
+            job = pending.pop()
+            receive, send = ctx.Pipe(duplex=False)
+            proc = ctx.Process(
+                target=_worker, args=(send, job.method, job.cohort, settings, job.seed)
+            )
+            proc.start()
+            send.close()
+            running[receive] = (job, proc)
+        for receive in wait(list(running)):
+            job, proc = running.pop(receive)
+            try:
+                status, payload = receive.recv()
+            except EOFError:
+                status, payload = "error", f"worker died with exit code {proc.exitcode}"
+            proc.join()
+            if status != "ok":
+                for _, other in running.values():
+                    other.terminate()
+                raise RuntimeError(f"{job.scenario} seed {job.seed} {job.method}:\n{payload}")
+            job.result = payload
+            done += 1
+            r = payload
+            log(
+                f"[{done}/{len(jobs)}] {job.scenario} seed {job.seed} {job.method}: "
+                f"C {r['c_oof']:.3f} (oracle {job.cohort.oracle_c:.3f}), "
+                f"{r['train_s']:.1f} s, peak RSS +{r['peak_rss_delta_mb']:.0f} MB"
+            )
+
+    rows = [
+        {
+            "scenario": j.scenario,
+            "seed": j.seed,
+            "method": j.method,
+            "n_patients": j.result["n_patients"],
+            "n_events": j.result["n_events"],
+            "c_oof": j.result["c_oof"],
+            "c_fold_mean": j.result["c_fold_mean"],
+            "c_fold_sd": j.result["c_fold_sd"],
+            "oracle_c": j.cohort.oracle_c,
+            "train_s": j.result["train_s"],
+            "cpu_s": j.result["cpu_s"],
+            "peak_rss_delta_mb": j.result["peak_rss_delta_mb"],
+            "peak_rss_mb": j.result["peak_rss_mb"],
+            "detail": j.result["detail"],
+        }
+        for j in jobs
+    ]
+    return pd.DataFrame(rows)
+
+
+def summarise(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (scenario, method): C mean and sd over seeds, oracle C, time, memory.
+
+    ``time_vs_abmil`` and ``cpu_vs_abmil`` are the method's mean wall-clock and CPU time
+    divided by abmil's in the same scenario (NaN when abmil was not run).
+    """
+    grouped = runs.groupby(["scenario", "method"], sort=False)
+    table = grouped.agg(
+        seeds=("seed", "size"),
+        c_mean=("c_oof", "mean"),
+        c_sd=("c_oof", "std"),
+        oracle_c=("oracle_c", "mean"),
+        c_fold_mean=("c_fold_mean", "mean"),
+        train_s=("train_s", "mean"),
+        cpu_s=("cpu_s", "mean"),
+        peak_rss_delta_mb=("peak_rss_delta_mb", "max"),
+        peak_rss_mb=("peak_rss_mb", "max"),
+    ).reset_index()
+    reference = table[table["method"] == REFERENCE_METHOD].set_index("scenario")["train_s"]
+    table["time_vs_abmil"] = table["train_s"] / table["scenario"].map(reference)
+    reference = table[table["method"] == REFERENCE_METHOD].set_index("scenario")["cpu_s"]
+    table["cpu_vs_abmil"] = table["cpu_s"] / table["scenario"].map(reference)
+    return table
+
+
+def _fmt(value: float, digits: int) -> str:
+    return (
+        ""
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else (f"{value:.{digits}f}")
+    )
+
+
+def markdown_table(summary: pd.DataFrame) -> str:
+    """The summary as a markdown table; the best mean C of each scenario in bold."""
+    lines = [
+        "| scenario | method | C-index (OOF), mean ± sd | oracle C | mean fold C | "
+        "wall time (s) | CPU time (s) | CPU time ÷ abmil | peak RSS Δ (MB) | peak RSS (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    best = summary.groupby("scenario", sort=False)["c_mean"].transform("max")
+    for row, top in zip(summary.itertuples(index=False), best, strict=True):
+        c = f"{row.c_mean:.3f} ± {_fmt(row.c_sd, 3) or '–'}"
+        if row.c_mean == top and row.scenario != "null":
+            c = f"**{c}**"
+        lines.append(
+            f"| {row.scenario} | {row.method} | {c} | {_fmt(row.oracle_c, 3)} | "
+            f"{_fmt(row.c_fold_mean, 3)} | {_fmt(row.train_s, 1)} | {_fmt(row.cpu_s, 1)} | "
+            f"{_fmt(row.cpu_vs_abmil, 2)} | {_fmt(row.peak_rss_delta_mb, 0)} | "
+            f"{_fmt(row.peak_rss_mb, 0)} |"
+        )
+    return "\n".join(lines)
+
+
+def machine_info() -> dict[str, str]:
+    """Machine, library versions, git commit and date, for the results section."""
+    import sklearn
+    import sksurv
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        memory = f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
+    except (ValueError, OSError, AttributeError):
+        memory = "unknown"
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        commit += " (with uncommitted changes)" if dirty else ""
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": f"{cpu}, {cores} CPU cores available, {memory} RAM, {platform.platform()}",
+        "versions": (
+            f"mil-crcrs {__version__} (git {commit}), Python {platform.python_version()}, "
+            f"torch {torch.__version__}, numpy {np.__version__}, pandas {pd.__version__}, "
+            f"scikit-survival {sksurv.__version__}, scikit-learn {sklearn.__version__}"
+        ),
+    }
+
+
+def _load() -> str:
+    try:
+        return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "unknown"
+
+
+def results_section(
+    summary: pd.DataFrame,
+    settings: BenchSettings,
+    command: str,
+    info: dict[str, str],
+    wall_s: float,
+    load: tuple[str, str],
+    quick: bool,
+) -> str:
+    """The markdown section appended to RESULTS.md."""
+    kind = "quick run (smoke test, not a result)" if quick else "full run"
+    best = summary.loc[summary.groupby("scenario", sort=False)["c_mean"].idxmax()]
+    winners = ", ".join(
+        f"{r.scenario}: {r.method}" for r in best.itertuples() if r.scenario != "null"
+    )
+    return "\n".join(
+        [
+            f"## Aggregators benchmark, {kind}, {info['date']}",
+            "",
+            f"- Command: `{command}`",
+            f"- Machine: {info['machine']}",
+            f"- Versions: {info['versions']}",
+            f"- Wall time of the whole run: {wall_s / 60:.1f} min; load average (1/5/15 min) "
+            f"at start {load[0]}, at end {load[1]}",
+            f"- Settings: `{asdict(settings)}`",
+            "",
+            "C-index: Harrell's C of the out-of-fold risk over the whole cohort (each patient "
+            "scored by the fold model that never saw them), mean ± sd over "
+            f"{len(settings.seeds)} seed(s), each seed a freshly simulated cohort of "
+            f"{settings.n_patients} patients with its own folds; every method sees the same "
+            "cohorts and folds. Oracle C: the simulator's true risk on the same cohorts. Mean "
+            "fold C: the per-fold C averaged over folds and seeds. Wall and CPU time: the whole "
+            f"{settings.folds}-fold fit (reading features, training, scoring), mean over seeds, "
+            f"{settings.threads} torch thread(s) per fit, {settings.jobs} fit(s) at a time; the "
+            "CPU time of the fit's process is the load-robust one, and the ratio is taken on "
+            "it. Peak RSS Δ: the worker process's peak "
+            "resident memory during the fit minus before it (max over seeds; includes torch "
+            "tensors); peak RSS: the worker's absolute peak (includes the interpreter and "
+            "libraries). Bold: the best mean C of the scenario.",
+            "",
+            markdown_table(summary),
+            "",
+            f"Best mean C per scenario: {winners}.",
+            "",
+        ]
+    )
+
+
+def append_results(path: Path, section: str) -> None:
+    """Append ``section`` to the markdown file ``path`` (created with a title if new)."""
+    path = Path(path)
+    old = path.read_text() if path.exists() else "# Benchmark results\n"
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(old.rstrip("\n") + "\n\n" + section)
+
+
+def _csv_tuple(kind: type, text: str) -> tuple:
+    return tuple(kind(x) for x in text.split(",") if x.strip())
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark abmil against mean, max, transmil and a penalised Cox model on "
+        "mean-pooled features, on simulated scenarios.",
+    )
+    parser.add_argument("--quick", action="store_true", help="a few minutes on 2 CPU cores")
+    parser.add_argument("--out", type=Path, default=DEFAULT_CSV, help="CSV of every fit")
+    parser.add_argument(
+        "--results", type=Path, default=DEFAULT_RESULTS, help="markdown file to append to"
+    )
+    parser.add_argument("--work-dir", type=Path, help="keep the cohorts here (default: a temp dir)")
+    s = parser.add_argument_group("overrides of the full (or --quick) settings")
+    s.add_argument("--scenarios", type=lambda t: _csv_tuple(str, t), help="e.g. rare,null")
+    s.add_argument("--methods", type=lambda t: _csv_tuple(str, t), help="e.g. abmil,mean,cox")
+    s.add_argument("--seeds", type=lambda t: _csv_tuple(int, t), help="e.g. 0,1,2")
+    s.add_argument("--patients", dest="n_patients", type=int)
+    s.add_argument("--folds", type=int)
+    s.add_argument("--epochs", type=int)
+    s.add_argument("--jobs", type=int, help="fits at once (each in its own process)")
+    s.add_argument("--threads", type=int, help="torch threads per fit")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
+    """Run the benchmark from command-line arguments; returns the per-fit rows."""
+    args = parse_args(argv)
+    settings = QUICK if args.quick else FULL
+    overrides = {
+        name: getattr(args, name)
+        for name in (
+            "scenarios",
+            "methods",
+            "seeds",
+            "n_patients",
+            "folds",
+            "epochs",
+            "jobs",
+            "threads",
+        )
+        if getattr(args, name) is not None
+    }
+    settings = replace(settings, **overrides)
+    command = shlex.join(
+        ["python", "benchmarks/aggregators.py", *(sys.argv[1:] if argv is None else argv)]
+    )
+    info = machine_info()
+    load_start = _load()
+    start = time.perf_counter()
+    print(f"{command}\n{info['machine']}\n{info['versions']}", flush=True)
+    if args.work_dir is not None:
+        args.work_dir.mkdir(parents=True, exist_ok=True)
+        runs = run_benchmark(settings, args.work_dir, log=lambda s: print(s, flush=True))
+    else:
+        with tempfile.TemporaryDirectory(prefix="crcrs-bench-") as tmp:
+            runs = run_benchmark(settings, Path(tmp), log=lambda s: print(s, flush=True))
+    wall_s = time.perf_counter() - start
+    write_csv(args.out, runs)
+    summary = summarise(runs)
+    section = results_section(
+        summary, settings, command, info, wall_s, (load_start, _load()), args.quick
+    )
+    append_results(args.results, section)
+    print()
+    print(markdown_table(summary))
+    print(f"\nper-fit rows: {args.out}\nresults appended to: {args.results}")
+    return runs
+
+
+if __name__ == "__main__":
+    main()
