@@ -523,11 +523,8 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _fmt(value: float, digits: int) -> str:
-    return (
-        ""
-        if value is None or (isinstance(value, float) and math.isnan(value))
-        else (f"{value:.{digits}f}")
-    )
+    """``value`` with ``digits`` decimals; empty for NaN."""
+    return "" if math.isnan(value) else f"{value:.{digits}f}"
 
 
 def markdown_table(summary: pd.DataFrame) -> str:

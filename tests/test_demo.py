@@ -14,23 +14,25 @@ import pytest
 
 from feature_extraction.demo import DemoSettings, run_demo
 
+# A cohort small enough for the default tier; every step still runs.
+SMALL = DemoSettings(
+    n_patients=24,
+    slide_tiles=(3, 3),
+    folds=2,
+    epochs=3,
+    n_heatmap_patients=1,
+    gradcam=False,
+    n_bootstrap=5,
+    device="cpu",
+    num_workers=0,
+)
+
 
 @pytest.fixture(scope="module")
 def small_demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
-    settings = DemoSettings(
-        n_patients=24,
-        slide_tiles=(3, 3),
-        folds=2,
-        epochs=3,
-        n_heatmap_patients=1,
-        gradcam=False,
-        n_bootstrap=5,
-        device="cpu",
-        num_workers=0,
-    )
     lines: list[str] = []
-    return run_demo(out, settings, log=lines.append), lines
+    return run_demo(out, SMALL, log=lines.append), lines
 
 
 def test_demo_runs_every_step_and_writes_its_outputs(small_demo):
@@ -55,24 +57,10 @@ def test_demo_runs_every_step_and_writes_its_outputs(small_demo):
     assert set(summary["seconds"]) == {"build", "extract", "fit", "predict", "heatmap", "report"}
 
 
-def test_demo_reruns_into_the_same_folder(small_demo, tmp_path):
+def test_demo_reruns_into_the_same_folder(small_demo):
     result, _ = small_demo
     # Extraction skips finished slides by settings hash; a second run must still succeed.
-    again = run_demo(
-        result.out_dir,
-        DemoSettings(
-            n_patients=24,
-            slide_tiles=(3, 3),
-            folds=2,
-            epochs=3,
-            n_heatmap_patients=1,
-            gradcam=False,
-            n_bootstrap=5,
-            device="cpu",
-            num_workers=0,
-        ),
-        log=lambda line: None,
-    )
+    again = run_demo(result.out_dir, SMALL, log=lambda line: None)
     assert again.report_html == result.report_html
     assert pd.read_csv(again.predictions_csv).equals(pd.read_csv(result.predictions_csv))
 
