@@ -80,3 +80,15 @@ missing_option = click.option(
     show_default=True,
     help="Slides without a feature file: stop, or drop with a warning.",
 )
+model_dir_option = click.option(
+    "--model",
+    "model_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Model directory written by crcrs fit.",
+)
+
+
+def comma_list(text: str | None) -> tuple[str, ...]:
+    """Split a comma-separated option value, dropping blanks ("a, b," -> ("a", "b"))."""
+    return tuple(s.strip() for s in (text or "").split(",") if s.strip())

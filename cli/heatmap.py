@@ -6,21 +6,20 @@ from pathlib import Path
 
 import click
 
-from cli._options import cohort_columns, device_option, features_option, missing_option
+from cli._options import (
+    cohort_columns,
+    comma_list,
+    device_option,
+    features_option,
+    missing_option,
+    model_dir_option,
+)
 
 _PATH = click.Path(path_type=Path)
 
 
-def _ids(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    return [s.strip() for s in text.split(",") if s.strip()]
-
-
 @click.command("heatmap")
-@click.option(
-    "--model", "model_dir", required=True, type=_PATH, help="Model directory written by crcrs fit."
-)
+@model_dir_option
 @features_option
 @click.option(
     "--slides",
@@ -161,7 +160,7 @@ def command(
         clinical=clinical,
         columns=columns,
         time_unit=time_unit,
-        patients=_ids(patients),
+        patients=list(comma_list(patients)) if patients is not None else None,
         settings=settings,
         gradcam=GradCAMSettings(integrated_gradients=integrated_gradients) if gradcam else None,
         weights=weights,

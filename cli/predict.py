@@ -6,15 +6,19 @@ from pathlib import Path
 
 import click
 
-from cli._options import cohort_columns, device_option, features_option, missing_option
+from cli._options import (
+    cohort_columns,
+    device_option,
+    features_option,
+    missing_option,
+    model_dir_option,
+)
 
 _PATH = click.Path(path_type=Path)
 
 
 @click.command("predict")
-@click.option(
-    "--model", "model_dir", required=True, type=_PATH, help="Model directory written by crcrs fit."
-)
+@model_dir_option
 @features_option
 @click.option(
     "--clinical",

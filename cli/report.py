@@ -6,17 +6,13 @@ from pathlib import Path
 
 import click
 
-from cli._options import cohort_columns, seed_option
+from cli._options import cohort_columns, comma_list, seed_option
 from mil_crcrs.errors import InputError
-
-
-def _names(text: str) -> tuple[str, ...]:
-    return tuple(s.strip() for s in text.split(",") if s.strip())
 
 
 def _years(text: str) -> tuple[float, ...]:
     try:
-        return tuple(float(s) for s in _names(text))
+        return tuple(float(s) for s in comma_list(text))
     except ValueError:
         raise InputError(
             f"--horizons must be comma-separated numbers of years, got {text!r}"
@@ -111,8 +107,8 @@ def command(
     from mil_crcrs.report import ReportSettings, build_report
 
     settings = ReportSettings(
-        covariates=_names(covariates),
-        categorical=_names(categorical),
+        covariates=comma_list(covariates),
+        categorical=comma_list(categorical),
         horizons_years=_years(horizons),
         time_unit=time_unit,
         columns=columns,

@@ -367,26 +367,32 @@ def test_cli_corrupt_slide_is_one_line_and_exit_2_after_the_others(slides, tmp_p
     assert _h5_files(tmp_path / "out") == ["slide0.h5", "slide1.h5", "slide2.h5"]
 
 
+# The options of a tiny CPU extraction, shared by the CLI and torchrun tests.
+TINY_RUN = [
+    "--encoder",
+    "test_resnet",
+    "--weights",
+    "random",
+    "--mpp",
+    "2",
+    "--tile-size",
+    "32",
+    "--batch-size",
+    "8",
+    "--num-workers",
+    "0",
+    "--device",
+    "cpu",
+]
+
+
 def test_cli_extracts_and_reports(slides, tmp_path):
     args = [
         "extract",
         str(slides / "slide0.tiff"),
         "--out",
         str(tmp_path / "out"),
-        "--encoder",
-        "test_resnet",
-        "--weights",
-        "random",
-        "--mpp",
-        "2",
-        "--tile-size",
-        "32",
-        "--batch-size",
-        "8",
-        "--num-workers",
-        "0",
-        "--device",
-        "cpu",
+        *TINY_RUN,
         "--precision",
         "fp32",
         "--min-tissue-area",
@@ -426,20 +432,7 @@ def test_torchrun_two_processes_do_every_slide_exactly_once(slides, tmp_path):
         str(slides),
         "--out",
         str(out),
-        "--encoder",
-        "test_resnet",
-        "--weights",
-        "random",
-        "--mpp",
-        "2",
-        "--tile-size",
-        "32",
-        "--batch-size",
-        "8",
-        "--num-workers",
-        "0",
-        "--device",
-        "cpu",
+        *TINY_RUN,
     ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
