@@ -4,20 +4,27 @@ Each patient's tiles are drawn from a small "world" of tile phenotypes in ``dim`
 
 - **background** tiles: one of four tissue clusters (the patient's mix of them varies, as
   nuisance), plus unit Gaussian noise;
-- **rare** tiles (0-8 % of a patient's tiles by default): background tiles whose component in a
-  4-dimensional signal subspace is replaced by a point on a sphere of radius 5 (background tiles
-  sit near radius 2). A rare tile has the *same mean* as a background tile, so the bag mean does
-  not move with the rare fraction: mean pooling cannot see it, a per-tile non-linear detector can;
+- **rare** tiles (1-8 % of a patient's tiles by default, at least one per slide): background
+  tiles whose coordinate along a hidden signal direction is replaced by plus or minus (a coin
+  flip per tile) the patient's rare-tile **grade**, drawn uniformly from 4 to 7 (background tiles
+  have a standard normal coordinate there). Rare tiles have the *same mean* as background tiles,
+  so the bag mean moves with neither the rare fraction nor the grade: a linear model of
+  mean-pooled features cannot see them. A per-tile non-linear detector (the size of that
+  coordinate) finds the rare tiles; to read their grade a model must then look at those tiles
+  alone, because the rare fraction, which varies eight-fold between patients and says nothing
+  about the outcome, dilutes any average over the whole bag (the classic case for attention
+  pooling: a tumour's grade matters, not how much of it the slide happened to cut);
 - **prevalence** tiles (5-50 %): a separate cluster whose centre is away from the background, so
   the bag mean moves linearly with their fraction.
 
-The true risk (log-hazard) is ``effect`` times the patient's realised fraction of the scenario's
-tiles, standardised over the cohort (so its standard deviation is ``effect``):
+The true risk (log-hazard) is ``effect`` times a standardised (mean 0, sd 1 over the cohort)
+patient quantity that depends on the scenario:
 
-- ``"rare"``: the rare fraction;
-- ``"prevalence"``: the prevalence fraction;
-- ``"both"``: the sum of the two standardised fractions;
-- ``"null"``: zero for everyone (rare tiles are still planted, unrelated to the outcome).
+- ``"rare"``: the rare-tile grade;
+- ``"prevalence"``: the realised prevalence fraction;
+- ``"both"``: the standardised sum of the two standardised quantities;
+- ``"null"``: zero for everyone (rare tiles and grades are still planted, unrelated to the
+  outcome).
 
 Survival times follow a Weibull proportional-hazards model (exponential by default) with median
 ``median_survival_days`` at zero risk; independent exponential censoring is calibrated to censor
@@ -32,7 +39,8 @@ Outputs of :func:`simulate_cohort` in ``out_dir``:
   scenario's phenotype(s), which the feature reader ignores;
 - ``clinical.csv``: ``patient_id``, ``slide_id``, ``time``, ``event`` and two covariates,
   ``stage`` (I-IV, correlated with the true risk but not identical) and ``age`` (independent);
-- ``truth.csv``: ``patient_id``, ``true_risk``, ``rare_fraction``, ``prevalence_fraction``;
+- ``truth.csv``: ``patient_id``, ``true_risk``, ``rare_grade``, ``rare_fraction``,
+  ``prevalence_fraction``;
 - ``simulation.json``: the settings and the oracle C-index.
 """
 
@@ -55,8 +63,10 @@ from mil_crcrs.store import FeatureMeta, write_bag
 
 SCENARIOS = ("rare", "prevalence", "both", "null")
 
-SIGNAL_DIMS = 4  # the rare phenotype lives in this many dimensions
-RARE_RADIUS = 5.0  # rare tiles' norm in the signal subspace (background: chi with 4 dof, ~1.9)
+SIGNAL_DIMS = 1  # the rare phenotype lives along this many (hidden) dimensions
+MIN_DIM = 8
+RARE_GRADE = (4.0, 7.0)  # rare tiles' distance from 0 along the signal (background: N(0, 1))
+RARE_JITTER = 0.3  # noise around a rare tile's +-grade
 PREVALENCE_SHIFT = 3.0  # distance of the prevalence cluster's centre from the origin
 N_CLUSTERS = 4  # background tissue clusters
 CLUSTER_SCALE = 0.5  # per-dimension spread of the background cluster centres
@@ -84,7 +94,8 @@ class SimulationSettings:
     seed : draws the patients
     world_seed : draws the phenotypes ("the encoder"); keep it to draw comparable cohorts
     time_unit : "days", "months" or "years", the unit of ``time`` in ``clinical.csv``
-    rare_fraction : (min, max) of a patient's rare-tile fraction, drawn uniformly
+    rare_fraction : (min, max) of a patient's rare-tile fraction, drawn uniformly; a slide of a
+        patient with a positive fraction has at least one rare tile
     prevalence_fraction : (min, max) of a patient's prevalence-tile fraction, drawn uniformly
     median_survival_days : median survival at zero risk
     weibull_shape : shape of the Weibull baseline hazard (1 = exponential)
@@ -101,7 +112,7 @@ class SimulationSettings:
     seed: int = 0
     world_seed: int = 0
     time_unit: str = "days"
-    rare_fraction: tuple[float, float] = (0.0, 0.08)
+    rare_fraction: tuple[float, float] = (0.01, 0.08)
     prevalence_fraction: tuple[float, float] = (0.05, 0.5)
     median_survival_days: float = 1826.0
     weibull_shape: float = 1.0
@@ -125,8 +136,8 @@ class SimulationSettings:
                 fail(f"{name} must be (min, max) with 0 <= min <= max <= 1, got {(lo, hi)}")
         if self.rare_fraction[1] + self.prevalence_fraction[1] > 1.0:
             fail("rare_fraction and prevalence_fraction maxima must add up to at most 1")
-        if self.dim < 2 * SIGNAL_DIMS:
-            fail(f"dim must be at least {2 * SIGNAL_DIMS}, got {self.dim}")
+        if self.dim < MIN_DIM:
+            fail(f"dim must be at least {MIN_DIM}, got {self.dim}")
         if self.effect < 0:
             fail(f"effect must be non-negative, got {self.effect}")
         if not 0.0 <= self.censoring < 1.0:
@@ -181,7 +192,8 @@ class CohortDraw:
     settings : how it was drawn
     clinical : one row per slide: ``patient_id``, ``slide_id``, ``time``, ``event``, ``stage``,
         ``age``
-    truth : indexed by ``patient_id``: ``true_risk`` (log-hazard), and the realised
+    truth : indexed by ``patient_id``: ``true_risk`` (log-hazard), ``rare_grade`` (how far
+        out the patient's rare tiles sit; NaN where none are planted) and the realised
         ``rare_fraction`` and ``prevalence_fraction`` of the patient's tiles
     oracle_c : Harrell's C of the true risk against the simulated outcome
     features : slide id -> (n_tiles, dim) float32
@@ -248,6 +260,7 @@ def _draw_slide(
     n: int,
     weights: np.ndarray,
     f_rare: float,
+    grade: float,
     f_prev: float,
     world: _World,
     rng: np.random.Generator,
@@ -255,7 +268,7 @@ def _draw_slide(
     """Features (n, dim) float64, grid (n, 2), rare mask (n,), prevalence mask (n,)."""
     dim = world.centres.shape[1]
     grid = _tile_grid(n, rng)
-    n_rare = rng.binomial(n, f_rare)
+    n_rare = max(1, rng.binomial(n, f_rare)) if f_rare > 0 else 0
     n_prev = min(rng.binomial(n, f_prev), n - n_rare)
     rare = np.zeros(n, dtype=bool)
     rare[_focus(grid, ~rare, n_rare, rng)] = True
@@ -267,24 +280,27 @@ def _draw_slide(
     features[prev] = world.prevalence_centre + rng.standard_normal((int(prev.sum()), dim))
     direction = rng.standard_normal((n_rare, SIGNAL_DIMS))
     direction /= np.linalg.norm(direction, axis=1, keepdims=True)
-    features[rare, :SIGNAL_DIMS] = RARE_RADIUS * direction + 0.3 * rng.standard_normal(
+    features[rare, :SIGNAL_DIMS] = grade * direction + RARE_JITTER * rng.standard_normal(
         (n_rare, SIGNAL_DIMS)
     )
     return features @ world.rotation.T, grid, rare, prev
 
 
-def _standardise(fraction: np.ndarray) -> np.ndarray:
-    """Realised fractions scaled to mean 0 and standard deviation 1 over the cohort."""
-    sd = fraction.std()
-    return (fraction - fraction.mean()) / sd if sd > 0 else np.zeros_like(fraction)
+def _standardise(values: np.ndarray) -> np.ndarray:
+    """Per-patient values scaled to mean 0 and standard deviation 1 over the cohort."""
+    sd = values.std()
+    return (values - values.mean()) / sd if sd > 0 else np.zeros_like(values)
 
 
-def _true_risk(s: SimulationSettings, rare: np.ndarray, prev: np.ndarray) -> np.ndarray:
+def _true_risk(s: SimulationSettings, grade: np.ndarray, prev: np.ndarray) -> np.ndarray:
+    """The log-hazard of each patient from the rare-tile grade and the prevalence fraction."""
     if s.scenario == "null":
-        return np.zeros_like(rare)
-    z_rare, z_prev = _standardise(rare), _standardise(prev)
-    z = {"rare": z_rare, "prevalence": z_prev, "both": _standardise(z_rare + z_prev)}
-    return s.effect * z[s.scenario]
+        return np.zeros_like(prev)
+    if s.scenario == "rare":
+        return s.effect * _standardise(grade)
+    if s.scenario == "prevalence":
+        return s.effect * _standardise(prev)
+    return s.effect * _standardise(_standardise(grade) + _standardise(prev))
 
 
 def _censoring_rate(event_time: np.ndarray, target: float) -> float:
@@ -346,25 +362,29 @@ def draw_cohort(settings: SimulationSettings = SimulationSettings()) -> CohortDr
     patient_ids = [f"P{i + 1:04d}" for i in range(s.n_patients)]
     rows, features, coords, planted = [], {}, {}, {}
     rare_fraction = np.zeros(s.n_patients)
+    rare_grade = np.full(s.n_patients, np.nan)
     prev_fraction = np.zeros(s.n_patients)
     for i, pid in enumerate(patient_ids):
         weights = rng_tiles.dirichlet(np.full(N_CLUSTERS, 2.0))
         f_rare = rng_tiles.uniform(*s.rare_fraction) if plant_rare else 0.0
+        grade = rng_tiles.uniform(*RARE_GRADE)
         f_prev = rng_tiles.uniform(*s.prevalence_fraction) if plant_prev else 0.0
         n_slides = int(rng_tiles.integers(s.slides_per_patient[0], s.slides_per_patient[1] + 1))
         counts = np.zeros(3)  # tiles, rare, prevalence
         for j in range(n_slides):
             sid = f"{pid}-S{j + 1}"
             n = int(rng_tiles.integers(s.tiles_per_slide[0], s.tiles_per_slide[1] + 1))
-            x, grid, rare, prev = _draw_slide(n, weights, f_rare, f_prev, world, rng_tiles)
+            x, grid, rare, prev = _draw_slide(n, weights, f_rare, grade, f_prev, world, rng_tiles)
             features[sid] = x.astype(np.float32)
             coords[sid] = grid * TILE_SIZE_LEVEL0 + MARGIN_LEVEL0
             planted[sid] = rare | prev  # all False for a phenotype that is not planted
             counts += (n, rare.sum(), prev.sum())
             rows.append((pid, sid))
         rare_fraction[i], prev_fraction[i] = counts[1:] / counts[0]
+        if plant_rare:
+            rare_grade[i] = grade
 
-    risk = _true_risk(s, rare_fraction, prev_fraction)
+    risk = _true_risk(s, rare_grade, prev_fraction)
     days, event = _outcome(s, risk, rng_outcome)
     if s.time_unit == "days":
         time = np.maximum(np.round(days), 1.0)
@@ -379,7 +399,12 @@ def draw_cohort(settings: SimulationSettings = SimulationSettings()) -> CohortDr
     )
     slides = pd.DataFrame(rows, columns=["patient_id", "slide_id"])
     truth = pd.DataFrame(
-        {"true_risk": risk, "rare_fraction": rare_fraction, "prevalence_fraction": prev_fraction},
+        {
+            "true_risk": risk,
+            "rare_grade": rare_grade,
+            "rare_fraction": rare_fraction,
+            "prevalence_fraction": prev_fraction,
+        },
         index=index,
     )
     return CohortDraw(

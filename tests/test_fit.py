@@ -424,7 +424,8 @@ def test_sanity_learns_a_planted_signal_and_finds_none_in_noise(tmp_path):
 
 @pytest.fixture(scope="module")
 def rare_fits(tmp_path_factory):
-    """abmil and mean on the simulator's "rare" scenario, 600 patients, 5 folds (slow)."""
+    """abmil and mean on the simulator's "rare" scenario (risk = rare-tile grade), 600 patients,
+    5 folds (slow)."""
     tmp = tmp_path_factory.mktemp("rare")
     kw = dict(
         n=600,
@@ -443,25 +444,15 @@ def rare_fits(tmp_path_factory):
 
 @pytest.mark.slow
 def test_rare_phenotype_abmil_comes_close_to_the_oracle(rare_fits):
-    # Measured (2 cores, torch 2.14, one thread): abmil 0.750, oracle 0.813.
+    # Measured (2 cores, torch 2.14): abmil 0.760, oracle 0.819.
     assert rare_fits["abmil"] > rare_fits["oracle"] - 0.1
 
 
 @pytest.mark.slow
-def test_rare_phenotype_abmil_is_not_worse_than_mean(rare_fits):
-    # Measured: abmil 0.750, mean 0.719.
-    assert rare_fits["abmil"] >= rare_fits["mean"] - 0.02
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=False,
-    reason="the 'mean' model pools the output of an instance MLP, and the mean of a per-tile "
-    "rare-phenotype detector is the rare fraction, i.e. the simulator's true risk: with enough "
-    "patients mean pooling learns it too (measured 0.719 vs abmil 0.750 at 600 patients, and "
-    "0.720 vs 0.663 at 300)",
-)
 def test_rare_phenotype_abmil_clearly_beats_mean(rare_fits):
+    # The risk is the grade of rare tiles whose share of the bag varies eight-fold: mean pooling
+    # of any per-tile function mixes the grade with that share, attention reads the rare tiles.
+    # Measured: abmil 0.760, mean 0.590.
     assert rare_fits["abmil"] >= rare_fits["mean"] + 0.05
 
 

@@ -1,5 +1,6 @@
 """The planted-signal simulator: its files, its determinism, and that each scenario plants what
-it says (the rare phenotype is invisible to mean pooling, the prevalence one is not)."""
+it says (the rare phenotype's grade is invisible to mean pooling and diluted in any bag average,
+the prevalence phenotype is not)."""
 
 from __future__ import annotations
 
@@ -191,9 +192,37 @@ def test_null_has_no_signal():
     assert d.oracle_c == 0.5 and np.all(d.truth["true_risk"] == 0)
     assert abs(mean_pooling_cox_c(d) - 0.5) < 0.08
     pat = per_patient(d)
-    # the rare phenotype is planted but says nothing about the outcome
-    c_rare = harrell_c(pat["time"], pat["event"], d.truth["rare_fraction"])
-    assert abs(c_rare - 0.5) < 0.08
+    # the rare phenotype and its grade are planted but say nothing about the outcome
+    for column in ("rare_fraction", "rare_grade"):
+        assert abs(harrell_c(pat["time"], pat["event"], d.truth[column]) - 0.5) < 0.08
+
+
+def signal_coordinate(d) -> dict[str, np.ndarray]:
+    """Each patient's tiles projected on the signal subspace (n_tiles, SIGNAL_DIMS)."""
+    slides = d.clinical.groupby("patient_id", sort=False)["slide_id"].apply(list)
+    rotation = _world(d.settings.dim, d.settings.world_seed).rotation
+    return {
+        p: (np.concatenate([d.features[s] for s in slides[p]]) @ rotation)[:, :SIGNAL_DIMS]
+        for p in d.truth.index
+    }
+
+
+def test_rare_grade_is_read_from_the_rare_tiles_and_diluted_by_any_bag_average():
+    d = draw(scenario="rare", n_patients=300)
+    grade, risk = d.truth["rare_grade"], d.truth["true_risk"]
+    assert risk.corr(grade) == pytest.approx(1.0)
+    assert 4.0 <= grade.min() and grade.max() <= 7.0
+    # A per-tile detector (how far a tile sits from the origin of the signal subspace) ...
+    strength = {p: np.linalg.norm(x, axis=1) for p, x in signal_coordinate(d).items()}
+    # ... averaged over the tiles it flags, as attention on those tiles reads it: the grade.
+    on_flagged = pd.Series({p: s[s > 3.5].mean() for p, s in strength.items()})
+    c_attention = on_flagged.corr(grade, method="spearman")
+    # ... averaged over the whole bag, as mean pooling of the detector reads it: the grade
+    # confounded with the rare fraction, which varies eight-fold and carries no risk.
+    over_bag = pd.Series({p: np.maximum(s - 3.5, 0.0).mean() for p, s in strength.items()})
+    c_mean = over_bag.corr(grade, method="spearman")
+    assert c_attention > 0.93 and c_mean < 0.75 and c_attention - c_mean > 0.25  # 0.97, 0.54
+    assert over_bag.corr(d.truth["rare_fraction"], method="spearman") > 0.6  # 0.81
 
 
 def test_rare_tiles_share_the_background_mean_but_stand_out_non_linearly():
@@ -202,7 +231,7 @@ def test_rare_tiles_share_the_background_mean_but_stand_out_non_linearly():
     planted = np.concatenate(list(d.planted.values()))
     # Same mean: the gap is within sampling noise (prevalence tiles sit 3 units away).
     assert np.linalg.norm(x[planted].mean(0) - x[~planted].mean(0)) < 1.0
-    # A per-tile non-linear function, the norm in the signal subspace, picks them out.
+    # A per-tile non-linear function, the size of the signal coordinate, picks them out.
     signal = (x @ _world(64, 0).rotation)[:, :SIGNAL_DIMS]
     assert roc_auc_score(planted, np.linalg.norm(signal, axis=1)) > 0.99
 
@@ -217,10 +246,10 @@ def test_prevalence_tiles_are_shifted():
 @pytest.mark.parametrize(
     "scenario, rare_mean, prevalence_mean",
     [
-        ("rare", (0.03, 0.05), (0.0, 0.0)),
+        ("rare", (0.04, 0.06), (0.0, 0.0)),
         ("prevalence", (0.0, 0.0), (0.22, 0.33)),
-        ("both", (0.03, 0.05), (0.22, 0.33)),
-        ("null", (0.03, 0.05), (0.0, 0.0)),
+        ("both", (0.04, 0.06), (0.22, 0.33)),
+        ("null", (0.04, 0.06), (0.0, 0.0)),
     ],
 )
 def test_planted_fractions_are_in_range(scenario, rare_mean, prevalence_mean):
@@ -228,7 +257,9 @@ def test_planted_fractions_are_in_range(scenario, rare_mean, prevalence_mean):
     truth = d.truth
     assert rare_mean[0] <= truth["rare_fraction"].mean() <= rare_mean[1]
     assert prevalence_mean[0] <= truth["prevalence_fraction"].mean() <= prevalence_mean[1]
-    assert truth["rare_fraction"].max() < 0.2  # 0-8 % drawn, plus binomial noise
+    assert truth["rare_fraction"].max() < 0.2  # 1-8 % drawn, plus binomial noise
+    if scenario != "prevalence":  # at least one rare tile on every slide
+        assert all(m.any() for m in d.planted.values())
     # the planted mask is the union of the planted phenotypes
     planted = np.concatenate(list(d.planted.values())).mean()
     n_tiles = np.array([x.shape[0] for x in d.features.values()]).sum()
@@ -239,13 +270,22 @@ def test_planted_fractions_are_in_range(scenario, rare_mean, prevalence_mean):
     assert planted == pytest.approx(expected)
 
 
-@pytest.mark.parametrize("scenario", ["rare", "prevalence", "both"])
-def test_true_risk_has_sd_effect_and_follows_the_planted_fraction(scenario):
+@pytest.mark.parametrize(
+    "scenario, rare_weight, prevalence_weight",
+    [("rare", 1, 0), ("prevalence", 0, 1), ("both", 1, 1)],
+)
+def test_true_risk_has_sd_effect_and_follows_what_is_planted(
+    scenario, rare_weight, prevalence_weight
+):
     truth = draw(scenario=scenario, n_patients=120).truth
     assert truth["true_risk"].std(ddof=0) == pytest.approx(1.5)
-    fraction = truth[["rare_fraction", "prevalence_fraction"]].sum(1)
-    if scenario != "both":  # a sum of two standardised fractions is not their raw sum
-        assert truth["true_risk"].corr(fraction) == pytest.approx(1.0)
+
+    def z(column):
+        return ((truth[column] - truth[column].mean()) / truth[column].std(ddof=0)).fillna(0)
+
+    planted = rare_weight * z("rare_grade") + prevalence_weight * z("prevalence_fraction")
+    assert truth["true_risk"].corr(planted) == pytest.approx(1.0)
+    assert truth["rare_grade"].isna().all() == (rare_weight == 0)
 
 
 # --------------------------------------------------------------------------------------------
