@@ -18,11 +18,19 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from mil_crcrs._io import write_json
 from mil_crcrs.errors import InputError
+
+if TYPE_CHECKING:
+    from feature_extraction.pipeline import ExtractSettings
+    from feature_extraction.synthetic_slides import DemoCohortSettings
+
+#: The demo's encoder: offline (its weights ship with the package), fast on a CPU.
+DEMO_ENCODER = "efficientnet_lite0"
 
 
 @dataclass(frozen=True)
@@ -60,6 +68,27 @@ class DemoSettings:
     seed: int = 0
     device: str = "auto"
     num_workers: int | None = None
+
+    def cohort_settings(self) -> DemoCohortSettings:
+        """The :class:`~feature_extraction.synthetic_slides.DemoCohortSettings` of the cohort."""
+        from feature_extraction.synthetic_slides import DemoCohortSettings
+
+        return DemoCohortSettings(
+            n_patients=self.n_patients, slide_tiles=self.slide_tiles, seed=self.seed
+        )
+
+    def extract_settings(self) -> ExtractSettings:
+        """The :class:`~feature_extraction.pipeline.ExtractSettings` of the demo's features."""
+        from feature_extraction.pipeline import ExtractSettings
+
+        return ExtractSettings(
+            encoder=DEMO_ENCODER,
+            target_mpp=self.target_mpp,
+            tile_size_px=self.tile_size_px,
+            device=self.device,
+            num_workers=self.num_workers,
+            qc=True,
+        )
 
 
 @dataclass
@@ -110,16 +139,11 @@ def run_demo(
     DemoResult
     """
     from feature_extraction.heatmaps import make_heatmaps
-    from feature_extraction.pipeline import ExtractSettings, extract
-    from feature_extraction.synthetic_slides import (
-        DemoCohortSettings,
-        build_demo_cohort,
-        read_planted,
-    )
+    from feature_extraction.pipeline import extract
+    from feature_extraction.synthetic_slides import build_demo_cohort, read_planted
     from mil_crcrs._io import write_csv
     from mil_crcrs.fitting import FitSettings, fit
     from mil_crcrs.heatmap import planted_auroc
-    from mil_crcrs.metrics import harrell_c
     from mil_crcrs.report import ReportSettings, build_report
 
     out = Path(out_dir)
@@ -136,29 +160,13 @@ def run_demo(
         seconds[name] = time.perf_counter() - seconds[name]
 
     step("build", f"building {settings.n_patients} patients' slides from real H&E tissue")
-    cohort = build_demo_cohort(
-        out / "cohort",
-        DemoCohortSettings(
-            n_patients=settings.n_patients, slide_tiles=settings.slide_tiles, seed=settings.seed
-        ),
-    )
+    cohort = build_demo_cohort(out / "cohort", settings.cohort_settings())
     done("build")
     log(f"      {len(cohort.slides)} slides, {cohort.n_tissue_tiles} tissue tiles")
 
     step("extract", "extracting features with the offline EfficientNet-Lite0 encoder")
     features = out / "features"
-    extracted = extract(
-        [cohort.root / "slides"],
-        features,
-        ExtractSettings(
-            encoder="efficientnet_lite0",
-            target_mpp=settings.target_mpp,
-            tile_size_px=settings.tile_size_px,
-            device=settings.device,
-            num_workers=settings.num_workers,
-            qc=True,
-        ),
-    )
+    extracted = extract([cohort.root / "slides"], features, settings.extract_settings())
     done("extract")
     if extracted.failed:
         first = next(iter(extracted.failed.items()))
@@ -225,8 +233,7 @@ def run_demo(
     )
     done("report")
 
-    true_risk = truth.set_index("patient_id").loc[predictions["patient_id"], "true_risk"]
-    oracle = harrell_c(predictions["time"], predictions["event"], true_risk.to_numpy())
+    oracle = oracle_c(cohort.truth_csv, predictions)
     result = DemoResult(
         out_dir=out,
         report_html=report.html,
@@ -250,6 +257,29 @@ def run_demo(
         },
     )
     return result
+
+
+def oracle_c(truth_csv: str | os.PathLike, patients: pd.DataFrame) -> float:
+    """Harrell's C of the true simulated risk: the ceiling any model can reach on the cohort.
+
+    The true risk is the log-hazard that the planted extent gives each patient (``true_risk``
+    in the cohort's ``truth.csv``, :mod:`feature_extraction.synthetic_slides`).
+
+    Parameters
+    ----------
+    truth_csv : the cohort's ``truth.csv``
+    patients : one row per patient scored, with ``patient_id``, ``time`` and ``event``
+
+    Returns
+    -------
+    float
+        C in [0, 1], NaN when no pair is comparable.
+    """
+    from mil_crcrs.metrics import harrell_c
+
+    truth = pd.read_csv(truth_csv, dtype={"patient_id": str}).set_index("patient_id")
+    true_risk = truth.loc[patients["patient_id"].astype(str), "true_risk"].to_numpy()
+    return float(harrell_c(patients["time"], patients["event"], true_risk))
 
 
 def _gradcam_settings():

@@ -6,6 +6,7 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -81,3 +82,55 @@ def test_unknown_scenario_or_method_is_refused(bench):
         bench.replace(bench.FULL, scenarios=("rare", "nope"))
     with pytest.raises(ValueError, match="unknown method"):
         bench.replace(bench.FULL, methods=("abmil", "lasso"))
+
+
+def test_demo_scenario_writes_a_cohort_the_benchmark_reads(bench, tmp_path: Path):
+    """The demo's slide cohort, at a tiny size: real tissue, encoded as ``crcrs demo`` does."""
+    from feature_extraction.demo import DemoSettings
+    from mil_crcrs.bags import PatientBags
+    from mil_crcrs.store import FeatureStore
+
+    tiny = bench.demo_scenario(DemoSettings(n_patients=10, slide_tiles=(3, 3)))
+    settings = bench.replace(bench.QUICK, folds=2)
+    cohort = tiny(tmp_path / "demo", 0, settings)
+
+    assert cohort.time_unit == "days"
+    store = FeatureStore(cohort.features_dir)
+    table = bench.read_cohort(cohort.clinical_csv, time_unit=cohort.time_unit)
+    table.match_features(store.slide_ids, "error")  # every slide in the table has features
+    assert len(table) == 10  # the demo's size, not settings.n_patients
+    dim, encoder = store.check_consistent()
+    info = store.info(store.slide_ids[0])
+    assert (encoder, info.tile_size_px, info.target_mpp) == ("efficientnet_lite0", 112, 1.0)
+    # The oracle is the C of the planted extent's log-hazard: finite and better than chance.
+    assert 0.5 < cohort.oracle_c <= 1.0
+    # The fits read it as they read a simulated cohort: one finite bag per patient.
+    bags = PatientBags(table, store)
+    assert bags[0].features.shape[1] == dim == 1280
+    assert all(np.isfinite(bags[i].features).all() for i in range(len(bags)))
+
+
+def test_demo_is_in_the_full_run_only(bench):
+    assert "demo" in bench.FULL.scenarios
+    assert "demo" not in bench.QUICK.scenarios  # building and encoding slides takes minutes
+    args = bench.parse_args(["--quick", "--scenarios", "demo,null"])
+    assert bench.replace(bench.QUICK, scenarios=args.scenarios).scenarios == ("demo", "null")
+
+
+def test_results_section_notes_the_demo_cohort(bench):
+    """The demo row is marked and explained: its size is not ``n_patients``."""
+    summary = pd.DataFrame(
+        {
+            "scenario": ["null", "demo"], "method": ["abmil", "abmil"], "seeds": [1, 1],
+            "c_mean": [0.5, 0.8], "c_sd": [float("nan")] * 2, "oracle_c": [0.5, 0.83],
+            "c_fold_mean": [0.5, 0.8], "train_s": [1.0, 2.0], "cpu_s": [1.0, 2.0],
+            "peak_rss_delta_mb": [10.0, 20.0], "peak_rss_mb": [500.0, 510.0],
+            "time_vs_abmil": [1.0, 1.0], "cpu_vs_abmil": [1.0, 1.0],
+        }
+    )  # fmt: skip
+    settings = bench.replace(bench.QUICK, scenarios=("null", "demo"))
+    info = {"date": "today", "machine": "m", "versions": "v"}
+    text = bench.results_section(summary, settings, "cmd", info, 60.0, ("0", "0"), True)
+    assert "| demo † | abmil |" in text and "| null | abmil |" in text
+    assert "† demo: the cohort `crcrs demo` runs on, one per seed: 60 patients" in text
+    assert "(null: simulated, 80 patients; †: see below the table)" in text
