@@ -64,7 +64,16 @@ _PATH = click.Path(path_type=Path)
     show_default=True,
     help="Bags per optimiser step (the Cox risk set).",
 )
-@click.option("--lr", type=float, default=2e-4, show_default=True, help="AdamW learning rate.")
+@click.option(
+    "--lr", type=float, default=2e-4, show_default=True, help="AdamW (peak) learning rate."
+)
+@click.option(
+    "--schedule",
+    type=click.Choice(["cosine", "onecycle"]),
+    default="cosine",
+    show_default=True,
+    help="Learning-rate schedule, stepped per batch.",
+)
 @missing_option
 @click.option(
     "--val-clinical",
@@ -97,6 +106,7 @@ def command(
     max_tiles,
     batch_size,
     lr,
+    schedule,
     missing,
     val_clinical,
     val_features,
@@ -119,6 +129,7 @@ def command(
         max_tiles=max_tiles,
         batch_size=batch_size,
         lr=lr,
+        schedule=schedule,
         seed=seed,
         device=device,
         progress=progress,

@@ -80,6 +80,17 @@ def test_fit_writes_the_model_directory_and_a_summary(model_dir):
     assert len(oof) == 24
 
 
+def test_fit_passes_the_optimiser_options_into_the_saved_settings(sim, tmp_path):
+    out = tmp_path / "model"
+    args = ["--features", sim.features_dir, "--clinical", sim.clinical_csv, "--out", out, *FAST]
+    result = run("fit", *args, "--schedule", "onecycle", "--lr", "0.005")
+    assert result.exit_code == 0, result.output
+    settings = json.loads((out / "config.json").read_text())["settings"]
+    assert settings["schedule"] == "onecycle" and settings["lr"] == 0.005
+    bad = run("fit", *args, "--schedule", "step")  # a click usage error, like every Choice
+    assert bad.exit_code == 2 and "Traceback" not in bad.output and "'--schedule'" in bad.output
+
+
 def test_predict_writes_one_row_per_patient_and_attention(sim, model_dir, tmp_path):
     out, _ = model_dir
     pred, att = tmp_path / "pred.csv", tmp_path / "att"
