@@ -13,13 +13,13 @@ What is measured, all in one process and one run:
    model:
 
    - ``padded``: what :mod:`mil_crcrs.training` does: the batch's bags padded into one
-     ``(B, N_max, D)`` tensor with a mask, one forward pass (the padded batch is built before
-     timing; ``padded+collate`` also times :func:`mil_crcrs.bags.collate` from the numpy bags);
-   - ``naive``: a Python loop over the bags, one forward pass per bag (no padding), the risks
-     stacked into the same Cox loss, one backward pass;
-   - ``packed_mlp``: the padded step with the instance MLP (``forward_features``, most of the
-     work) applied to the real tiles only and scattered back into the padded layout before
-     pooling: what the padded step would cost if the models skipped padding there.
+     ``(B, N_max, D)`` tensor with a mask, one forward pass of the model (the padded batch is
+     built before timing; ``padded+collate`` also times :func:`mil_crcrs.bags.collate` from the
+     numpy bags). The model itself skips the padding in its per-tile layers: the instance MLP
+     and the gated-attention scores run on the real tiles only, packed into one
+     ``(n_real, D)`` tensor; the masked softmax and the weighted sum run on the padded layout;
+   - ``naive``: a Python loop over the bags, one forward pass per bag (no padding, no mask),
+     the risks stacked into the same Cox loss, one backward pass.
 
    Padding tiles are not counted as instances: a batch whose bags differ in length pays for its
    padding. Each number is the median over ``--repeats`` timed steps after two warm-up steps
@@ -61,7 +61,7 @@ sys.path.insert(0, str(HERE.parent))
 from mil_crcrs._version import __version__  # noqa: E402
 from mil_crcrs.bags import PatientBag, collate  # noqa: E402
 from mil_crcrs.losses import cox_nll  # noqa: E402
-from mil_crcrs.models import create_model, risk_from_logits  # noqa: E402
+from mil_crcrs.models import create_model  # noqa: E402
 
 HIDDEN_DIM, ATTN_DIM = 512, 256
 
@@ -156,17 +156,6 @@ def throughput(
         risk = torch.cat([model(x).risk for x in singles])
         _optimiser_step(model, optimizer, cox_nll(risk, time_t, event_t))
 
-    real = batch.mask
-
-    def packed_step():
-        # The instance MLP (most of the work) on the real tiles only, then the padded pooling:
-        # what the padded step costs without computing on padding.
-        h_real = model.forward_features(batch.features[real])
-        h = h_real.new_zeros((*real.shape, h_real.shape[-1])).index_put((real,), h_real)
-        z, _ = model.pool(h, real, None)
-        risk = risk_from_logits(model.forward_head(z))
-        _optimiser_step(model, optimizer, cox_nll(risk, time_t, event_t))
-
     row = {
         "bags": n_bags,
         "tiles": f"{lengths[0]}-{lengths[1]}",
@@ -177,8 +166,6 @@ def throughput(
     row["padded+collate"] = n_real / _time_steps(collate_step, device, repeats)
     row["naive"] = n_real / _time_steps(naive_step, device, repeats) if naive else float("nan")
     row["ratio"] = row["padded"] / row["naive"]
-    row["packed_mlp"] = n_real / _time_steps(packed_step, device, repeats)
-    row["packed_ratio"] = row["packed_mlp"] / row["naive"]
     return row
 
 
@@ -352,8 +339,6 @@ def main(argv: list[str] | None = None) -> None:
         "padded+collate",
         "naive",
         "ratio",
-        "packed_mlp",
-        "packed_ratio",
     ]
     mem_cols = ["tiles", "max_tiles", "input_mb", "step_peak_mb", "step_s"]
     thr = _table(rows, thr_cols)
@@ -381,11 +366,11 @@ def main(argv: list[str] | None = None) -> None:
 - clock: {args.clock} ({"wall-clock time" if args.clock == "wall" else "CPU time of the process"})
 - model: gated ABMIL {args.dim} -> {HIDDEN_DIM} -> {ATTN_DIM}, Cox loss, AdamW, grad clipping;
   one step = forward + loss + backward + clip + optimiser step; median of {args.repeats} steps
-- `padded`: one forward over the padded batch (batch built before timing); `padded+collate`:
+- `padded`: one forward over the padded batch (batch built before timing), the model's
+  per-tile layers (instance MLP, attention scores) on the real tiles only; `padded+collate`:
   building the batch from numpy bags included; `naive`: a Python loop of one forward per bag,
-  same loss, one backward; `packed_mlp`: padded, but the instance MLP only on real tiles.
-  Instances = real tiles (padding not counted); `ratio` = padded/naive, `packed_ratio` =
-  packed_mlp/naive.
+  same loss, one backward. Instances = real tiles (padding not counted); `ratio` =
+  padded/naive.
 
 {thr}
 

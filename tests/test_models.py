@@ -97,6 +97,59 @@ def test_other_bags_in_the_batch_do_not_change_a_bags_result(name):
 
 
 @pytest.mark.parametrize("name", MODELS)
+def test_a_padded_batch_gives_each_bag_its_own_risk_attention_and_gradients(name):
+    # In float64, so that the batch and the bags alone agree to rounding. The loss weighs each
+    # bag differently: its gradient is the weighted sum of the bags' own gradients.
+    model = small_model(name).double().eval()
+    bags = [make_bag(n, seed=n, cols=c) for n, c in [(9, 3), (40, 8), (1, 1)]]
+    padded = [pad(f.double(), g, 40) for f, g in bags]
+    features, mask, grid = (torch.cat(parts) for parts in zip(*padded, strict=True))
+    features.requires_grad_(True)
+    weights = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    batch = model(features, mask, grid)
+    (weights * batch.risk).sum().backward()
+    batch_grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+    model.zero_grad()
+    for i, (f, g) in enumerate(bags):
+        n = f.shape[1]
+        alone_features = f.double().requires_grad_(True)
+        alone = model(alone_features, grid=g)
+        (weights[i] * alone.risk).sum().backward()
+        torch.testing.assert_close(batch.risk[i : i + 1], alone.risk)
+        torch.testing.assert_close(batch.attention[i : i + 1, :n], alone.attention)
+        assert torch.all(batch.attention[i, n:] == 0)
+        torch.testing.assert_close(features.grad[i : i + 1, :n], alone_features.grad)
+        assert torch.all(features.grad[i, n:] == 0)
+    for pname, param in model.named_parameters():
+        torch.testing.assert_close(batch_grads[pname], param.grad, msg=pname)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_the_per_tile_transform_never_sees_padding(name):
+    model = small_model(name).eval()
+    bags = [make_bag(n, seed=n) for n in (3, 10)]
+    padded = [pad(f, g, 10) for f, g in bags]
+    features, mask, grid = (torch.cat(parts) for parts in zip(*padded, strict=True))
+    features = features.masked_fill(~mask[..., None], float("nan"))
+    seen = []
+    transform = model.forward_features
+    model.forward_features = lambda x: seen.append(tuple(x.shape)) or transform(x)
+    out = model(features, mask, grid)
+    assert seen == [(13, IN_DIM)]  # the 3 + 10 real tiles, packed
+    assert torch.all(torch.isfinite(out.risk)) and torch.all(torch.isfinite(out.attention))
+    assert torch.all(out.attention[~mask] == 0)
+
+
+def test_abmil_scores_only_the_real_tiles():
+    model = small_model("abmil").eval()
+    features, mask, _ = pad(*make_bag(5), 12)
+    seen = []
+    model.attention_vu.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape))
+    model(features, mask)
+    assert seen == [(5, SMALL["abmil"]["hidden_dim"])]
+
+
+@pytest.mark.parametrize("name", MODELS)
 def test_tile_order_does_not_change_the_result(name):
     # transmil orders tokens by grid position itself, so with a grid (one tile per cell) it does
     # not depend on the input order either; the pooling models ignore the grid.

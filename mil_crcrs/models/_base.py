@@ -6,8 +6,12 @@ A model reads a padded batch of bags and returns one risk per bag::
     z, attention = model.pool(h, mask, grid)       # (B, H'), (B, N)  bag embedding, tile weights
     logits = model.forward_head(z)                 # (B, n_outputs)  one linear layer
 
-``mask`` is True for a real tile; padding rows never change a bag's result. Risk is on the
-log-hazard scale, higher = worse (see :func:`risk_from_logits`).
+``mask`` is True for a real tile; padding rows never change a bag's result. When a batch has
+padding, :meth:`MILModel.forward` computes nothing on it in the per-tile layers: it runs
+``forward_features`` on the real tiles only, packed as ``(M, D)``, and hands them to
+:meth:`MILModel.pool_packed`, which by default scatters them into the padded layout (zeros on
+padding) for ``pool``. Risk is on the log-hazard scale, higher = worse (see
+:func:`risk_from_logits`).
 """
 
 from __future__ import annotations
@@ -53,6 +57,25 @@ def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
     """
     filled = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     return torch.softmax(filled, dim=dim) * mask
+
+
+def real_rows(mask: Tensor) -> Tensor | None:
+    """Flat indices ``(M,)`` of the real tiles of a padded batch, or None if no tile is padding.
+
+    Indices are into the batch flattened to ``(B * N)``, in order. Finding them syncs the device
+    once (``M`` decides a shape).
+    """
+    rows = mask.reshape(-1).nonzero().squeeze(1)
+    return None if rows.numel() == mask.numel() else rows
+
+
+def unpack(x: Tensor, rows: Tensor, batch_shape: torch.Size) -> Tensor:
+    """Rows ``x (M, ...)`` of the real tiles back in the padded layout ``(B, N, ...)``, 0 on padding.
+
+    ``rows`` are the flat indices from :func:`real_rows`; ``batch_shape`` is ``(B, N)``.
+    """
+    padded = x.new_zeros((batch_shape.numel(), *x.shape[1:])).index_copy(0, rows, x)
+    return padded.unflatten(0, batch_shape)
 
 
 def risk_from_logits(logits: Tensor) -> Tensor:
@@ -125,12 +148,34 @@ class MILModel(nn.Module):
 
     # -- anatomy ---------------------------------------------------------------------------------
     def forward_features(self, features: Tensor) -> Tensor:
-        """Per-tile transform: ``(B, N, in_dim) -> (B, N, H)``."""
+        """Per-tile transform: ``(..., in_dim) -> (..., H)``, each tile on its own.
+
+        :meth:`forward` calls it on ``(B, N, in_dim)`` or, when the batch has padding, on the
+        real tiles only, packed as ``(M, in_dim)``.
+        """
         raise NotImplementedError
 
     def pool(self, h: Tensor, mask: Tensor, grid: Tensor | None) -> tuple[Tensor, Tensor]:
         """Bag embedding ``(B, H')`` and tile attention ``(B, N)`` from tile embeddings ``h``."""
         raise NotImplementedError
+
+    def pool_packed(
+        self, h_real: Tensor, rows: Tensor, mask: Tensor, grid: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`pool` from the embeddings of the real tiles only.
+
+        Parameters
+        ----------
+        h_real : (M, H) embeddings of the real tiles, in the order of ``rows``
+        rows : (M,) long flat indices of the real tiles in ``(B * N)`` (see :func:`real_rows`)
+        mask : (B, N) bool, True for a real tile
+        grid : (B, N, 2) long tile-grid positions, or None
+
+        The default scatters ``h_real`` into the padded layout (zeros on padding) and calls
+        :meth:`pool`; a model whose pooling computes per tile (abmil's attention scores)
+        overrides it to leave the padding out of that too.
+        """
+        return self.pool(unpack(h_real, rows, mask.shape), mask, grid)
 
     def forward_head(self, z: Tensor) -> Tensor:
         """Logits ``(B, n_outputs)`` from bag embeddings ``z`` (a linear layer)."""
@@ -152,9 +197,12 @@ class MILModel(nn.Module):
         -------
         MILOutput
         """
-        features, mask = self._prepare(features, mask, grid)
-        h = self.forward_features(features)
-        z, attention = self.pool(h, mask, grid)
+        features, mask, rows = self._prepare(features, mask, grid)
+        if rows is None:  # no padding
+            z, attention = self.pool(self.forward_features(features), mask, grid)
+        else:  # the per-tile work on the real tiles only
+            h_real = self.forward_features(features.flatten(0, 1)[rows])
+            z, attention = self.pool_packed(h_real, rows, mask, grid)
         logits = self.forward_head(z)
         return MILOutput(risk_from_logits(logits), logits, attention)
 
@@ -168,36 +216,45 @@ class MILModel(nn.Module):
         in the logits at this bag (a first-order approximation). How each model splits its bag
         embedding over tiles is documented on the model's ``_tile_logits``.
         """
-        features, mask = self._prepare(features, mask, grid)
-        per_tile, logits = self._tile_logits(features, mask, grid)
+        features, mask, rows = self._prepare(features, mask, grid)
+        per_tile, logits = self._tile_logits(self._embed(features, mask, rows), mask, grid)
         slope = _risk_slope(logits.detach())
         return (per_tile * slope[:, None, :]).sum(-1) * mask
 
-    def _tile_logits(
-        self, features: Tensor, mask: Tensor, grid: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
-        """Per-tile logit shares ``(B, N, K)`` summing to ``logits - head.bias``, and the logits."""
+    def _tile_logits(self, h: Tensor, mask: Tensor, grid: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Per-tile logit shares ``(B, N, K)`` summing to ``logits - head.bias``, and the logits,
+        from the tile embeddings ``h (B, N, H)`` (0 on padding)."""
         raise NotImplementedError
+
+    def _embed(self, features: Tensor, mask: Tensor, rows: Tensor | None) -> Tensor:
+        """:meth:`forward_features` on the real tiles only, in the padded layout (0 on padding)."""
+        if rows is None:
+            return self.forward_features(features)
+        return unpack(self.forward_features(features.flatten(0, 1)[rows]), rows, mask.shape)
 
     def _prepare(
         self, features: Tensor, mask: Tensor | None, grid: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Checked inputs: features in the model's dtype, the mask (all True if None) and the
+        flat indices of the real tiles (None if there is no padding, see :func:`real_rows`)."""
         if features.ndim != 3 or features.shape[-1] != self.in_dim:
             raise ValueError(
                 f"{self.model_name}: features must be (batch, tiles, {self.in_dim}), "
                 f"got {tuple(features.shape)}"
             )
         batch, n_tiles, _ = features.shape
-        if mask is None:
-            mask = torch.ones((batch, n_tiles), dtype=torch.bool, device=features.device)
-        elif mask.shape != (batch, n_tiles):
+        if mask is not None and mask.shape != (batch, n_tiles):
             raise ValueError(f"mask must be ({batch}, {n_tiles}), got {tuple(mask.shape)}")
         if grid is not None and grid.shape != (batch, n_tiles, 2):
             raise ValueError(f"grid must be ({batch}, {n_tiles}, 2), got {tuple(grid.shape)}")
         weight = self.head.weight
         if features.dtype != weight.dtype and not torch.is_autocast_enabled(features.device.type):
             features = features.to(weight.dtype)
-        return features, mask.bool()
+        if mask is None:
+            mask = torch.ones((batch, n_tiles), dtype=torch.bool, device=features.device)
+            return features, mask, None
+        mask = mask.bool()
+        return features, mask, real_rows(mask)
 
 
 def ceil_div(a: Tensor, b: int | Tensor) -> Tensor:

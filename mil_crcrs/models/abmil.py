@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mil_crcrs.models._base import MILModel, check_hparams, instance_mlp, masked_softmax
+from mil_crcrs.models._base import MILModel, check_hparams, instance_mlp, masked_softmax, unpack
 from mil_crcrs.models._registry import register_model
 
 
@@ -48,20 +48,26 @@ class ABMIL(MILModel):
         return self.mlp(features)
 
     def pool(self, h: Tensor, mask: Tensor, grid: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        attention = self._attention(h, mask)
-        z = torch.einsum("bn,bnh->bh", attention, h)
-        return z, attention
+        attention = masked_softmax(self._scores(h), mask)
+        return torch.einsum("bn,bnh->bh", attention, h), attention
 
-    def _attention(self, h: Tensor, mask: Tensor) -> Tensor:
+    def pool_packed(
+        self, h_real: Tensor, rows: Tensor, mask: Tensor, grid: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        # The gated attention layers on the real tiles only; the softmax and the weighted sum
+        # (cheap, and simplest in the padded layout) over the padded batch.
+        attention = masked_softmax(unpack(self._scores(h_real), rows, mask.shape), mask)
+        h = unpack(h_real, rows, mask.shape)
+        return torch.einsum("bn,bnh->bh", attention, h), attention
+
+    def _scores(self, h: Tensor) -> Tensor:
+        """Attention scores ``(...)`` of tile embeddings ``h (..., hidden_dim)``, before softmax."""
         v, u = self.attention_vu(h).chunk(2, dim=-1)
         gated = self.attention_dropout(torch.tanh(v) * torch.sigmoid(u))
-        return masked_softmax(self.attention_w(gated).squeeze(-1), mask)
+        return self.attention_w(gated).squeeze(-1)
 
-    def _tile_logits(
-        self, features: Tensor, mask: Tensor, grid: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
+    def _tile_logits(self, h: Tensor, mask: Tensor, grid: Tensor | None) -> tuple[Tensor, Tensor]:
         """Exact: tile ``i`` contributes ``a_i W h_i``."""
-        h = self.forward_features(features)
-        attention = self._attention(h, mask)
+        _, attention = self.pool(h, mask)
         per_tile = attention[..., None] * (h @ self.head.weight.T)
         return per_tile, per_tile.sum(1) + self.head.bias

@@ -21,10 +21,7 @@ class _PoolingMIL(MILModel):
     def forward_features(self, features: Tensor) -> Tensor:
         return self.mlp(features)
 
-    def _tile_logits(
-        self, features: Tensor, mask: Tensor, grid: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
-        h = self.forward_features(features)
+    def _tile_logits(self, h: Tensor, mask: Tensor, grid: Tensor | None) -> tuple[Tensor, Tensor]:
         shares = self._channel_shares(h, mask)  # (B, N, H) or (B, N, 1)
         per_tile = (shares * h) @ self.head.weight.T
         return per_tile, per_tile.sum(1) + self.head.bias

@@ -295,9 +295,7 @@ class TransMIL(MILModel):
         z = self.norm(x[:, 0] + out)
         return z, self._tile_attention(per_head)
 
-    def _tile_logits(
-        self, features: Tensor, mask: Tensor, grid: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
+    def _tile_logits(self, h: Tensor, mask: Tensor, grid: Tensor | None) -> tuple[Tensor, Tensor]:
         """Exact at this bag's LayerNorm scale (a linearisation of the final LayerNorm).
 
         The class token entering the final LayerNorm is ``c = x_cls + b_out + sum_j t_j``, with
@@ -306,7 +304,7 @@ class TransMIL(MILModel):
         tile ``i`` gets the logit share of its ``t_i``, plus a share of the rest (class token's own
         value, residual, biases) in proportion to its attention. Call in eval mode.
         """
-        x, tmask = self._encode(self.forward_features(features), mask, grid)
+        x, tmask = self._encode(h, mask, grid)
         attn = self.attention_2
         per_head, v = attn.class_token_attention(self.norm_2(x), tmask)
         batch, _, n_tokens, _ = v.shape
