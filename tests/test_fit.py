@@ -422,23 +422,19 @@ def test_sanity_learns_a_planted_signal_and_finds_none_in_noise(tmp_path):
     assert abs(c_null - 0.5) < 0.1
 
 
+#: The slow tier's cohorts and training: 600 patients, 5 folds.
+LARGE = dict(
+    n=600, dim=16, tiles=(40, 120), hidden_dim=64, folds=5, epochs=60, batch_size=32, patience=15
+)
+
+
 @pytest.fixture(scope="module")
 def rare_fits(tmp_path_factory):
     """abmil and mean on the simulator's "rare" scenario (risk = rare-tile grade), 600 patients,
     5 folds (slow)."""
     tmp = tmp_path_factory.mktemp("rare")
-    kw = dict(
-        n=600,
-        dim=16,
-        tiles=(40, 120),
-        hidden_dim=64,
-        folds=5,
-        epochs=60,
-        batch_size=32,
-        patience=15,
-    )
-    abmil, oracle = _simulated_fit(tmp, "rare", "abmil", **kw)
-    mean, _ = _simulated_fit(tmp, "rare", "mean", **kw)
+    abmil, oracle = _simulated_fit(tmp, "rare", "abmil", **LARGE)
+    mean, _ = _simulated_fit(tmp, "rare", "mean", **LARGE)
     return {"abmil": abmil, "mean": mean, "oracle": oracle}
 
 
@@ -459,16 +455,5 @@ def test_rare_phenotype_abmil_clearly_beats_mean(rare_fits):
 @pytest.mark.slow
 def test_no_signal_gives_c_near_one_half(tmp_path):
     # Measured: 0.495.
-    c, _ = _simulated_fit(
-        tmp_path,
-        "null",
-        n=600,
-        dim=16,
-        tiles=(40, 120),
-        hidden_dim=64,
-        folds=5,
-        epochs=60,
-        batch_size=32,
-        patience=15,
-    )
+    c, _ = _simulated_fit(tmp_path, "null", **LARGE)
     assert abs(c - 0.5) < 0.05
