@@ -86,6 +86,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout, without installing
     sys.path.insert(0, str(ROOT))
 
+from benchmarks._machine import cpu_name, usable_cores  # noqa: E402
 from feature_extraction.demo import DEMO_ENCODER, DemoSettings  # noqa: E402
 from mil_crcrs._io import atomic_path, write_csv  # noqa: E402
 from mil_crcrs._version import __version__  # noqa: E402
@@ -704,14 +705,7 @@ def machine_info() -> dict[str, str]:
     import sksurv
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu, cores = cpu_name(), usable_cores()
     try:
         memory = f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
     except (ValueError, OSError, AttributeError):

@@ -44,6 +44,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._machine import cpu_name, usable_cores  # noqa: E402
 from feature_extraction.encoders import create_encoder  # noqa: E402
 from feature_extraction.pipeline import (  # noqa: E402
     EncoderRunner,
@@ -178,18 +179,7 @@ def encoder_ceiling(settings: ExtractSettings, n_batches: int) -> float:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
+    cpu, cores = cpu_name(), usable_cores()
     text = f"{cpu}, {cores} CPU cores"
     if hasattr(os, "getloadavg"):
         text += f" (load average {os.getloadavg()[0]:.1f} at the end: other work shares them)"

@@ -58,6 +58,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from benchmarks._machine import cpu_name, usable_cores  # noqa: E402
 from mil_crcrs._version import __version__  # noqa: E402
 from mil_crcrs.bags import PatientBag, collate  # noqa: E402
 from mil_crcrs.losses import cox_nll  # noqa: E402
@@ -245,15 +246,8 @@ def peak_memory(
 
 
 def _machine(device: torch.device) -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    text = f"{cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+    cpu = cpu_name()
+    text = f"{cpu}, {usable_cores()} cores, torch threads {torch.get_num_threads()}"
     if hasattr(os, "getloadavg"):  # other work on the machine skews CPU timings
         text += ", load average at the end {:.1f} / {:.1f} / {:.1f} (1/5/15 min)".format(
             *os.getloadavg()
