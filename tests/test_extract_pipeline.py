@@ -339,22 +339,7 @@ def test_errors_report_converges_when_records_change_underneath(tmp_path, monkey
 
 def test_cli_corrupt_slide_is_one_line_and_exit_2_after_the_others(slides, tmp_path):
     (slides / "bad.svs").write_bytes(b"junk")
-    args = [
-        "extract",
-        str(slides),
-        "--out",
-        str(tmp_path / "out"),
-        "--encoder",
-        "test_resnet",
-        "--weights",
-        "random",
-        "--mpp",
-        "2",
-        "--tile-size",
-        "32",
-        "--num-workers",
-        "0",
-    ]
+    args = ["extract", str(slides), "--out", str(tmp_path / "out"), *TINY_RUN]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2
     assert "Traceback" not in result.output
