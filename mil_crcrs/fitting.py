@@ -36,11 +36,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from mil_crcrs.bags import PatientBags
 from mil_crcrs.cohort import TIME_UNITS, Cohort, Columns, read_cohort
 from mil_crcrs.cutoff import CUTOFF_METHODS, choose_cutoff, risk_group
 from mil_crcrs.errors import InputError
+from mil_crcrs.feature_cache import RESIDENT_CHOICES, BagCache, open_training_bags
 from mil_crcrs.losses import TIES, cox_nll, discrete_time_nll, make_time_bins
 from mil_crcrs.metrics import harrell_c
 from mil_crcrs.model_dir import CRCRSModel
@@ -50,6 +52,8 @@ from mil_crcrs.store import FeatureStore
 from mil_crcrs.training import SCHEDULES, LossFn, predict_risk, resolve_device, seeded, train_model
 
 LOSS_NAMES = ("cox", "discrete")
+#: ``FitSettings.precision``: the autocast dtype of training steps (None = full precision).
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 #: Smallest share of patients in either group for the maxstat cutoff.
 MAXSTAT_MIN_FRACTION = 0.1
 
@@ -80,6 +84,11 @@ class FitSettings:
     seed : seeds folds, initialisation, shuffling, subsampling and dropout
     device : "auto", "cpu" or "cuda"
     progress : show progress bars
+    cache_gb : memory for the bag cache in GiB, bags beyond it are streamed from disk (None =
+        half the available memory, see :mod:`mil_crcrs.feature_cache`)
+    resident : "auto" (the whole cohort on the GPU when it fits), "on" or "off"; see
+        :mod:`mil_crcrs.packed`
+    precision : "fp32", or "bf16" for bf16 autocast in training steps (prediction is fp32)
     """
 
     model: str = "abmil"
@@ -101,6 +110,9 @@ class FitSettings:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    cache_gb: float | None = None
+    resident: str = "auto"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.model not in list_models():
@@ -128,6 +140,15 @@ class FitSettings:
                 f"inner_val_fraction must be in [0, 0.5), got {self.inner_val_fraction}",
             ),
             (self.patience >= 1, f"patience must be at least 1, got {self.patience}"),
+            (
+                self.cache_gb is None or self.cache_gb >= 0,
+                f"--cache-gb must be >= 0, got {self.cache_gb}",
+            ),
+            (
+                self.resident in RESIDENT_CHOICES,
+                f"--resident must be one of {', '.join(RESIDENT_CHOICES)}",
+            ),
+            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -208,7 +229,9 @@ def fit(
     folds = kfold_splits(
         cohort.event, settings.folds, settings.inner_val_fraction, settings.seed, cohort.source
     )
-    bags = PatientBags(cohort, store, cache=True)
+    bags = open_training_bags(
+        PatientBags(cohort, store), device, settings.cache_gb, settings.resident, settings.progress
+    )
     time, event = cohort.time, cohort.event
     n = len(cohort)
     n_outputs = settings.n_bins if settings.loss == "discrete" else 1
@@ -231,6 +254,7 @@ def fit(
                 n_outputs=n_outputs,
                 **settings.model_kwargs,
             )
+        model.autocast_dtype = PRECISIONS[settings.precision]
         result = train_model(
             model,
             bags,
@@ -268,6 +292,8 @@ def fit(
             }
         )
 
+    if isinstance(bags, BagCache):
+        bags.close()
     cutoff = choose_cutoff(settings.cutoff, oof, time, event, MAXSTAT_MIN_FRACTION)
     oof_predictions = pd.DataFrame(
         {
