@@ -7,6 +7,8 @@ from pathlib import Path
 import click
 
 from cli._options import cohort_columns, device_option, features_option, missing_option, seed_option
+from mil_crcrs.feature_cache import DEFAULT_CACHE_SHARE, RESIDENT_CHOICES
+from mil_crcrs.fitting import PRECISIONS, FitSettings
 
 _PATH = click.Path(path_type=Path)
 
@@ -90,6 +92,27 @@ _PATH = click.Path(path_type=Path)
 @click.option(
     "--progress/--no-progress", default=True, show_default=True, help="Show progress bars."
 )
+@click.option(
+    "--cache-gb",
+    type=float,
+    default=None,
+    help="Memory for the float16 bag cache in GiB; bags beyond it are streamed from disk "
+    f"[default: {DEFAULT_CACHE_SHARE:.0%} of the available memory].",
+)
+@click.option(
+    "--resident",
+    type=click.Choice(RESIDENT_CHOICES),
+    default=FitSettings.resident,
+    show_default=True,
+    help="Keep the whole cohort on the GPU and gather batches there (auto: when it fits).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(list(PRECISIONS)),
+    default=FitSettings.precision,
+    show_default=True,
+    help="Training-step precision: fp32, or bf16 autocast (prediction is always fp32).",
+)
 @seed_option
 @device_option
 @cohort_columns
@@ -111,13 +134,16 @@ def command(
     val_clinical,
     val_features,
     progress,
+    cache_gb,
+    resident,
+    precision,
     seed,
     device,
     columns,
     time_unit,
 ) -> None:
     """Train K fold models; write weights, config, metrics.json and oof_predictions.csv."""
-    from mil_crcrs.fitting import FitSettings, fit
+    from mil_crcrs.fitting import fit
 
     settings = FitSettings(
         model=model,
@@ -133,6 +159,9 @@ def command(
         seed=seed,
         device=device,
         progress=progress,
+        cache_gb=cache_gb,
+        resident=resident,
+        precision=precision,
     )
     crcrs = fit(
         features,

@@ -1,0 +1,339 @@
+"""Benchmark: a K-fold fit at cohort scale, timed part by part, with its peak memory.
+
+One command per row::
+
+    # CPU row: 300 patients x 5k tiles x 1,024-d, 3 epochs per fold (extrapolated to all)
+    python benchmarks/cohort_scale.py --patients 300 --tiles 5000 --epochs 3 --threads 2
+    # GPU row (benchmarks/gpu_check_scale.sh): 1,000 x 10k x 1,024-d, defaults, all epochs
+    python benchmarks/cohort_scale.py --patients 1000 --tiles 10000 --device cuda
+
+What it does:
+
+1. writes a simulated cohort (``rare`` scenario, one slide of ``--tiles`` tiles per patient,
+   float16 features) under ``--data`` (default ``/tmp``, never the repository), a few patients
+   at a time (:mod:`benchmarks._scale_data`), or reuses one written before with the same size;
+2. runs :func:`mil_crcrs.fit` with the library's defaults (except what the flags set) in a fresh
+   process, and times its parts by wrapping the library's own functions: **load** (reading
+   every bag into the cache or onto the device, once per fit), each **epoch** (the optimiser
+   steps, and the inner-validation scoring), each **fold** (training plus scoring the cohort
+   with the fold model), and **predict** (the finished ensemble scoring the whole cohort from
+   the feature files, as ``crcrs predict`` does);
+3. records the fit process's **peak RSS** (Linux ``VmHWM``; it includes the interpreter and
+   libraries) and, on a GPU, ``torch.cuda.max_memory_allocated``;
+4. puts the time of an epoch next to its **matmul-bound estimate**: the epoch's floating-point
+   work (forward and backward of every per-tile layer on the training tiles, forward on the
+   inner-validation tiles) divided by the GFLOP/s one CPU core reaches on the same matmul
+   shape, measured in the same run; ``achieved share`` = estimate / measured time.
+
+Outputs: a table on stdout and a markdown section appended to ``benchmarks/RESULTS.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import multiprocessing as mp
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from benchmarks._machine import cpu_name, usable_cores  # noqa: E402
+
+#: Tiles per bag in training when the library's default is "all tiles" (max_tiles=None).
+FALLBACK_MAX_TILES = 512
+
+
+def _vm(field: str) -> float:
+    """A ``/proc/self/status`` field in GiB (Linux), or NaN."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return float("nan")
+
+
+def core_gflops(dim: int, hidden: int, repeats: int = 20) -> float:
+    """GFLOP/s of one CPU thread on the instance MLP's matmul, ``(4096, dim) @ (dim, hidden)``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        x, w = torch.randn(4096, dim), torch.randn(dim, hidden)
+        for _ in range(3):
+            x @ w
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            x @ w
+            best = min(best, time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(threads)
+    return 2 * 4096 * dim * hidden / best / 1e9
+
+
+def tile_flops(dim: int, hidden: int, attn: int, n_out: int = 1) -> int:
+    """Forward FLOPs per tile of gated abmil's per-tile layers (MLP, gate, score, head)."""
+    return 2 * (dim * hidden + hidden * 2 * attn + attn + hidden * n_out)
+
+
+class _Timer:
+    """Wraps library functions to time them (the fit runs unmodified between the wrappers)."""
+
+    def __init__(self) -> None:
+        self.epochs: list[float] = []
+        self.evals: list[float] = []
+        self.folds: list[dict] = []
+        self.fold_predict: list[float] = []
+        self.load: dict = {}
+
+    def install(self) -> None:
+        import mil_crcrs.fitting as fitting
+        import mil_crcrs.training as training
+
+        def timed(fn, sink):
+            def wrapper(*args, **kwargs):
+                start = time.perf_counter()
+                out = fn(*args, **kwargs)
+                _sync()
+                sink(time.perf_counter() - start, args, kwargs, out)
+                return out
+
+            return wrapper
+
+        training.train_one_epoch = timed(
+            training.train_one_epoch, lambda s, a, k, o: self.epochs.append(s)
+        )
+        training.evaluate = timed(training.evaluate, lambda s, a, k, o: self.evals.append(s))
+        fitting.train_model = timed(
+            fitting.train_model,
+            lambda s, a, k, o: self.folds.append(
+                {"s": s, "n_train": len(a[4]), "n_val": len(a[5]), "epochs": len(o.history)}
+            ),
+        )
+        fitting.predict_risk = timed(
+            fitting.predict_risk, lambda s, a, k, o: self.fold_predict.append(s)
+        )
+        fitting.open_training_bags = timed(
+            fitting.open_training_bags,
+            lambda s, a, k, o: self.load.update(s=s, **getattr(o, "stats", {})),
+        )
+
+
+def _sync() -> None:
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def run_fit(args: argparse.Namespace, data: Path) -> dict:
+    """One timed fit and ensemble prediction (meant to run in a fresh process)."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from mil_crcrs import FitSettings, fit
+    from mil_crcrs.cohort import read_cohort
+    from mil_crcrs.store import FeatureStore
+
+    timer = _Timer()
+    timer.install()
+    settings = FitSettings(
+        folds=args.folds,
+        epochs=args.epochs or FitSettings.epochs,
+        max_tiles=args.max_tiles,
+        cache_gb=args.cache_gb,
+        resident=args.resident,
+        precision=args.precision,
+        device=args.device,
+        progress=False,
+        seed=0,
+    )
+    rss_before = _vm("VmRSS")
+    start = time.perf_counter()
+    model = fit(data / "features", data / "clinical.csv", settings)
+    fit_s = time.perf_counter() - start
+    store = FeatureStore(data / "features")
+    cohort = read_cohort(data / "clinical.csv")
+    start = time.perf_counter()
+    model.predict(store, cohort, batch_size=settings.batch_size, device=args.device)
+    _sync()
+    predict_s = time.perf_counter() - start
+    gpu_peak = float("nan")
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        gpu_peak = torch.cuda.max_memory_allocated() / 2**30
+    hidden = model.fold_models[0].config.get("hidden_dim", 256)
+    attn = model.fold_models[0].config.get("attn_dim", 128)
+    return {
+        "settings": settings,
+        "fit_s": fit_s,
+        "predict_s": predict_s,
+        "timer": timer.__dict__,
+        "rss_before_gb": rss_before,
+        "peak_rss_gb": _vm("VmHWM"),
+        "gpu_peak_gb": gpu_peak,
+        "c_oof": model.metrics["harrell_c_oof"],
+        "c_mean": model.metrics["harrell_c_mean"],
+        "hidden": hidden,
+        "attn": attn,
+        "gflops_core": core_gflops(args.dim, hidden),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "gpu_name": torch.cuda.get_device_name() if torch.cuda.is_available() else "",
+    }
+
+
+def summarise(args: argparse.Namespace, res: dict, manifest: dict) -> dict:
+    """One table row from a fit's timings."""
+    t = res["timer"]
+    settings = res["settings"]
+    max_tiles = settings.max_tiles or args.tiles
+    per_tile = tile_flops(args.dim, res["hidden"], res["attn"])
+    folds = t["folds"]
+    n_train = sum(f["n_train"] for f in folds) / len(folds)
+    n_val = sum(f["n_val"] for f in folds) / len(folds)
+    train_tiles = n_train * min(args.tiles, max_tiles)
+    epoch_flops = 3 * train_tiles * per_tile + n_val * args.tiles * per_tile
+    epoch_train = sum(t["epochs"]) / len(t["epochs"])
+    epoch_eval = sum(t["evals"]) / len(t["evals"]) if t["evals"] else 0.0
+    epoch_s = epoch_train + epoch_eval
+    bound_s = epoch_flops / (res["gflops_core"] * 1e9)
+    fold_s = sum(f["s"] for f in folds) / len(folds)
+    predict_fold = sum(t["fold_predict"]) / len(t["fold_predict"])
+    epochs_run = sum(f["epochs"] for f in folds) / len(folds)
+    full_epochs = args.full_epochs
+    extrapolated = t["load"].get("s", 0.0) + len(folds) * (full_epochs * epoch_s + predict_fold)
+    return {
+        "cohort": f"{args.patients} x {args.tiles} x {args.dim}",
+        "device": args.device,
+        "max_tiles": max_tiles,
+        "precision": settings.precision,
+        "cache_gb": f"{t['load'].get('cached_gb', 0):.2f} (budget {settings.cache_gb or 'auto'})",
+        "streamed_gb": t["load"].get("streamed_gb", 0.0),
+        "load_s": t["load"].get("s", float("nan")),
+        "load_mb_s": manifest["feature_bytes"] / 1e6 / t["load"].get("s", float("nan")),
+        "epochs/fold": epochs_run,
+        "epoch_s": epoch_s,
+        "train_s": epoch_train,
+        "inner_val_s": epoch_eval,
+        "inst_per_s": train_tiles / epoch_train,
+        "bound_epoch_s": bound_s,
+        "achieved_share": bound_s / epoch_s,
+        "fold_s": fold_s,
+        "fold_predict_s": predict_fold,
+        f"fit_{len(folds)}fold_s": res["fit_s"],
+        f"extrap_{full_epochs}ep_s": extrapolated,
+        "predict_s": res["predict_s"],
+        "peak_rss_gb": res["peak_rss_gb"],
+        "gpu_peak_gb": res["gpu_peak_gb"],
+        "c_oof": res["c_oof"],
+        "oracle_c": manifest["oracle_c"],
+    }
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+    return str(v)
+
+
+def _table(rows: list[dict]) -> str:
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _git() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
+        )
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> None:
+    from mil_crcrs.fitting import FitSettings
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--patients", type=int, default=300)
+    p.add_argument("--tiles", type=int, default=5000, help="tiles per patient (one slide)")
+    p.add_argument("--dim", type=int, default=1024)
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=None, help="[default: FitSettings.epochs]")
+    p.add_argument("--max-tiles", type=int, default=FitSettings.max_tiles or FALLBACK_MAX_TILES)
+    p.add_argument("--cache-gb", type=float, default=None)
+    p.add_argument("--resident", default="auto")
+    p.add_argument("--precision", default="fp32")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--data", type=Path, default=Path("/tmp/crcrs_cohort_scale"))
+    p.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
+    p.add_argument("--note", default="", help="a line added under the table")
+    args = p.parse_args(argv)
+    args.full_epochs = FitSettings.epochs
+    data = args.data / f"{args.patients}x{args.tiles}x{args.dim}"
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:  # the writer's memory is not the fit's
+        from benchmarks._scale_data import write_large_cohort
+
+        manifest = pool.submit(
+            write_large_cohort, data, args.patients, args.tiles, args.dim
+        ).result()
+    started = dt.datetime.now(dt.UTC)
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        res = pool.submit(run_fit, args, data).result()
+    row = summarise(args, res, manifest)
+    table = _table([row])
+    print(table)
+    if args.no_append:
+        return
+    default_tiles = FitSettings.max_tiles
+    section = "\n".join(
+        [
+            "",
+            f"## Cohort scale: {row['cohort']} on {args.device} ({started:%Y-%m-%d %H:%M} UTC)",
+            "",
+            f"- Command: `python benchmarks/cohort_scale.py {' '.join(sys.argv[1:])}`",
+            f"- Machine: {res['gpu_name'] or cpu_name()}, {usable_cores()} CPU cores, torch "
+            f"threads {res['threads']}, {platform.platform()}",
+            f"- Versions: git {_git()}, torch {res['torch']}, Python {platform.python_version()}",
+            f"- Model: abmil defaults (hidden {res['hidden']}, attention {res['attn']}); "
+            f"max_tiles {row['max_tiles']} "
+            + (
+                "(the library default)"
+                if default_tiles
+                else f"(the library default is all tiles; {FALLBACK_MAX_TILES} used here)"
+            ),
+            f"- One core's matmul rate ({args.dim}x{res['hidden']}): "
+            f"{res['gflops_core']:.1f} GFLOP/s; cohort written in "
+            f"{manifest['write_s']:.0f} s ({manifest['feature_bytes'] / 2**30:.2f} GiB float16)",
+            "- Columns: epoch_s = train_s (optimiser steps) + inner_val_s (scoring the inner "
+            "validation split with every tile); bound_epoch_s = the epoch's FLOPs at one core's "
+            "matmul rate; fold_s = training one fold model (all its epochs); fold_predict_s = "
+            "scoring the cohort with it; extrap = load + folds x (all default epochs x epoch_s + "
+            "fold_predict_s); predict_s = the ensemble scoring the cohort from the files; "
+            "peak_rss_gb = the fit process's VmHWM (interpreter and libraries included).",
+            "",
+            table,
+            "",
+        ]
+        + ([args.note, ""] if args.note else [])
+    )
+    with open(HERE / "RESULTS.md", "a") as f:
+        f.write(section)
+
+
+if __name__ == "__main__":
+    main()
