@@ -126,8 +126,7 @@ def main(argv: list[str] | None = None) -> None:
 
     section = [
         "",
-        f"## Full-bag step memory against bag size on {args.device} "
-        f"({started:%Y-%m-%d %H:%M} UTC)",
+        f"## Full-bag step memory against bag size on {args.device} ({started:%Y-%m-%d %H:%M} UTC)",
         "",
         f"- Command: `python benchmarks/bag_memory.py {' '.join(sys.argv[1:])}`",
         f"- Machine: {cpu_name()}, {usable_cores()} cores, torch threads {args.threads}, "
