@@ -288,18 +288,33 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--jobs", type=int, default=2, help="processes writing the cohort")
+    p.add_argument(
+        "--templates",
+        type=int,
+        default=None,
+        help="draw only this many patients and fill the cohort with copies of them (each its "
+        "own tile order and outcome): much faster to write",
+    )
     p.add_argument("--data", type=Path, default=Path("/tmp/crcrs_cohort_scale"))
     p.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
     p.add_argument("--note", default="", help="a line added under the table")
     args = p.parse_args(argv)
     args.full_epochs = FitSettings.epochs
     data = args.data / f"{args.patients}x{args.tiles}x{args.dim}"
+    if args.templates:
+        data = data.with_name(data.name + f"-t{args.templates}")
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=ctx) as pool:  # the writer's memory is not the fit's
         from benchmarks._scale_data import write_large_cohort
 
         manifest = pool.submit(
-            write_large_cohort, data, args.patients, args.tiles, args.dim, jobs=args.jobs
+            write_large_cohort,
+            data,
+            args.patients,
+            args.tiles,
+            args.dim,
+            jobs=args.jobs,
+            templates=args.templates,
         ).result()
     started = dt.datetime.now(dt.UTC)
     with ProcessPoolExecutor(1, mp_context=ctx) as pool:
@@ -328,7 +343,13 @@ def main(argv: list[str] | None = None) -> None:
             ),
             f"- One core's matmul rate ({args.dim}x{res['hidden']}): "
             f"{res['gflops_core']:.1f} GFLOP/s; cohort written in "
-            f"{manifest['write_s']:.0f} s ({manifest['feature_bytes'] / 2**30:.2f} GiB float16)",
+            f"{manifest['write_s']:.0f} s ({manifest['feature_bytes'] / 2**30:.2f} GiB float16)"
+            + (
+                f"; {args.templates} simulated patients, the rest copies of them (own tile "
+                "order and outcome)"
+                if args.templates
+                else ""
+            ),
             "- Columns: epoch_s = train_s (optimiser steps) + inner_val_s (scoring the inner "
             "validation split with every tile), wall clock; epoch_cpu_s = the same in CPU time "
             "of the fit process (all its threads; other work on the machine does not inflate "
