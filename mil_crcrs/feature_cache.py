@@ -103,14 +103,10 @@ class BagCache(Sequence[PatientBag]):
         self._queue: deque[tuple[int, Future]] = deque()
         self._pending: deque[int] = deque()
         self._pool: ThreadPoolExecutor | None = None
-        self.n_tiles = np.array([self._tiles(i) for i in range(len(bags))], dtype=np.int64)
+        self.n_tiles = bags.n_tiles
         self.stats = self._load(progress, log)
 
     # -- sizes and loading -----------------------------------------------------------------------
-    def _tiles(self, index: int) -> int:
-        store, cohort = self.bags.store, self.bags.cohort
-        return sum(store.info(s).n_tiles for s in cohort.slides[cohort.patient_ids[index]])
-
     def _load(self, progress: bool, log: Callable[[str], None] | None) -> dict[str, float]:
         """Read bags into memory in cohort order until the next one would break the budget."""
         from tqdm.auto import tqdm
@@ -247,10 +243,7 @@ def open_training_bags(
     """
     if resident not in RESIDENT_CHOICES:
         raise ValueError(f"resident must be one of {RESIDENT_CHOICES}, got {resident!r}")
-    cohort, store = bags.cohort, bags.store
-    n_tiles = np.array(
-        [sum(store.info(s).n_tiles for s in cohort.slides[p]) for p in cohort.patient_ids]
-    )
+    n_tiles = bags.n_tiles
     if resident == "on" or (
         resident == "auto" and fits_on_device(n_tiles, bags.feature_dim, device)
     ):

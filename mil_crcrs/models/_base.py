@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mil_crcrs.errors import InputError
-from mil_crcrs.models._chunked import MAX_STEP_TILES, TILE_CHUNK, forward_chunked
+from mil_crcrs.models._chunked import MAX_STEP_TILES, TILE_CHUNK, forward_chunked, step_budget
 
 
 class MILOutput(NamedTuple):
@@ -135,7 +135,8 @@ class MILModel(nn.Module):
     head: nn.Linear
     #: A batch with more real tiles than this runs its per-tile layers in chunks of
     #: ``tile_chunk`` tiles, recomputed in backward (:mod:`mil_crcrs.models._chunked`), so that
-    #: a huge bag's step does not grow with the bag; None = never.
+    #: a huge bag's step does not grow with the bag; None = never. On a CUDA device the
+    #: budget scales with the device's memory (:func:`~mil_crcrs.models._chunked.step_budget`).
     max_step_tiles: int | None = MAX_STEP_TILES
     tile_chunk: int = TILE_CHUNK
     #: Run training-mode forward passes under ``torch.autocast`` in this dtype (e.g.
@@ -210,7 +211,8 @@ class MILModel(nn.Module):
         with torch.autocast(features.device.type, dtype=self.autocast_dtype, enabled=amp):
             features, mask, rows = self._prepare(features, mask, grid)
             n_real = features.shape[0] * features.shape[1] if rows is None else rows.numel()
-            if self.max_step_tiles is not None and n_real > self.max_step_tiles:
+            budget = step_budget(self.max_step_tiles, features.device)
+            if budget is not None and n_real > budget:
                 z, attention = forward_chunked(self, features, mask, rows, grid)
             elif rows is None:  # no padding
                 z, attention = self.pool(self.forward_features(features), mask, grid)

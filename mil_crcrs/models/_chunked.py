@@ -39,6 +39,17 @@ if TYPE_CHECKING:
 MAX_STEP_TILES = 1 << 17
 #: Tiles per chunk of the chunked pass.
 TILE_CHUNK = 1 << 14
+#: On a CUDA device the budget grows with the device: ``max_step_tiles`` per this many bytes.
+GPU_BYTES_PER_BUDGET = 8 << 30
+
+
+def step_budget(max_step_tiles: int | None, device: torch.device) -> int | None:
+    """The most real tiles a step runs unchunked on ``device``: ``max_step_tiles`` on the CPU,
+    times the device's memory in units of :data:`GPU_BYTES_PER_BUDGET` on CUDA."""
+    if max_step_tiles is None or device.type != "cuda":
+        return max_step_tiles
+    total = torch.cuda.get_device_properties(device).total_memory
+    return max_step_tiles * max(1, total // GPU_BYTES_PER_BUDGET)
 
 
 def _maybe_checkpoint(fn, *args: Tensor):
