@@ -46,6 +46,7 @@ from mil_crcrs.metrics import harrell_c
 from mil_crcrs.model_dir import CRCRSModel
 from mil_crcrs.models import create_model, list_models
 from mil_crcrs.splits import describe_folds, kfold_splits
+from mil_crcrs.standardize import attach_feature_norm, feature_moments
 from mil_crcrs.store import FeatureStore
 from mil_crcrs.training import SCHEDULES, LossFn, predict_risk, resolve_device, seeded, train_model
 
@@ -70,6 +71,9 @@ class FitSettings:
     clip_norm : gradient-norm clip (0 = none)
     max_tiles : random subset of at most this many tiles per bag in training (None = all);
         prediction always uses every tile
+    standardize : standardise each feature dimension, ``(x - mean) / sd``, with mean and sd
+        pooled over the tiles of each fold's training part (see :mod:`mil_crcrs.standardize`);
+        the statistics are stored in every fold model and applied wherever it is used
     loss : "cox" (partial likelihood) or "discrete" (discrete-time hazards)
     ties : "efron" or "breslow", for the Cox loss
     n_bins : number of time bins of the discrete-time loss
@@ -92,6 +96,7 @@ class FitSettings:
     schedule: str = "cosine"
     clip_norm: float = 1.0
     max_tiles: int | None = None
+    standardize: bool = False
     loss: str = "cox"
     ties: str = "efron"
     n_bins: int = 4
@@ -231,6 +236,10 @@ def fit(
                 n_outputs=n_outputs,
                 **settings.model_kwargs,
             )
+        if settings.standardize:
+            # Training and inner-validation patients only: the reported fold stays unseen.
+            training_part = np.concatenate([fold.train, fold.inner_val])
+            attach_feature_norm(model, *feature_moments(bags, training_part))
         result = train_model(
             model,
             bags,
