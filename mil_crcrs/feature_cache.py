@@ -9,8 +9,9 @@ thread reads them ahead of use, up to :attr:`BagCache.read_ahead` bags, so the t
 does not wait for the disk as long as the disk keeps up (``h5py`` reads and torch's kernels both
 release the interpreter for most of their work).
 
-Cached and streamed bags are converted the same way (float16, or float32 for a bag whose values
-do not fit in float16), so a fit gives the same model whichever of the two a bag took.
+Cached and streamed bags are converted the same way (float16, or float32 for a bag float16 would
+blur, see :func:`mil_crcrs.packed.float16_is_enough`), so a fit gives the same model whichever
+of the two a bag took.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from mil_crcrs.bags import PatientBag, PatientBags
-from mil_crcrs.packed import PackedBags, beyond_float16, fits_on_device
+from mil_crcrs.packed import PackedBags, fits_on_device, float16_is_enough
 
 #: Share of the available memory (``MemAvailable``) the default cache budget takes.
 DEFAULT_CACHE_SHARE = 0.5
@@ -53,11 +54,11 @@ def default_cache_gb() -> float:
 
 
 def to_cache_dtype(bag: PatientBag) -> PatientBag:
-    """``bag`` with float16 features, or float32 if a value is beyond float16's range."""
+    """``bag`` with float16 features, or float32 where float16 would blur them."""
     feats = bag.features
     if feats.dtype == np.float16:
         return bag
-    if beyond_float16(feats):
+    if not float16_is_enough(feats):
         return replace(bag, features=feats.astype(np.float32, copy=False))
     return replace(bag, features=feats.astype(np.float16))
 

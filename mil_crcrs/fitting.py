@@ -6,7 +6,8 @@ What :func:`fit` does, in order:
 2. splits the patients into K folds stratified by event (:func:`~mil_crcrs.splits.kfold_splits`);
    each fold's training part also gives up an inner validation split for early stopping;
 3. trains one model per fold on the other K - 1 folds (:func:`~mil_crcrs.training.train_model`),
-   early-stopping on the inner validation C, never on the fold it reports;
+   early-stopping on the inner validation split (its C or its loss, optionally smoothed over
+   epochs and with the last epochs' weights averaged), never on the fold it reports;
 4. scores each fold with the model that never saw it: the **out-of-fold** CRCRS, and the
    cross-validated Harrell C per fold (mean and sd over folds);
 5. fixes the high/low cutoff on the **out-of-fold** CRCRS of the training cohort;
@@ -40,16 +41,16 @@ import torch
 
 from mil_crcrs.bags import PatientBags
 from mil_crcrs.cohort import TIME_UNITS, Cohort, Columns, read_cohort
+from mil_crcrs.crossval import CrossValidation, cross_validate
 from mil_crcrs.cutoff import CUTOFF_METHODS, choose_cutoff, risk_group
 from mil_crcrs.errors import InputError
 from mil_crcrs.feature_cache import RESIDENT_CHOICES, BagCache, open_training_bags
-from mil_crcrs.losses import TIES, cox_nll, discrete_time_nll, make_time_bins
+from mil_crcrs.losses import TIES, cox_nll, discrete_time_nll
 from mil_crcrs.metrics import harrell_c
 from mil_crcrs.model_dir import CRCRSModel
-from mil_crcrs.models import create_model, list_models
-from mil_crcrs.splits import describe_folds, kfold_splits
+from mil_crcrs.models import list_models
 from mil_crcrs.store import FeatureStore
-from mil_crcrs.training import SCHEDULES, LossFn, predict_risk, resolve_device, seeded, train_model
+from mil_crcrs.training import MONITORS, SCHEDULES, LossFn, resolve_device
 
 LOSS_NAMES = ("cox", "discrete")
 #: ``FitSettings.precision``: the autocast dtype of training steps (None = full precision).
@@ -74,14 +75,28 @@ class FitSettings:
     clip_norm : gradient-norm clip (0 = none)
     max_tiles : random subset of at most this many tiles per bag in training (None = all);
         prediction always uses every tile
+    standardize : standardise each feature dimension, ``(x - mean) / sd``, with mean and sd
+        pooled over the tiles of each fold's training part (see :mod:`mil_crcrs.standardize`);
+        the statistics are stored in every fold model and applied wherever it is used
     loss : "cox" (partial likelihood) or "discrete" (discrete-time hazards)
     ties : "efron" or "breslow", for the Cox loss
     n_bins : number of time bins of the discrete-time loss
     inner_val_fraction : share of each fold's training part held out for early stopping (0 =
         train every epoch, no early stopping)
-    patience : stop after this many epochs without a better inner-validation C
+    patience : stop after this many epochs without a better (smoothed) monitored value
+    monitor : what early stopping watches on the inner split: "c" (Harrell's C) or "loss" (the
+        training loss over the whole inner split: the Cox partial likelihood, or the
+        discrete-time likelihood)
+    min_epochs : no epoch before this one is kept or counts towards ``patience``
+    smooth_epochs : compare the mean of the monitored value over this many last epochs
+    average_epochs : keep the average of the weights of this many last epochs up to the chosen
+        one (1 = that epoch's own weights); see :class:`~mil_crcrs.training.EarlyStopping`
     cutoff : "median" or "maxstat" (each group at least 10% of patients)
     seed : seeds folds, initialisation, shuffling, subsampling and dropout
+    seeds : repeated cross-validation: one full K-fold run per seed (its own folds and
+        training randomness); empty = ``(seed,)``. C is reported as mean and sd over seeds and
+        folds, each patient's out-of-fold CRCRS is the mean over seeds, and the delivered
+        ensemble holds every model
     device : "auto", "cpu" or "cuda"
     progress : show progress bars
     cache_gb : memory for the bag cache in GiB, bags beyond it are streamed from disk (None =
@@ -101,13 +116,19 @@ class FitSettings:
     schedule: str = "cosine"
     clip_norm: float = 1.0
     max_tiles: int | None = None
+    standardize: bool = False
     loss: str = "cox"
     ties: str = "efron"
     n_bins: int = 4
     inner_val_fraction: float = 0.2
     patience: int = 10
+    monitor: str = "c"
+    min_epochs: int = 1
+    smooth_epochs: int = 1
+    average_epochs: int = 1
     cutoff: str = "median"
     seed: int = 0
+    seeds: tuple[int, ...] = ()
     device: str = "auto"
     progress: bool = True
     cache_gb: float | None = None
@@ -149,7 +170,25 @@ class FitSettings:
                 f"--resident must be one of {', '.join(RESIDENT_CHOICES)}",
             ),
             (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
+            (self.monitor in MONITORS, f"monitor must be one of {', '.join(MONITORS)}"),
+            (self.min_epochs >= 1, f"min_epochs must be at least 1, got {self.min_epochs}"),
+            (
+                self.smooth_epochs >= 1,
+                f"smooth_epochs must be at least 1, got {self.smooth_epochs}",
+            ),
+            (
+                self.average_epochs >= 1,
+                f"average_epochs must be at least 1, got {self.average_epochs}",
+            ),
         ]
+        seeds = self.seeds
+        if isinstance(seeds, str | bytes) or not isinstance(seeds, tuple | list):
+            raise InputError(f"seeds must be a list of integers, got {seeds!r}")
+        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
+            raise InputError(f"seeds must be non-negative integers, got {list(seeds)}")
+        if len(set(seeds)) != len(seeds):
+            raise InputError(f"seeds must not repeat, got {list(seeds)}")
+        object.__setattr__(self, "seeds", tuple(seeds))  # a list from JSON becomes a tuple
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
@@ -158,6 +197,11 @@ class FitSettings:
             raise InputError(
                 f"model_kwargs may not set {', '.join(sorted(reserved))}; fit chooses them"
             )
+
+    @property
+    def run_seeds(self) -> tuple[int, ...]:
+        """The seeds the cross-validation runs with: ``seeds``, or ``(seed,)``."""
+        return self.seeds or (self.seed,)
 
 
 def make_loss(settings: FitSettings, edges: np.ndarray | None = None) -> LossFn:
@@ -226,74 +270,14 @@ def fit(
         raise InputError(f"{features}: no feature files (.h5 or .pt) found")
     cohort = clinical if isinstance(clinical, Cohort) else read_cohort(clinical, columns, time_unit)
     cohort = cohort.require_outcome().match_features(store.slide_ids, missing).require_outcome()
-    folds = kfold_splits(
-        cohort.event, settings.folds, settings.inner_val_fraction, settings.seed, cohort.source
-    )
     bags = open_training_bags(
         PatientBags(cohort, store), device, settings.cache_gb, settings.resident, settings.progress
     )
     time, event = cohort.time, cohort.event
-    n = len(cohort)
-    n_outputs = settings.n_bins if settings.loss == "discrete" else 1
-
-    fold_seeds = [
-        s.generate_state(2) for s in np.random.SeedSequence(settings.seed).spawn(len(folds))
-    ]
-    models, offsets, fold_rows, time_bins = [], [], [], []
-    oof = np.full(n, np.nan)
-    oof_fold = np.zeros(n, dtype=np.int64)
-    for fold, (init_seed, train_seed) in zip(folds, fold_seeds, strict=True):
-        edges = None
-        if settings.loss == "discrete":
-            edges = make_time_bins(time[fold.train], event[fold.train], settings.n_bins)
-            time_bins.append(np.asarray(edges).tolist())
-        with seeded(int(init_seed), device):
-            model = create_model(
-                settings.model,
-                in_dim=bags.feature_dim,
-                n_outputs=n_outputs,
-                **settings.model_kwargs,
-            )
-        model.autocast_dtype = PRECISIONS[settings.precision]
-        result = train_model(
-            model,
-            bags,
-            time,
-            event,
-            fold.train,
-            fold.inner_val,
-            make_loss(settings, edges),
-            epochs=settings.epochs,
-            batch_size=settings.batch_size,
-            lr=settings.lr,
-            weight_decay=settings.weight_decay,
-            schedule=settings.schedule,
-            clip_norm=settings.clip_norm,
-            max_tiles=settings.max_tiles,
-            patience=settings.patience,
-            seed=int(train_seed),
-            device=device,
-            progress=settings.progress,
-            desc=f"fold {fold.index + 1}/{len(folds)}",
-        )
-        risk = predict_risk(result.model, bags, batch_size=settings.batch_size, device=device)
-        offset = float(risk.mean())
-        oof[fold.test] = risk[fold.test] - offset
-        oof_fold[fold.test] = fold.index + 1
-        models.append(result.model.cpu())
-        offsets.append(offset)
-        fold_rows.append(
-            {
-                "fold": fold.index + 1,
-                "harrell_c": harrell_c(time[fold.test], event[fold.test], risk[fold.test]),
-                "best_epoch": result.best_epoch,
-                "epochs_run": len(result.history),
-                "inner_val_c": result.best_val_c,
-            }
-        )
-
+    cv = cross_validate(settings, bags, time, event, cohort.source, device)
     if isinstance(bags, BagCache):
         bags.close()
+    oof = cv.oof
     cutoff = choose_cutoff(settings.cutoff, oof, time, event, MAXSTAT_MIN_FRACTION)
     oof_predictions = pd.DataFrame(
         {
@@ -302,36 +286,28 @@ def fit(
             "risk_group": risk_group(oof, cutoff),
             "time": time,
             "event": event,
-            "fold": oof_fold,
+            "fold": cv.oof_fold,
         }
     )
-    per_fold = np.array([row["harrell_c"] for row in fold_rows])
-    split_rows = describe_folds(folds, event)
-    for row, split in zip(fold_rows, split_rows, strict=True):
-        row.update({k: v for k, v in split.items() if k != "fold"})
-    metrics: dict[str, Any] = {
-        "harrell_c_per_fold": per_fold.tolist(),
-        "harrell_c_mean": float(np.nanmean(per_fold)),
-        "harrell_c_sd": float(np.nanstd(per_fold, ddof=1)) if len(per_fold) > 1 else 0.0,
-        "harrell_c_oof": harrell_c(time, event, oof),
-        "n_patients": n,
-        "n_events": int(event.sum()),
-        "folds": fold_rows,
-        "note": "each fold's C is scored by the model that never saw that fold; early stopping "
-        "used an inner validation split of the training folds",
-    }
+    scale, shift = _ensemble_calibration(oof, cv.ensemble_train)
+    time_bins = [run.time_bins for run in cv.runs if run.time_bins is not None]
+    extra: dict[str, Any] = {"runs": [{"seed": r.seed, "fold": r.fold} for r in cv.runs]}
+    if time_bins:
+        extra["time_bins"] = time_bins
     model = CRCRSModel(
-        models,
-        offsets,
+        [run.model for run in cv.runs],
+        [run.centre for run in cv.runs],
         cutoff,
+        scales=[run.scale for run in cv.runs],
+        calibration=(scale, shift),
         feature_dim=bags.feature_dim,
         encoder=bags.encoder,
         time_unit=time_unit,
         settings=settings,
         training_cohort=_summary(cohort, bags, time_unit),
-        metrics=metrics,
+        metrics=_metrics(cv, time, event, scale, shift),
         oof_predictions=oof_predictions,
-        extra={"time_bins": time_bins} if time_bins else None,
+        extra=extra,
     )
     if val_clinical is not None:
         val_store = store if val_features is None else val_features
@@ -353,6 +329,44 @@ def fit(
             "n_high": int((table["risk_group"] == "high").sum()),
         }
     return model
+
+
+def _ensemble_calibration(oof: np.ndarray, ensemble_train: np.ndarray) -> tuple[float, float]:
+    """``(scale, shift)`` that give the ensemble's scores of the training cohort the mean and sd
+    of its out-of-fold scores (scale 1 where the ensemble is constant)."""
+    sd_ensemble = float(np.std(ensemble_train))
+    scale = float(np.std(oof)) / sd_ensemble if sd_ensemble > 1e-12 else 1.0
+    return scale, float(np.mean(oof) - scale * np.mean(ensemble_train))
+
+
+def _metrics(
+    cv: CrossValidation, time: np.ndarray, event: np.ndarray, scale: float, shift: float
+) -> dict[str, Any]:
+    """``metrics.json``: C per model, mean and sd over seeds and folds, pooled out-of-fold C."""
+    per_model = np.array([run.row["harrell_c"] for run in cv.runs])
+    per_seed = [harrell_c(time, event, row) for row in cv.oof_per_seed]
+    sd = float(np.nanstd(per_model, ddof=1)) if len(per_model) > 1 else 0.0
+    return {
+        "harrell_c_per_fold": per_model.tolist(),
+        "harrell_c_mean": float(np.nanmean(per_model)),
+        "harrell_c_sd": sd,
+        "harrell_c_oof": harrell_c(time, event, cv.oof),
+        "seeds": list(cv.seeds),
+        "harrell_c_oof_per_seed": per_seed,
+        "n_patients": len(time),
+        "n_events": int(np.sum(event)),
+        "folds": [{"seed": run.seed, **run.row} for run in cv.runs],
+        "scale": {
+            "oof_mean": float(np.mean(cv.oof)),
+            "oof_sd": float(np.std(cv.oof)),
+            "ensemble_sd_before_calibration": float(np.std(cv.ensemble_train)),
+            "ensemble_scale": scale,
+            "ensemble_shift": shift,
+        },
+        "note": "each fold's C is scored by the model that never saw that fold; mean and sd are "
+        "over seeds and folds; early stopping used an inner validation split of the training "
+        "folds",
+    }
 
 
 def _summary(cohort: Cohort, bags: PatientBags, time_unit: str) -> dict[str, Any]:

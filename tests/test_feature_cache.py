@@ -181,15 +181,22 @@ def test_cache_budget_splits_cached_and_streamed_and_reports_throughput(cohort_d
     assert sum(int(b.mask.sum()) for b in batches) == int(full.n_tiles.sum())
 
 
-def test_a_float32_bag_beyond_float16_range_stays_float32(bag_list):
+def test_float32_bags_stay_float32_where_float16_would_blur_them(bag_list):
     from dataclasses import replace
 
     from mil_crcrs.feature_cache import to_cache_dtype
 
     bag = bag_list[0]
-    big = replace(bag, features=bag.features.astype(np.float32) * 1e5)
+    x = bag.features.astype(np.float32)
+    assert to_cache_dtype(replace(bag, features=x)).features.dtype == np.float16
+    big = replace(bag, features=x * 1e5)  # beyond float16's range
     assert to_cache_dtype(big).features.dtype == np.float32
-    assert to_cache_dtype(bag).features.dtype == np.float16
+    offset = x.copy()
+    offset[:, 3] = 51.0 + 0.1 * offset[:, 3]  # float16 steps of 0.03 on a spread of 0.1
+    assert to_cache_dtype(replace(bag, features=offset)).features.dtype == np.float32
+    packed = PackedBags([bag, replace(bag, features=offset)], "cpu")
+    assert packed.features.dtype == torch.float32
+    np.testing.assert_array_equal(packed.features[bag.n_tiles :].numpy(), offset)
 
 
 def test_default_budget_and_device_choice():
