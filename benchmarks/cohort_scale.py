@@ -97,6 +97,7 @@ class _Timer:
         self.cpu: dict[str, list[float]] = {}  # process CPU time per wrapped function
 
     def install(self) -> None:
+        import mil_crcrs.crossval as crossval
         import mil_crcrs.fitting as fitting
         import mil_crcrs.training as training
 
@@ -115,14 +116,14 @@ class _Timer:
             training.train_one_epoch, lambda s, a, k, o: self.epochs.append(s)
         )
         training.evaluate = timed(training.evaluate, lambda s, a, k, o: self.evals.append(s))
-        fitting.train_model = timed(
-            fitting.train_model,
+        crossval.train_model = timed(
+            crossval.train_model,
             lambda s, a, k, o: self.folds.append(
                 {"s": s, "n_train": len(a[4]), "n_val": len(a[5]), "epochs": len(o.history)}
             ),
         )
-        fitting.predict_risk = timed(
-            fitting.predict_risk, lambda s, a, k, o: self.fold_predict.append(s)
+        crossval.predict_risk = timed(
+            crossval.predict_risk, lambda s, a, k, o: self.fold_predict.append(s)
         )
         fitting.open_training_bags = timed(
             fitting.open_training_bags,
