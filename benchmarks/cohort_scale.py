@@ -125,8 +125,16 @@ class _Timer:
         crossval.predict_risk = timed(
             crossval.predict_risk, lambda s, a, k, o: self.fold_predict.append(s)
         )
+
+        def open_and_load(*args, **kwargs):
+            bags = opener(*args, **kwargs)
+            _ = bags.stats  # a BagCache reads on first use: time the reading here
+            return bags
+
+        opener = fitting.open_training_bags
+        open_and_load.__name__ = "open_training_bags"
         fitting.open_training_bags = timed(
-            fitting.open_training_bags,
+            open_and_load,
             lambda s, a, k, o: self.load.update(s=s, **getattr(o, "stats", {})),
         )
 

@@ -105,11 +105,22 @@ class BagCache(Sequence[PatientBag]):
         self._pending: deque[int] = deque()
         self._pool: ThreadPoolExecutor | None = None
         self.n_tiles = bags.n_tiles
-        self.stats = self._load(progress, log)
+        self._progress, self._log = progress, log
+        self._stats: dict[str, float] | None = None
+
+    @property
+    def stats(self) -> dict[str, float]:
+        """What loading took: bags and GiB cached and streamed, seconds, MB/s (loads first)."""
+        if self._stats is None:
+            self._stats = self._load(self._progress, self._log)
+        return self._stats
 
     # -- sizes and loading -----------------------------------------------------------------------
     def _load(self, progress: bool, log: Callable[[str], None] | None) -> dict[str, float]:
-        """Read bags into memory in cohort order until the next one would break the budget."""
+        """Read bags into memory in cohort order until the next one would break the budget.
+
+        Runs on first use, not on construction, so that a fit refused for its folds or its
+        table does not read the features first."""
         from tqdm.auto import tqdm
 
         budget = self.budget_gb * 2**30
@@ -151,6 +162,7 @@ class BagCache(Sequence[PatientBag]):
 
     def __getitem__(self, index: int) -> PatientBag:  # type: ignore[override]
         index = int(index)
+        _ = self.stats  # loaded on first use
         if index in self._resident:
             return self._resident[index]
         if self._queue and self._queue[0][0] == index:
@@ -164,6 +176,7 @@ class BagCache(Sequence[PatientBag]):
 
         Replaces any earlier announcement (bags read ahead and not used are dropped).
         """
+        _ = self.stats  # loaded on first use
         self._queue.clear()
         self._pending = deque(int(i) for i in order if int(i) not in self._resident)
         if self._pending and self._pool is None:
