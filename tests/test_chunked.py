@@ -42,7 +42,7 @@ def _run(model, features, mask, grid):
     """Risk, attention and the gradients of a Cox loss over the batch."""
     model.zero_grad(set_to_none=True)
     out = model(features, mask=mask, grid=grid)
-    time = torch.arange(1, len(out.risk) + 1, dtype=torch.float64)
+    time = torch.arange(1, len(out.risk) + 1, dtype=out.risk.dtype, device=out.risk.device)
     event = torch.ones_like(time)
     loss = cox_nll(out.risk, time, event) + out.attention.pow(2).sum()
     loss.backward()
@@ -126,3 +126,19 @@ def test_bf16_autocast_applies_in_training_only():
     plain = model(features, mask=mask, grid=grid).risk
     model.autocast_dtype = None
     torch.testing.assert_close(plain, model(features, mask=mask, grid=grid).risk, rtol=0, atol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_chunked_step_equals_the_plain_step_on_cuda():
+    torch.manual_seed(0)
+    model = create_model("abmil", in_dim=IN_DIM, dropout=0.0, **SMALL["abmil"]).cuda().train()
+    features, mask, grid = (t.cuda() for t in _batch([500, 230, 370]))
+    model.max_step_tiles = None
+    risk, attention, grads = _run(model, features.float(), mask, grid)
+    model.max_step_tiles, model.tile_chunk = 100, 97
+    risk_c, attention_c, grads_c = _run(model, features.float(), mask, grid)
+    torch.testing.assert_close(risk_c, risk, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(attention_c, attention, rtol=1e-4, atol=1e-6)
+    for key, grad in grads.items():
+        torch.testing.assert_close(grads_c[key], grad, rtol=1e-3, atol=1e-5, msg=key)
