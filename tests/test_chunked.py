@@ -7,23 +7,8 @@ import torch
 
 from mil_crcrs.losses import cox_nll
 from mil_crcrs.models import create_model, list_models
-
-IN_DIM = 12
-SMALL = {
-    "abmil": {"hidden_dim": 16, "attn_dim": 8},
-    "mean": {"hidden_dim": 16},
-    "max": {"hidden_dim": 16},
-    "transmil": {"dim": 16, "heads": 4, "n_landmarks": 8},
-}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add overhead (a lot on a busy machine)."""
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
+from tests.test_fit import one_thread  # noqa: F401  (autouse: one torch thread)
+from tests.test_models import IN_DIM, SMALL
 
 
 def _batch(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -16,18 +16,11 @@ from mil_crcrs.packed import PackedBags
 from mil_crcrs.simulate import SimulationSettings, simulate_cohort
 from mil_crcrs.store import FeatureStore
 from mil_crcrs.training import eval_batches, iterate_batches
+from tests.test_fit import one_thread  # noqa: F401  (autouse: one torch thread)
 
 SIM = SimulationSettings(
     scenario="prevalence", n_patients=48, tiles_per_slide=(20, 50), dim=16, seed=4
 )
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
 
 
 @pytest.fixture(scope="module")
