@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import multiprocessing as mp
 import platform
 import subprocess
@@ -233,6 +234,7 @@ def summarise(args: argparse.Namespace, res: dict, manifest: dict) -> dict:
         "cache_gb": f"{t['load'].get('cached_gb', 0):.2f} (budget {settings.cache_gb or 'auto'})",
         "streamed_gb": t["load"].get("streamed_gb", 0.0),
         "load_s": t["load"].get("s", float("nan")),
+        "load_cpu_s": _mean(t["cpu"].get("open_training_bags", [float("nan")])),
         "load_mb_s": manifest["feature_bytes"] / 1e6 / t["load"].get("s", float("nan")),
         "epochs/fold": epochs_run,
         "epoch_s": epoch_s,
@@ -329,6 +331,8 @@ def main(argv: list[str] | None = None) -> None:
     with ProcessPoolExecutor(1, mp_context=ctx) as pool:
         res = pool.submit(run_fit, args, data).result()
     row = summarise(args, res, manifest)
+    raw = {k: v for k, v in res.items() if k != "settings"} | {"row": row, "argv": sys.argv[1:]}
+    (data / f"result-{started:%Y%m%dT%H%M%S}.json").write_text(json.dumps(raw, default=str))
     table = _table([row])
     print(table)
     if args.no_append:
