@@ -373,17 +373,33 @@ def _info_from_h5(path: Path, f: h5py.File) -> BagInfo:
             level0_width=_attr(ca, "level0_width", int),
             level0_height=_attr(ca, "level0_height", int),
         )
-    # CLAM h5_files carry no attributes; the patches file's attributes may have been kept.
-    ca = coords.attrs
-    level = _attr(ca, "patch_level", int)
-    size = _attr(ca, "patch_size", int)
-    return BagInfo(
-        **base,
-        slide_id=path.stem,
-        tile_size_px=size,
-        level=level,
-        tile_size_level0=size if level == 0 else None,
-    )
+    # CLAM h5_files carry no attributes; the patches file's attributes may have been kept, or
+    # the patches file itself may sit beside (patches/<slide>.h5).
+    return BagInfo(**base, slide_id=path.stem, **_clam_tiling(path, coords.attrs))
+
+
+def _clam_tiling(path: Path, attrs: Mapping[str, Any]) -> dict[str, int | None]:
+    """CLAM's tile size and level from ``coords`` attributes or the ``patches/`` file beside.
+
+    CLAM records ``patch_size`` in pixels at ``patch_level`` and that level's ``downsample``;
+    the level-0 size is their product (unknown when the level is not 0 and no downsample is
+    recorded).
+    """
+    if "patch_size" not in attrs:
+        patches = path.parent.parent / "patches" / f"{path.stem}.h5"
+        if patches.is_file():
+            with _open_h5(patches) as f:
+                if "coords" in f:
+                    return _clam_tiling(patches, dict(f["coords"].attrs))
+        return {}
+    size = _attr(attrs, "patch_size", int)
+    level = _attr(attrs, "patch_level", int)
+    downsample = np.asarray(attrs.get("downsample", np.nan), dtype=np.float64).ravel()
+    if size and downsample.size and np.isfinite(downsample[0]) and downsample[0] > 0:
+        size0: int | None = int(round(size * float(downsample[0])))
+    else:
+        size0 = size if level == 0 else None
+    return {"tile_size_px": size, "level": level, "tile_size_level0": size0}
 
 
 def _load_pt(path: Path) -> np.ndarray:
@@ -403,8 +419,12 @@ def _load_pt(path: Path) -> np.ndarray:
 
 
 def _clam_h5_sibling(path: Path) -> Path | None:
-    sibling = path.parent.parent / "h5_files" / f"{path.stem}.h5"
-    return sibling if sibling.exists() else None
+    """The file holding a CLAM ``pt_files/`` bag's coords: ``h5_files/`` or ``patches/``."""
+    for folder in ("h5_files", "patches"):
+        sibling = path.parent.parent / folder / f"{path.stem}.h5"
+        if sibling.exists():
+            return sibling
+    return None
 
 
 def read_info(path: str | os.PathLike) -> BagInfo:
@@ -412,11 +432,13 @@ def read_info(path: str | os.PathLike) -> BagInfo:
     path = Path(path)
     if path.suffix == ".pt":
         features = _load_pt(path)
-        coords_shape = None
+        coords_shape, tiling = None, {}
         sibling = _clam_h5_sibling(path)
         if sibling is not None:
             with _open_h5(sibling) as f:
-                coords_shape = f["coords"].shape if "coords" in f else None
+                if "coords" in f:
+                    coords_shape = f["coords"].shape
+                    tiling = _clam_tiling(sibling, dict(f["coords"].attrs))
         _check_shapes(path, features.shape, coords_shape)
         return BagInfo(
             path=path,
@@ -426,6 +448,7 @@ def read_info(path: str | os.PathLike) -> BagInfo:
             feature_dim=features.shape[1],
             dtype=str(features.dtype),
             has_coords=coords_shape is not None,
+            **tiling,
         )
     with _open_h5(path) as f:
         return _info_from_h5(path, f)
@@ -456,7 +479,7 @@ def read_bag(path: str | os.PathLike, dtype: str | None = None) -> Bag:
         features = _load_pt(path)
         coords = None
         sibling = _clam_h5_sibling(path)
-        if sibling is not None:
+        if sibling is not None and info.has_coords:
             with _open_h5(sibling) as f:
                 coords = np.asarray(f["coords"][...], dtype=np.int64)
     else:
