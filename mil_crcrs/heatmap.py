@@ -545,9 +545,9 @@ class TileSize:
     @classmethod
     def parse(cls, text: str) -> TileSize:
         """``"256"`` (level-0 pixels) or ``"224@0.5"`` (224 pixels at 0.5 um/px)."""
-        size, _, mpp = str(text).partition("@")
+        size, at, mpp = str(text).partition("@")
         try:
-            return cls(int(size), float(mpp) if mpp else None)
+            return cls(int(size), float(mpp) if at else None)
         except ValueError:
             raise InputError(
                 f"--tile-size must be PX (level-0 pixels) or PX@MPP (pixels at MPP um/px), "

@@ -340,3 +340,59 @@ def test_attention_finds_the_planted_rare_tiles_over_seeds(tmp_path: Path):
     attention = [r["attention"] for r in results]
     assert min(attention) > 0.75 and np.mean(attention) > 0.8
     assert min(r["contribution"] for r in results) > 0.8
+
+
+# -- GeoJSON for QuPath ---------------------------------------------------------------------------
+
+
+def test_geojson_validates_and_matches_the_tiles(tmp_path: Path):
+    import json
+
+    from mil_crcrs.geojson import tiles_geojson, write_geojson
+
+    coords = np.array([[0, 0], [256, 0], [1000, 512], [7, 9]])
+    scores = scores_of(
+        [0.1, 0.2, 0.3, 0.4],
+        contribution=np.array([-0.5, 0.25, 1.0, 0.0]),
+        slides=("a", "b"),
+        tile_slide=[0, 1, 0, 0],
+        coords=coords,
+    )
+    scores = replace(scores, extra={"integrated_gradients": np.array([1.0, 2.0, 3.0, 4.0])})
+    write_geojson(tmp_path / "a.geojson", tiles_geojson(scores, "a", 256))
+    collection = json.loads((tmp_path / "a.geojson").read_text())
+    assert collection["type"] == "FeatureCollection"
+    assert collection["properties"]["slide_id"] == "a"
+    features = collection["features"]
+    assert len(features) == 3  # slide a's tiles only, in the file's row order
+    for feature, i in zip(features, [0, 2, 3], strict=True):
+        assert feature["type"] == "Feature"
+        geometry = feature["geometry"]
+        assert geometry["type"] == "Polygon" and len(geometry["coordinates"]) == 1
+        ring = np.array(geometry["coordinates"][0])
+        assert ring.shape == (5, 2) and (ring[0] == ring[-1]).all()  # a closed ring
+        x, y = coords[i]
+        assert ring.min(0).tolist() == [x, y] and ring.max(0).tolist() == [x + 256, y + 256]
+        props = feature["properties"]
+        assert props["objectType"] == "tile"
+        m = props["measurements"]
+        assert m["attention"] == scores.attention[i] and m["contribution"] == scores.contribution[i]
+        assert m["attention_x_n"] == pytest.approx(scores.attention[i] * 4)
+        assert m["integrated_gradients"] == i + 1.0
+        want = "raises risk" if scores.contribution[i] > 0 else "lowers risk"
+        assert props["classification"]["name"] == want
+    assert [f["properties"]["name"] for f in features] == ["a tile 0", "a tile 1", "a tile 2"]
+    assert not list(tmp_path.glob(".*"))  # written atomically, no temporary left
+
+
+def test_tile_size_in_level0_pixels_or_at_a_resolution():
+    from mil_crcrs.heatmap import TileSize
+
+    assert TileSize.parse("256") == TileSize(256) and TileSize(256).level0(None, "f") == 256
+    at = TileSize.parse("224@0.5")
+    assert at == TileSize(224, 0.5) and at.level0(0.25, "f") == 448
+    with pytest.raises(InputError, match="needs the slide's resolution"):
+        at.level0(None, "f.h5")
+    for bad in ("abc", "256@", "0", "256@-1"):
+        with pytest.raises(InputError, match="--tile-size"):
+            TileSize.parse(bad)
