@@ -252,7 +252,7 @@ def _safe(name: str) -> str:
 
 def _caption(row: pd.Series, n_tiles: int) -> str:
     return (
-        f"{row['slide_id']} ({row['x']},{row['y']})\n"
+        f"{row['slide_id']}\n({row['x']}, {row['y']})\n"
         f"att {row['attention'] * n_tiles:.3g}x  contr {row['contribution']:+.3g}"
     )
 
@@ -573,7 +573,7 @@ def _gradcam(
         path = folder / "gradcam" / f"{_safe(row['slide_id'])}_{int(row['tile'])}.png"
         write_png(path, image)
         overlays.append(image)
-        captions.append(f"{row['slide_id']} ({row['x']},{row['y']})\nmax {cam.cam_max:.2g}")
+        captions.append(f"{row['slide_id']}\n({row['x']}, {row['y']})\nmax {cam.cam_max:.2g}")
         selected.loc[row_index, "reembed_error"] = cam.reembed_error
         selected.loc[row_index, "gradcam_path"] = str(path)
         rows.append(

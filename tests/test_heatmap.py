@@ -396,3 +396,78 @@ def test_tile_size_in_level0_pixels_or_at_a_resolution():
     for bad in ("abc", "256@", "0", "256@-1"):
         with pytest.raises(InputError, match="--tile-size"):
             TileSize.parse(bad)
+
+
+# -- the pictures' layout -------------------------------------------------------------------------
+
+
+def _extent(artist, renderer):
+    return artist.get_window_extent(renderer)
+
+
+def _drawn(fig):
+    fig.canvas.draw()  # places the labels
+    return fig.canvas.get_renderer()
+
+
+@pytest.mark.parametrize("shape", [(200, 900), (900, 250), (40, 30)])
+def test_heatmap_image_fills_its_axes_under_the_title(shape):
+    from mil_crcrs.heatmap import SlideHeatmap
+
+    height, width = shape
+    heatmap = SlideHeatmap(
+        patient_id="P1",
+        slide_id="S1",
+        kind="attention",
+        image=np.zeros((height, width, 3), dtype=np.uint8),
+        unit_map=np.zeros((height, width)),
+        downsample=1.0,
+        scale=Scale(0.0, 1.0),
+        cmap="inferno",
+        crcrs=0.1,
+        n_tiles=3,
+    )
+    fig = heatmap_figure(heatmap)
+    renderer = _drawn(fig)
+    image_box = _extent(fig.axes[0], renderer)
+    # No letterbox: the axes have the image's aspect ratio...
+    assert image_box.width / image_box.height == pytest.approx(width / height, rel=0.02)
+    # ...and the image starts right under the title (no blank band, < 0.3 inch).
+    title_box = _extent(fig._suptitle, renderer)
+    assert 0 <= title_box.y0 - image_box.y1 < 0.3 * fig.dpi
+
+
+def test_gallery_captions_never_overlap():
+    long_id = "TCGA-AA-3514-01Z-00-DX1.5E5E3A2F-3C41-4F3D-B1E1-AB3C6F8E2D10"
+    tiles = [np.zeros((32, 32, 3), dtype=np.uint8)] * 4
+    captions = [
+        f"{long_id}\n({10000 * i}, {20000 * i})\natt 12.3x  contr +0.0123" for i in range(4)
+    ]
+    fig = tile_gallery_figure([("top", tiles, captions), ("bottom", tiles, captions)])
+    renderer = _drawn(fig)
+    labels = [ax.xaxis.label for ax in fig.axes]
+    boxes = [_extent(label, renderer) for label in labels]
+    images = [_extent(ax, renderer) for ax in fig.axes]
+    for i, box in enumerate(boxes):
+        assert box.x0 >= 0 and box.x1 <= fig.bbox.width  # inside the figure
+        for j, other in enumerate(boxes[i + 1 :] + images, start=i + 1):
+            if j - len(boxes) != i:  # a caption may touch its own tile only
+                assert not box.overlaps(other), (labels[i].get_text(), j)
+
+
+def test_km_legend_is_off_the_curves():
+    from mil_crcrs.plots import km_figure, year_ticks
+    from mil_crcrs.survival import kaplan_meier
+
+    rng = np.random.default_rng(0)
+    time = rng.exponential(700, 80)
+    event = rng.random(80) < 0.7
+    group = np.where(np.arange(80) % 2, "high", "low")
+    km = kaplan_meier(time, event.astype(int), group, year_ticks(time.max() / 365.25) * 365.25)
+    fig = km_figure(km, "title", 365.25)
+    renderer = _drawn(fig)
+    ax = fig.axes[0]
+    curves = _extent(ax, renderer)
+    legend = _extent(ax.get_legend(), renderer)
+    assert legend.y0 >= curves.y1 - 1  # above the plotting area
+    assert _extent(fig._suptitle, renderer).y0 >= legend.y1 - 1

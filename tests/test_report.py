@@ -133,6 +133,14 @@ def test_html_is_self_contained_with_images(report_dir, files):
     text = re.sub(r"base64,[A-Za-z0-9+/=]+", "", html)
     assert ">nan<" not in text.lower() and "NaN" not in text and "inf<" not in text
     assert "20-year horizon was dropped" in html
+    # The cohorts table stands on its side (a column per cohort, long paths wrap) and every
+    # table scrolls inside its own box, so the page never overflows a narrow window.
+    cohorts = re.search(r'<table class="t v">(.*?)</table>', html).group(1)
+    assert re.findall(r"<tr><th>(\w+)</th><th>(\w+)</th><th>(\w+)</th>", cohorts) == [
+        ("cohort", "training", "validation")
+    ]
+    assert cohorts.count("<tr>") == 11
+    assert html.count('<div class="scroll"><table') == html.count("<table") > 10
     pngs = sorted((out / "figures").glob("*.png"))
     assert len(pngs) == 13
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
