@@ -387,11 +387,12 @@ def _clam_tiling(path: Path, attrs: Mapping[str, Any]) -> dict[str, int | None]:
     """
     if "patch_size" not in attrs:
         patches = path.parent.parent / "patches" / f"{path.stem}.h5"
-        if patches.is_file():
-            with _open_h5(patches) as f:
-                if "coords" in f:
-                    return _clam_tiling(patches, dict(f["coords"].attrs))
-        return {}
+        if patches == path or not patches.is_file():
+            return {}
+        with _open_h5(patches) as f:
+            attrs = dict(f["coords"].attrs) if "coords" in f else {}
+        if "patch_size" not in attrs:
+            return {}
     size = _attr(attrs, "patch_size", int)
     level = _attr(attrs, "patch_level", int)
     downsample = np.asarray(attrs.get("downsample", np.nan), dtype=np.float64).ravel()
