@@ -283,10 +283,9 @@ class CRCRSModel:
             table["time"] = cohort.time
             table["event"] = cohort.event
         if attention_dir is not None:
-            unknown: list[str] = []
             for i in range(len(bags)):
                 bag = bags[i]
-                unknown += _write_attention(
+                _write_attention(
                     Path(attention_dir),
                     bag,
                     risk[i],
@@ -294,20 +293,6 @@ class CRCRSModel:
                     attention[i],
                     contribution[i],
                     self.encoder,
-                )
-            if unknown:
-                import warnings
-
-                from mil_crcrs.cohort import DataWarning
-
-                shown = ", ".join(str(store.path(s)) for s in unknown[:3])
-                warnings.warn(
-                    f"{len(unknown)} slide(s) have no tile coordinates ({shown}"
-                    f"{', ...' if len(unknown) > 3 else ''}): their attention files say "
-                    "coords_known = 0 and hold coords -1; put CLAM's h5_files/ or patches/ "
-                    "beside pt_files/ to know where the tiles are",
-                    DataWarning,
-                    stacklevel=2,
                 )
         return table
 
@@ -480,17 +465,12 @@ def _write_attention(
     attention: np.ndarray,
     contribution: np.ndarray,
     encoder: str | None,
-) -> list[str]:
-    """One HDF5 file per slide of ``bag``, each written atomically; returns the slides whose
-    tile coordinates are unknown (attribute ``coords_known`` 0, coords -1)."""
+) -> None:
+    """One HDF5 file per slide of ``bag``, each written atomically."""
     import h5py
 
-    unknown = []
     for k, slide_id in enumerate(bag.slide_ids):
         rows = bag.tile_slide == k
-        known = bool((bag.coords[rows] >= 0).any())
-        if not known:
-            unknown.append(slide_id)
         with atomic_path(folder / f"{slide_id}.h5", suffix=".h5.tmp") as tmp:
             with h5py.File(tmp, "w") as f:
                 f.create_dataset("coords", data=bag.coords[rows].astype(np.int64))
@@ -504,11 +484,8 @@ def _write_attention(
                         "crcrs": float(crcrs),
                         "risk_group": str(group),
                         "encoder": encoder or "",
-                        "coords_known": int(known),
                         "package_version": __version__,
                         "note": "attention is normalised over all of the patient's tiles "
-                        "(all slides); contribution is each tile's additive share of the risk"
-                        + ("" if known else "; tile coordinates unknown, coords are -1"),
+                        "(all slides); contribution is each tile's additive share of the risk",
                     }
                 )
-    return unknown

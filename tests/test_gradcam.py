@@ -519,11 +519,19 @@ def test_clam_h5_files_without_patches_need_tile_size(world, tmp_path):
 
 
 def test_clam_pt_files_take_coords_from_patches_or_refuse(world, tmp_path):
+    import h5py
+
     from mil_crcrs.store import read_info
 
     alone = clam_folder(world, tmp_path / "alone", h5=False, pt=True, patches=False)
     with pytest.raises(InputError, match="tile coordinates unknown"):
         make_heatmaps(world["model"], alone, tmp_path / "a", device="cpu")
+    # A patches file without CLAM's attributes gives coords but no tile size.
+    bare = clam_folder(world, tmp_path / "bare", h5=False, pt=True)
+    with h5py.File(bare / "patches" / "S1.h5", "a") as f:
+        f["coords"].attrs.clear()
+    info = read_info(bare / "pt_files" / "S1.pt")
+    assert info.has_coords and info.tile_size_level0 is None
     with_patches = clam_folder(world, tmp_path / "p", h5=False, pt=True)
     info = read_info(with_patches / "pt_files" / "S1.pt")
     assert (info.tile_size_level0, info.tile_size_px, info.level) == (128, 64, 1)

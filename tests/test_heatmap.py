@@ -471,30 +471,3 @@ def test_km_legend_is_off_the_curves():
     legend = _extent(ax.get_legend(), renderer)
     assert legend.y0 >= curves.y1 - 1  # above the plotting area
     assert _extent(fig._suptitle, renderer).y0 >= legend.y1 - 1
-
-
-# -- unknown coordinates --------------------------------------------------------------------------
-
-
-def test_attention_over_pt_files_alone_says_coordinates_are_unknown(tmp_path: Path):
-    import h5py
-    import torch
-
-    from mil_crcrs.cohort import DataWarning
-
-    torch.manual_seed(0)
-    folds = [create_model("abmil", in_dim=8, hidden_dim=8, attn_dim=4) for _ in range(2)]
-    model = CRCRSModel(folds, [0.0, 0.0], Cutoff(0.0, "median"), feature_dim=8, encoder=None)
-    (tmp_path / "clam" / "pt_files").mkdir(parents=True)
-    torch.save(torch.randn(5, 8), tmp_path / "clam" / "pt_files" / "S1.pt")
-    with pytest.warns(DataWarning, match="1 slide\\(s\\) have no tile coordinates .*S1.pt"):
-        model.predict(tmp_path / "clam", attention_dir=tmp_path / "a", device="cpu")
-    with h5py.File(tmp_path / "a" / "S1.h5") as f:
-        assert f.attrs["coords_known"] == 0 and "coordinates unknown" in f.attrs["note"]
-    # With CLAM's patches/ beside, the coords are known and nothing is said.
-    (tmp_path / "clam" / "patches").mkdir()
-    with h5py.File(tmp_path / "clam" / "patches" / "S1.h5", "w") as f:
-        f["coords"] = np.arange(10).reshape(5, 2) * 256
-    model.predict(tmp_path / "clam", attention_dir=tmp_path / "b", device="cpu")
-    with h5py.File(tmp_path / "b" / "S1.h5") as f:
-        assert f.attrs["coords_known"] == 1 and f["coords"][4].tolist() == [2048, 2304]
