@@ -44,8 +44,7 @@ SLIDE_SUFFIXES = (
     ".h5", ".hdf5", ".pt",
 )  # fmt: skip
 #: Column names a peer uses for a censoring indicator (1 = censored), matched without case.
-CENSOR_NAMES = ("censorship", "censored", "censor", "is_censored", "censoring")
-_CENSOR_PATTERN = re.compile(r"censor", re.IGNORECASE)
+CENSOR_NAMES = ("censorship", "censored", "censor", "is_censored", "censoring", "cens")
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +308,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 def looks_like_censoring(name: object) -> bool:
     """True if a column name says it holds a censoring indicator (``censorship``, ...)."""
-    return isinstance(name, str) and bool(_CENSOR_PATTERN.search(name))
+    return isinstance(name, str) and bool(CENSORING_NAME.search(name))
 
 
 def _event_from_censoring(table: pd.DataFrame, columns: Columns, source: str) -> Columns:
@@ -454,12 +453,6 @@ def read_cohort(
             f"(the table has {', '.join(map(str, table.columns))})"
         )
     has_outcome = columns.time in table.columns and columns.event in table.columns
-    if columns.event in table.columns and CENSORING_NAME.search(columns.event):
-        raise InputError(
-            f"{source}: column '{columns.event}' is named as a censoring indicator (1 = censored), "
-            "the opposite of an event column (1 = event observed); using it as events would "
-            "train on the inverted outcome"
-        )
     if table[columns.patient].isna().any():
         i = int(np.flatnonzero(table[columns.patient].isna().to_numpy())[0])
         raise InputError(f"{source}, {_line(i)}: column '{columns.patient}' is empty")

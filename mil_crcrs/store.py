@@ -612,6 +612,7 @@ class FeatureStore:
             paths = [paths]
         self.dtype = dtype
         self.settings = settings or ReadSettings()
+        self._roots = paths = [Path(p) for p in paths]
         self._paths: dict[str, Path] = {}
         for path in _feature_files(paths):
             # Where a CLAM folder has both h5_files/x.h5 and pt_files/x.pt, the h5 wins (coords).
@@ -619,6 +620,9 @@ class FeatureStore:
                 continue
             self._paths[path.stem] = path
         self._infos: dict[str, BagInfo] = {}
+
+    def __str__(self) -> str:
+        return ", ".join(map(str, self._roots))
 
     @property
     def slide_ids(self) -> list[str]:
