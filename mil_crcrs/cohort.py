@@ -348,9 +348,11 @@ def _event_from_censoring(table: pd.DataFrame, columns: Columns, source: str) ->
             )
     name = "__event_from_censoring__"
     table[name] = event.to_numpy()
+    if columns.patient in table.columns:  # count patients, not rows
+        event = table.groupby(table[columns.patient].astype(str))[name].first()
     log.info(
         "%s: '%s' is a censoring indicator (1 = censored); using event = 1 - %s "
-        "(%d events, %d censored)",
+        "(%d events, %d censored patients)",
         source,
         censor,
         censor,
