@@ -569,20 +569,51 @@ def read_bag(
 # A folder of feature files
 
 
+def _direct_files(folder: Path) -> list[Path]:
+    return [
+        child
+        for child in sorted(folder.iterdir())
+        if child.is_file() and child.suffix in FEATURE_SUFFIXES and not child.name.startswith(".")
+    ]
+
+
+def _nested_feature_folder(folder: Path) -> Path | None:
+    """The one folder below ``folder`` (two levels at most) that holds feature files.
+
+    STAMP writes ``<out>/<extractor>-<hash>/``, TRIDENT ``<job>/<mag>x_<ps>px_.../features_<enc>/``;
+    ``patches/`` folders hold coordinates, not features. Several candidates is an error.
+    """
+    found, level = [], [folder]
+    for _ in range(2):
+        level = [
+            d
+            for parent in level
+            for d in sorted(parent.iterdir())
+            if d.is_dir() and not d.name.startswith(".") and d.name != "patches"
+        ]
+        found = [d for d in level if _direct_files(d)]
+        if found:
+            break
+    if len(found) > 1:
+        names = ", ".join(str(d.relative_to(folder)) for d in found[:4])
+        raise InputError(
+            f"{folder}: feature files in several folders ({names}); point --features at one"
+        )
+    return found[0] if found else None
+
+
 def _feature_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
     for p in map(Path, paths):
         if p.is_dir():
-            # A CLAM output folder keeps its features in h5_files/ (and pt_files/).
-            for sub in ("h5_files", "pt_files"):
-                if (p / sub).is_dir():
-                    yield from _feature_files([p / sub])
-            for child in sorted(p.iterdir()):
-                if (
-                    child.is_file()
-                    and child.suffix in FEATURE_SUFFIXES
-                    and not child.name.startswith(".")
-                ):
-                    yield child
+            clam = [p / sub for sub in ("h5_files", "pt_files") if (p / sub).is_dir()]
+            direct = _direct_files(p)
+            if clam or direct:
+                # A CLAM output folder keeps its features in h5_files/ (and pt_files/).
+                for sub in clam:
+                    yield from _feature_files([sub])
+                yield from direct
+            elif (nested := _nested_feature_folder(p)) is not None:
+                yield from _direct_files(nested)
         elif p.is_file():
             yield p
         else:
