@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import h5py
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 from cli.main import cli
 from mil_crcrs.cohort import DataWarning
 from mil_crcrs.simulate import SimulationSettings, simulate_cohort
-from mil_crcrs.store import FeatureStore
+from mil_crcrs.store import FeatureStore, read_info
 
 QUICK = ["--folds", "3", "--epochs", "2", "--batch-size", "8", "--device", "cpu"]
 
@@ -176,8 +177,6 @@ def stamp_model(peer_folders):
 
 
 def test_stamp_files_and_tables_train(stamp_model):
-    import json
-
     config = json.loads((stamp_model / "config.json").read_text())
     assert config["encoder"] == "ctranspath"
     assert config["training_cohort"]["n_patients"] == 24
@@ -215,3 +214,44 @@ def test_stamp_and_slideflow_files_predict_the_same_scores(peer_folders, stamp_m
     with h5py.File(tmp_path / "att_sf" / f"{sid}.h5") as f:
         assert not f.attrs["coords_known"] and (f["coords"][...] == -1).all()
         assert "tile centres" in f.attrs["coords_note"]
+
+
+# --------------------------------------------------------------------------------------------
+# crcrs inspect
+
+
+def test_inspect_a_feature_folder(peer_folders):
+    result = run("inspect", peer_folders / "stamp")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    n = len(list((peer_folders / "stamp" / "ctranspath-1a2b3c").glob("*.h5")))
+    assert f"({n} slide file(s))" in out and "layout: STAMP" in out
+    assert "written by: STAMP 2.2.0" in out and "encoder: ctranspath; dim 8; float16" in out
+    tiles = [read_info(p).n_tiles for p in (peer_folders / "stamp").rglob("*.h5")]
+    assert (
+        f"tiles per slide: min {min(tiles)}, median {np.median(tiles):g}, max {max(tiles)}" in out
+    )
+    assert "coordinates: microns" in out and "--slide-mpp" in out
+    assert "settings hash: 1a2b3c" in out
+    given = run("inspect", peer_folders / "stamp", "--slide-mpp", "0.5").stdout
+    assert "cannot be placed" not in given and "tile size: 256.0 um, 512 level-0 px" in given
+    flows = run("inspect", peer_folders / "slideflow", "--json")
+    info = json.loads(flows.stdout)
+    assert info["layout"] == {"slideflow": n} and info["encoder"] == {"not recorded": n}
+    assert info["coords_level0_known"] == 0 and "tile centres" in info["coords_note"]
+
+
+def test_inspect_a_model_directory(stamp_model):
+    result = run("inspect", stamp_model)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((stamp_model / "metrics.json").read_text())
+    out = result.stdout
+    assert "aggregator: abmil, 3 fold models" in out
+    assert "features: encoder ctranspath, dim 8" in out
+    assert "clini.xlsx (24 patients" in out
+    assert f"Harrell C: {metrics['harrell_c_mean']:.3f}" in out and "run.log: yes" in out
+
+
+def test_inspect_nothing_there(tmp_path):
+    result = run("inspect", tmp_path / "nope")
+    assert result.exit_code == 2 and "no such file or folder" in result.stderr
