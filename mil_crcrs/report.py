@@ -172,16 +172,24 @@ class Report:
 # ---------------------------------------------------------------------------------------------
 
 
-def read_predictions(path: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
+def read_predictions(
+    path: str | os.PathLike | pd.DataFrame, id_column: str = "patient_id"
+) -> pd.DataFrame:
     """Read and check a predictions table; returns it indexed by ``patient_id`` (str).
 
-    Required columns: ``patient_id``, ``crcrs`` (finite numbers), ``risk_group`` ("high" or
-    "low"); ``time`` and ``event`` are checked when present.
+    Required columns: the patient id (``id_column``, as ``crcrs predict`` keeps the table's own
+    name for it, e.g. ``case_id``; ``patient_id`` is accepted too), ``crcrs`` (finite numbers),
+    ``risk_group`` ("high" or "low"); ``time`` and ``event`` are checked when present.
     """
     if isinstance(path, pd.DataFrame):
         table, source = path.reset_index(drop=True), "<predictions>"
     else:
         table, source = read_table(path), str(path)
+    if id_column not in table.columns and "patient_id" in table.columns:
+        id_column = "patient_id"
+    if id_column != "patient_id":
+        table = table.drop(columns=["patient_id"], errors="ignore")
+        table = table.rename(columns={id_column: "patient_id"})
     missing = [c for c in ("patient_id", "crcrs", "risk_group") if c not in table.columns]
     if missing:
         raise InputError(
@@ -228,7 +236,7 @@ def load_patients(
     info : ``source``, ``n_predictions``, ``n_clinical``
     notes : warnings for the report
     """
-    pred = read_predictions(predictions)
+    pred = read_predictions(predictions, settings.columns.patient)
     clin = read_cohort(clinical, settings.columns, settings.time_unit, require_outcome=False)
     pred_src = "<predictions>" if isinstance(predictions, pd.DataFrame) else str(predictions)
     source = clin.source
