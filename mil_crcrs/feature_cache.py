@@ -16,7 +16,6 @@ of the two a bag took.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -28,6 +27,7 @@ import torch
 
 from mil_crcrs.bags import PatientBag, PatientBags
 from mil_crcrs.packed import PackedBags, fits_on_device, float16_is_enough
+from mil_crcrs.runlog import bars_wanted, progress_log
 
 #: Share of the available memory (``MemAvailable``) the default cache budget takes.
 DEFAULT_CACHE_SHARE = 0.5
@@ -71,10 +71,6 @@ def _size(nbytes: float) -> str:
     return f"{nbytes / 2**30:.2f} GiB" if nbytes >= 2**30 else f"{nbytes / 2**20:.1f} MiB"
 
 
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
 class BagCache(Sequence[PatientBag]):
     """A cohort's bags, in memory up to a budget and streamed from disk above it.
 
@@ -83,9 +79,11 @@ class BagCache(Sequence[PatientBag]):
     bags : the cohort's lazily read bags (their ``cache`` flag is ignored)
     budget_gb : memory for the cached bags, in GiB; None = :func:`default_cache_gb`
     read_ahead : bags read ahead of use for the streamed part
-    progress : show a progress bar while loading (a terminal only); the summary line with the
-        throughput is written either way
-    log : where the summary line goes (default: standard error)
+    progress : show a progress bar while loading (on a terminal only, see
+        :func:`mil_crcrs.runlog.bars_wanted`); the summary line with the throughput is logged
+        either way
+    log : where the summary line goes (default: the ``mil_crcrs.progress`` logger, which the CLI
+        shows on stderr and keeps in ``run.log``)
     """
 
     def __init__(
@@ -94,7 +92,7 @@ class BagCache(Sequence[PatientBag]):
         budget_gb: float | None = None,
         read_ahead: int = 8,
         progress: bool = True,
-        log: Callable[[str], None] | None = _stderr,
+        log: Callable[[str], None] | None = progress_log.info,
     ) -> None:
         self.bags = bags
         self.feature_dim, self.encoder = bags.feature_dim, bags.encoder
@@ -127,7 +125,7 @@ class BagCache(Sequence[PatientBag]):
         # float16 features plus int64 coords, grid (2 each) and slide index per tile.
         est = self.n_tiles * (2 * self.feature_dim + 8 * 5)
         n_fit = int(np.searchsorted(np.cumsum(est), budget, side="right"))
-        show = progress and sys.stderr.isatty()
+        show = bars_wanted(progress)
         start, used = time.perf_counter(), 0
         for i in tqdm(range(n_fit), desc="reading features", disable=not show, leave=False):
             bag = to_cache_dtype(self.bags[i])
@@ -238,7 +236,7 @@ def open_training_bags(
     cache_gb: float | None = None,
     resident: str = "auto",
     progress: bool = True,
-    log: Callable[[str], None] | None = _stderr,
+    log: Callable[[str], None] | None = progress_log.info,
 ) -> BagCache | PackedBags:
     """The bags a fit trains on, each read from disk once.
 

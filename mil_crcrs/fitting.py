@@ -281,7 +281,7 @@ def fit(
     cutoff = choose_cutoff(settings.cutoff, oof, time, event, MAXSTAT_MIN_FRACTION)
     oof_predictions = pd.DataFrame(
         {
-            "patient_id": cohort.patient_ids,
+            cohort.id_column: cohort.patient_ids,
             "crcrs": oof,
             "risk_group": risk_group(oof, cutoff),
             "time": time,
