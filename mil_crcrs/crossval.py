@@ -130,13 +130,10 @@ def cross_validate(
             if r == 0:
                 oof_fold[fold.test] = fold.index + 1
             runs.append(run)
-            step = eta.step()  # "2/5, 1m10s elapsed, about 1m45s left"
-            where = f"fold {step}"
-            if len(seeds) > 1:
-                where = f"seed {seed} fold {fold.index + 1}/{len(folds)}, run {step}"
             progress_log.info(
-                "%s: Harrell C %.3f, best epoch %d of %d",
-                where,
+                "%s %s: Harrell C %.3f, best epoch %d of %d",
+                f"seed {seed} fold" if len(seeds) > 1 else "fold",
+                eta.step(),
                 run.row["harrell_c"],
                 run.row["best_epoch"],
                 run.row["epochs_run"],

@@ -1,31 +1,47 @@
 """``fit``: cross-validated training of the CRCRS model.
 
-What :func:`fit` does, in order:
+What :func:`fit` does, in order (:mod:`mil_crcrs.crossval` runs steps 2-4):
 
 1. reads the cohort and its feature files; every patient's slides form one bag;
-2. splits the patients into K folds stratified by event (:func:`~mil_crcrs.splits.kfold_splits`);
-   each fold's training part also gives up an inner validation split for early stopping;
+2. for each seed in ``seeds`` (one, ``seed``, by default): splits the patients into K folds
+   stratified by event (:func:`~mil_crcrs.splits.kfold_splits`); each fold's training part also
+   gives up an inner validation split for early stopping;
 3. trains one model per fold on the other K - 1 folds (:func:`~mil_crcrs.training.train_model`),
-   early-stopping on the inner validation split (its C or its loss, optionally smoothed over
-   epochs and with the last epochs' weights averaged), never on the fold it reports;
-4. scores each fold with the model that never saw it: the **out-of-fold** CRCRS, and the
-   cross-validated Harrell C per fold (mean and sd over folds);
+   optionally on features standardised with that training part's statistics
+   (:mod:`mil_crcrs.standardize`), early-stopping on the inner validation split (its C or its
+   loss, optionally smoothed over epochs and with the last epochs' weights averaged), never on
+   the fold it reports;
+4. standardises each model's risk on its own training part and scores each fold with the model
+   that never saw it: the **out-of-fold** CRCRS (mean over seeds), and the Harrell C of every
+   fold (mean and sd over seeds and folds);
 5. fixes the high/low cutoff on the **out-of-fold** CRCRS of the training cohort;
-6. optionally scores an external validation cohort with the finished ensemble.
+6. calibrates the ensemble onto the out-of-fold scale (below);
+7. optionally scores an external validation cohort with the finished ensemble.
 
-The delivered model is the **ensemble of the K fold models**; the CRCRS of a new patient is the
-mean of the fold models' centred risks (see :mod:`mil_crcrs.model_dir`).
+The delivered model is the **ensemble of every fold model of every seed**.
+
+**One scale for out-of-fold and ensemble scores.** Each model's risk is standardised on the
+patients it was trained on, ``z_m = (risk_m - mean_m) / sd_m``: a Cox likelihood fixes neither
+the centre nor, on a small cohort, the spread of a fold model's risk, so raw risks of different
+fold models would pool onto one ranking unevenly. A patient's out-of-fold CRCRS is ``z`` of the
+model that held them out. The ensemble's raw score is the mean of every model's ``z``; where the
+models disagree (little signal) that mean shrinks towards its centre, by up to ``1/sqrt(M)``, and a
+cutoff fixed on out-of-fold scores would then put nearly every new patient in one group. So the
+ensemble's score is mapped linearly, ``crcrs = a * mean_m z_m + b``, with ``a`` and ``b`` chosen so
+that its scores of the training cohort have the mean and sd of the out-of-fold scores. A new
+patient from the training population then falls above the cutoff about as often as a training
+patient did (tested on cohorts with no, weak and strong signal); ranks and additive tile
+contributions are unchanged by the map. ``metrics.json`` records the spreads under ``scale``.
 
 Why the cutoff comes from the out-of-fold scores rather than the ensemble's scores of the training
 patients: each training patient was seen by K - 1 of the K models, so the ensemble's scores of
 them are *apparent*, fitted to their own outcomes. A cutoff searched on them (maxstat above all)
 would be placed where the training outcomes happen to separate, and the high/low split of the
 training cohort would look better than it is. An out-of-fold score is what a model says about a
-patient it has not seen, which is the situation the cutoff is later applied in. The fold models'
-risks are centred on a common baseline (their mean over the training cohort), so out-of-fold
-scores and ensemble scores sit on the same scale; the ensemble averages K models and so spreads
-its scores somewhat less than a single model, which matters little for the median (near 0 for
-both) and is the price of an honest cutoff.
+patient it has not seen, which is the situation the cutoff is later applied in. (The calibration
+above uses only the mean and sd of the apparent scores, not their relation to outcomes; where
+models overfit, apparent scores spread more than new ones, and new patients then land somewhat
+less often far from the centre: a median cutoff is not affected, a maxstat one slightly.)
 """
 
 from __future__ import annotations
@@ -45,12 +61,13 @@ from mil_crcrs.crossval import CrossValidation, cross_validate
 from mil_crcrs.cutoff import CUTOFF_METHODS, choose_cutoff, risk_group
 from mil_crcrs.errors import InputError
 from mil_crcrs.feature_cache import RESIDENT_CHOICES, BagCache, open_training_bags
+from mil_crcrs.fit_config import SettingError, coerce_setting, setting_fields
 from mil_crcrs.losses import TIES, cox_nll, discrete_time_nll
 from mil_crcrs.metrics import harrell_c
 from mil_crcrs.model_dir import CRCRSModel
-from mil_crcrs.models import list_models
+from mil_crcrs.models import list_models, model_options
 from mil_crcrs.store import FeatureStore
-from mil_crcrs.training import MONITORS, SCHEDULES, LossFn, resolve_device
+from mil_crcrs.training import DEVICES, MONITORS, SCHEDULES, LossFn, resolve_device
 
 LOSS_NAMES = ("cox", "discrete")
 #: ``FitSettings.precision``: the autocast dtype of training steps (None = full precision).
@@ -70,7 +87,8 @@ class FitSettings:
     folds : K of the K-fold cross-validation (at least 2)
     epochs : the most epochs per fold model
     batch_size : the smallest number of bags per optimiser step (the Cox risk set)
-    lr, weight_decay : AdamW's learning rate and decoupled weight decay
+    lr : AdamW's (peak) learning rate
+    weight_decay : AdamW's decoupled weight decay
     schedule : "cosine" or "onecycle", stepped per batch
     clip_norm : gradient-norm clip (0 = none)
     max_tiles : random subset of at most this many tiles per bag in training (None = all);
@@ -98,12 +116,13 @@ class FitSettings:
         folds, each patient's out-of-fold CRCRS is the mean over seeds, and the delivered
         ensemble holds every model
     device : "auto", "cpu" or "cuda"
-    progress : show progress bars
-    cache_gb : memory for the bag cache in GiB, bags beyond it are streamed from disk (None =
-        half the available memory, see :mod:`mil_crcrs.feature_cache`)
-    resident : "auto" (the whole cohort on the GPU when it fits), "on" or "off"; see
-        :mod:`mil_crcrs.packed`
-    precision : "fp32", or "bf16" for bf16 autocast in training steps (prediction is fp32)
+    progress : show progress: bars on a terminal, one plain line per step (with the time left)
+        when stderr is a file; False prints results and warnings only
+    cache_gb : memory for the bag cache in GiB; bags beyond it are streamed from disk (none =
+        half the available memory; see mil_crcrs.feature_cache)
+    resident : "auto" (the whole cohort on the GPU, once, when it fits), "on" or "off"; see
+        mil_crcrs.packed
+    precision : "fp32", or "bf16" for bf16 autocast in the training steps (prediction is fp32)
     """
 
     model: str = "abmil"
@@ -136,66 +155,69 @@ class FitSettings:
     precision: str = "fp32"
 
     def __post_init__(self) -> None:
-        if self.model not in list_models():
-            raise InputError(
-                f"unknown model {self.model!r}; known models: {', '.join(list_models())}"
+        for name in setting_fields():  # types first: a list of seeds becomes a tuple, 1 -> 1.0
+            object.__setattr__(self, name, coerce_setting(name, getattr(self, name)))
+        choices = {
+            "model": list_models(),
+            "schedule": SCHEDULES,
+            "loss": LOSS_NAMES,
+            "ties": TIES,
+            "monitor": MONITORS,
+            "cutoff": CUTOFF_METHODS,
+            "resident": RESIDENT_CHOICES,
+            "precision": tuple(PRECISIONS),
+        }
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            raise SettingError("device", f"must be one of {', '.join(DEVICES)} (or cuda:N)")
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise SettingError(
+                    name, f"must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
+        at_least = {
+            "folds": 2,
+            "epochs": 1,
+            "batch_size": 2,
+            "n_bins": 2,
+            "patience": 1,
+            "min_epochs": 1,
+            "smooth_epochs": 1,
+            "average_epochs": 1,
+        }
+        for name, low in at_least.items():
+            if getattr(self, name) < low:
+                raise SettingError(name, f"must be at least {low}, got {getattr(self, name)}")
+        if self.max_tiles is not None and self.max_tiles < 1:
+            raise SettingError("max_tiles", f"must be at least 1 (or none), got {self.max_tiles}")
+        if self.cache_gb is not None and not self.cache_gb >= 0:
+            raise SettingError("cache_gb", f"must be >= 0 (or none), got {self.cache_gb}")
+        if not self.lr > 0:
+            raise SettingError("lr", f"must be positive, got {self.lr}")
+        for name in ("weight_decay", "clip_norm"):
+            if not getattr(self, name) >= 0:
+                raise SettingError(name, f"must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.inner_val_fraction < 0.5:
+            raise SettingError(
+                "inner_val_fraction", f"must be in [0, 0.5), got {self.inner_val_fraction}"
             )
-        checks = [
-            (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
-            (self.loss in LOSS_NAMES, f"--loss must be one of {', '.join(LOSS_NAMES)}"),
-            (self.ties in TIES, f"--ties must be one of {', '.join(TIES)}"),
-            (self.cutoff in CUTOFF_METHODS, f"--cutoff must be one of {', '.join(CUTOFF_METHODS)}"),
-            (self.folds >= 2, f"--folds must be at least 2, got {self.folds}"),
-            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
-            (self.batch_size >= 2, f"--batch-size must be at least 2, got {self.batch_size}"),
-            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
-            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
-            (self.clip_norm >= 0, f"clip norm must be >= 0, got {self.clip_norm}"),
-            (
-                self.max_tiles is None or self.max_tiles >= 1,
-                f"--max-tiles must be at least 1, got {self.max_tiles}",
-            ),
-            (self.n_bins >= 2, f"n_bins must be at least 2, got {self.n_bins}"),
-            (
-                0 <= self.inner_val_fraction < 0.5,
-                f"inner_val_fraction must be in [0, 0.5), got {self.inner_val_fraction}",
-            ),
-            (self.patience >= 1, f"patience must be at least 1, got {self.patience}"),
-            (
-                self.cache_gb is None or self.cache_gb >= 0,
-                f"--cache-gb must be >= 0, got {self.cache_gb}",
-            ),
-            (
-                self.resident in RESIDENT_CHOICES,
-                f"--resident must be one of {', '.join(RESIDENT_CHOICES)}",
-            ),
-            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
-            (self.monitor in MONITORS, f"monitor must be one of {', '.join(MONITORS)}"),
-            (self.min_epochs >= 1, f"min_epochs must be at least 1, got {self.min_epochs}"),
-            (
-                self.smooth_epochs >= 1,
-                f"smooth_epochs must be at least 1, got {self.smooth_epochs}",
-            ),
-            (
-                self.average_epochs >= 1,
-                f"average_epochs must be at least 1, got {self.average_epochs}",
-            ),
-        ]
-        seeds = self.seeds
-        if isinstance(seeds, str | bytes) or not isinstance(seeds, tuple | list):
-            raise InputError(f"seeds must be a list of integers, got {seeds!r}")
-        if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-            raise InputError(f"seeds must be non-negative integers, got {list(seeds)}")
-        if len(set(seeds)) != len(seeds):
-            raise InputError(f"seeds must not repeat, got {list(seeds)}")
-        object.__setattr__(self, "seeds", tuple(seeds))  # a list from JSON becomes a tuple
-        for ok, message in checks:
-            if not ok:
-                raise InputError(message)
+        if (
+            self.seed < 0
+            or any(s < 0 for s in self.seeds)
+            or len(set(self.seeds)) < len(self.seeds)
+        ):
+            raise SettingError("seeds", f"must be distinct non-negative integers, got {self.seeds}")
         reserved = {"name", "in_dim", "n_outputs"} & set(self.model_kwargs)
         if reserved:
-            raise InputError(
-                f"model_kwargs may not set {', '.join(sorted(reserved))}; fit chooses them"
+            raise SettingError(
+                "model_kwargs", f"may not set {', '.join(sorted(reserved))}; fit chooses them"
+            )
+        takes = model_options(self.model)
+        unknown = sorted(set(self.model_kwargs) - set(takes))
+        if unknown:
+            raise SettingError(
+                "model_kwargs",
+                f"{', '.join(unknown)}: not an option of {self.model} (it takes "
+                f"{', '.join(takes)})",
             )
 
     @property

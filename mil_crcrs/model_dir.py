@@ -165,6 +165,7 @@ class CRCRSModel:
             "model": self.model_config,
             "feature_dim": self.feature_dim,
             "encoder": self.encoder,
+            "n_folds": _n_folds(settings, len(self.fold_models)),
             "n_models": len(self.fold_models),
             "weights": [_weights_name(k + 1) for k in range(len(self.fold_models))],
             "fold_offsets": self.offsets,
@@ -536,6 +537,12 @@ def _load_state(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
             f"({type(model).__name__})"
         )
     return state
+
+
+def _n_folds(settings: Any, n_models: int) -> int:
+    """K of the cross-validation, from the settings (dict or dataclass); else one per model."""
+    folds = settings.get("folds") if isinstance(settings, Mapping) else None
+    return int(folds) if isinstance(folds, int) else n_models
 
 
 def _read_optional_csv(path: Path) -> pd.DataFrame | None:

@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 from mil_crcrs import FitSettings, fit, load_model
+from mil_crcrs.bags import PatientBags
+from mil_crcrs.cohort import read_cohort
 from mil_crcrs.simulate import SimulationSettings, simulate_cohort
+from mil_crcrs.store import FeatureStore
+from mil_crcrs.training import predict_risk
 from tests.test_fit import cohort, fitted, one_thread, tiny  # noqa: F401  (fixtures)
 
 
@@ -95,3 +99,23 @@ def test_new_patients_fall_in_the_high_group_as_often_as_training_ones(
     # The calibration did something: the raw mean of standardised fold risks spread less.
     scale = model.metrics["scale"]
     assert scale["ensemble_sd_before_calibration"] < scale["oof_sd"]
+
+
+def test_a_format_1_model_directory_still_scores_as_it_did(tmp_path, cohort, fitted):  # noqa: F811
+    """Version 1 stored centring offsets only: crcrs = mean_k (risk_k - offset_k)."""
+    features, clinical = cohort
+    fitted.save(tmp_path / "model")
+    path = tmp_path / "model" / "config.json"
+    config = json.loads(path.read_text())
+    for key in ("fold_scales", "ensemble_scale", "ensemble_shift", "feature_norm", "runs"):
+        config.pop(key)
+    config["format_version"] = 1
+    path.write_text(json.dumps(config))
+    old = load_model(tmp_path / "model")
+    table = old.predict(features, clinical, device="cpu")
+    bags = PatientBags(read_cohort(clinical), FeatureStore(features))
+    centred = [
+        predict_risk(m, bags) - off
+        for m, off in zip(fitted.fold_models, fitted.offsets, strict=True)
+    ]
+    np.testing.assert_allclose(table["crcrs"], np.mean(centred, axis=0), atol=1e-10)

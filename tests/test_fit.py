@@ -116,18 +116,21 @@ def test_harrell_c_matches_lifelines_with_the_sign_flipped():
 
 
 def test_unknown_model_names_the_known_ones():
-    with pytest.raises(InputError, match="unknown model 'resnet'.*abmil"):
+    with pytest.raises(InputError, match="model must be one of abmil.*got 'resnet'"):
         FitSettings(model="resnet")
 
 
 @pytest.mark.parametrize(
     "kw, message",
     [
-        ({"folds": 1}, "--folds must be at least 2"),
-        ({"loss": "mse"}, "--loss must be one of"),
-        ({"cutoff": "mean"}, "--cutoff must be one of"),
-        ({"lr": 0.0}, "--lr must be positive"),
+        ({"folds": 1}, "^folds must be at least 2"),
+        ({"loss": "mse"}, "^loss must be one of cox, discrete"),
+        ({"cutoff": "mean"}, "^cutoff must be one of"),
+        ({"lr": 0.0}, "^lr must be positive"),
+        ({"lr": "fast"}, "^lr must be a number, got 'fast'"),
+        ({"seeds": (1, 1)}, "^seeds must be distinct"),
         ({"model_kwargs": {"in_dim": 3}}, "may not set in_dim"),
+        ({"model_kwargs": {"heads": 3}}, "heads: not an option of abmil"),
     ],
 )
 def test_bad_settings_are_clear(kw, message):
