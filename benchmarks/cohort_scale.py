@@ -204,6 +204,61 @@ def run_fit(args: argparse.Namespace, data: Path) -> dict:
     }
 
 
+def probe_epoch(args: argparse.Namespace, data: Path) -> dict:
+    """Load the cache and time ONE epoch of fold 1 (training steps, then the inner-validation
+    scoring), without the rest of the fit: for a machine too slow or too busy for a full row."""
+    import numpy as np
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from mil_crcrs import FitSettings
+    from mil_crcrs.bags import PatientBags
+    from mil_crcrs.cohort import read_cohort
+    from mil_crcrs.feature_cache import BagCache
+    from mil_crcrs.fitting import make_loss
+    from mil_crcrs.models import create_model
+    from mil_crcrs.splits import kfold_splits
+    from mil_crcrs.store import FeatureStore
+    from mil_crcrs.training import evaluate, iterate_batches, make_optimizer, train_one_epoch
+
+    settings = FitSettings(max_tiles=args.max_tiles, device="cpu", progress=False)
+    store = FeatureStore(data / "features")
+    cohort = read_cohort(data / "clinical.csv").match_features(store.slide_ids, "error")
+    start, cpu = time.perf_counter(), time.process_time()
+    bags = BagCache(PatientBags(cohort, store), args.cache_gb, log=None)
+    stats = dict(bags.stats)
+    load = (time.perf_counter() - start, time.process_time() - cpu)
+    fold = kfold_splits(cohort.event, args.folds, settings.inner_val_fraction, 0, "cohort")[0]
+    torch.manual_seed(0)
+    model = create_model(settings.model, in_dim=bags.feature_dim)
+    optimizer = make_optimizer(model, settings.lr, settings.weight_decay)
+    rng = np.random.default_rng(0)
+    batches = iterate_batches(
+        bags, fold.train, cohort.time, cohort.event, settings.batch_size, rng, settings.max_tiles
+    )
+    start, cpu = time.perf_counter(), time.process_time()
+    train_one_epoch(model, batches, optimizer, None, make_loss(settings), settings.clip_norm)
+    train = (time.perf_counter() - start, time.process_time() - cpu)
+    val = bags.subset(fold.inner_val)
+    start, cpu = time.perf_counter(), time.process_time()
+    evaluate(model, val, cohort.time[fold.inner_val], cohort.event[fold.inner_val])
+    inner = (time.perf_counter() - start, time.process_time() - cpu)
+    return {
+        "stats": stats,
+        "load": load,
+        "train": train,
+        "inner_val": inner,
+        "n_train": len(fold.train),
+        "n_val": len(fold.inner_val),
+        "peak_rss_gb": _vm("VmHWM"),
+        "hidden": model.config["hidden_dim"],
+        "attn": model.config["attn_dim"],
+        "gflops_core": core_gflops(args.dim, model.config["hidden_dim"]),
+        "threads": torch.get_num_threads(),
+    }
+
+
 def summarise(args: argparse.Namespace, res: dict, manifest: dict) -> dict:
     """One table row from a fit's timings."""
     t = res["timer"]
@@ -254,6 +309,54 @@ def summarise(args: argparse.Namespace, res: dict, manifest: dict) -> dict:
         "c_oof": res["c_oof"],
         "oracle_c": manifest["oracle_c"],
     }
+
+
+def _report_probe(args: argparse.Namespace, res: dict, manifest: dict, started) -> None:
+    """The probe's table, printed and appended to RESULTS.md."""
+    per_tile = tile_flops(args.dim, res["hidden"], res["attn"])
+    train_tiles = res["n_train"] * min(args.tiles, args.max_tiles or args.tiles)
+    val_tiles = res["n_val"] * args.tiles
+    rate = res["gflops_core"] * 1e9
+    rows = [
+        ("load (cache)", res["load"], manifest["feature_bytes"] / 1e6, None),
+        ("train steps", res["train"], train_tiles, 3 * train_tiles * per_tile / rate),
+        ("inner-val scoring", res["inner_val"], val_tiles, val_tiles * per_tile / rate),
+    ]
+    lines = [
+        "| part | wall s | CPU s | work | matmul-bound s (1 core) | achieved share of CPU s |",
+        "|---|---:|---:|---|---:|---:|",
+    ]
+    for name, (wall, cpu), work, bound in rows:
+        what = f"{work:,.0f} MB" if bound is None else f"{work:,} tiles"
+        share = "" if bound is None else f"{bound / cpu:.2f}"
+        bound_s = "" if bound is None else f"{bound:.1f}"
+        lines.append(f"| {name} | {wall:.1f} | {cpu:.1f} | {what} | {bound_s} | {share} |")
+    table = "\n".join(lines)
+    print(table)
+    if args.no_append:
+        return
+    st = res["stats"]
+    section = [
+        "",
+        f"## Cohort scale, one-epoch probe: {args.patients} x {args.tiles} x {args.dim} on cpu "
+        f"({started:%Y-%m-%d %H:%M} UTC)",
+        "",
+        f"- Command: `python benchmarks/cohort_scale.py {' '.join(sys.argv[1:])}`",
+        f"- Machine: {cpu_name()}, {usable_cores()} CPU cores, torch threads {res['threads']}, "
+        f"{platform.platform()}; git {_git()}",
+        f"- Cache: {st['cached_bags']} bags, {st['cached_gb']:.2f} GiB in memory (budget "
+        f"{args.cache_gb} GiB), {st['streamed_bags']} streamed; peak RSS of the process "
+        f"{res['peak_rss_gb']:.2f} GiB",
+        f"- Fold 1 of {args.folds}: {res['n_train']} training bags (max_tiles {args.max_tiles}), "
+        f"{res['n_val']} inner-validation bags scored with every tile; abmil defaults (hidden "
+        f"{res['hidden']}, attention {res['attn']}); one core's matmul rate "
+        f"{res['gflops_core']:.1f} GFLOP/s, measured in the same process",
+        "",
+        table,
+        "",
+    ] + ([args.note, ""] if args.note else [])
+    with open(HERE / "RESULTS.md", "a") as f:
+        f.write("\n".join(section))
 
 
 def _mean(values: list[float]) -> float:
@@ -309,6 +412,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", type=Path, default=Path("/tmp/crcrs_cohort_scale"))
     p.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
     p.add_argument("--note", default="", help="a line added under the table")
+    p.add_argument(
+        "--probe", action="store_true", help="only load and time one epoch of fold 1 (no full fit)"
+    )
     args = p.parse_args(argv)
     args.full_epochs = FitSettings.epochs
     data = args.data / f"{args.patients}x{args.tiles}x{args.dim}"
@@ -328,6 +434,11 @@ def main(argv: list[str] | None = None) -> None:
             templates=args.templates,
         ).result()
     started = dt.datetime.now(dt.UTC)
+    if args.probe:
+        with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+            res = pool.submit(probe_epoch, args, data).result()
+        _report_probe(args, res, manifest, started)
+        return
     with ProcessPoolExecutor(1, mp_context=ctx) as pool:
         res = pool.submit(run_fit, args, data).result()
     row = summarise(args, res, manifest)
