@@ -434,26 +434,8 @@ def _one_patient(
     for sid in bag.slide_ids:
         check_coords_known(infos[sid], bag.coords[bag.tile_slide == bag.slide_ids.index(sid)])
 
-    # Thumbnails and the tiles to show, read with the slide open once.
     selected = select_tiles(scores, settings.top_k, settings.by)
-    thumbnails: dict[str, tuple[np.ndarray, float]] = {}
-    tile_pixels: dict[int, np.ndarray] = {}
-    for sid in bag.slide_ids:
-        if sid not in files:
-            continue
-        with open_slide(files[sid], infos[sid]) as slide:
-            infos[sid] = complete_tiling(
-                infos[sid], tiling.tile_size, slide.mpp, slide.level_downsamples
-            )
-            thumbnails[sid] = thumbnail(slide, settings.max_side_px)
-            mine = selected[selected["slide_id"] == sid]
-            if len(mine):
-                pixels = read_tiles(slide, mine[["x", "y"]].to_numpy(), infos[sid])
-                tile_pixels.update(zip(mine["bag_index"], pixels, strict=True))
-
-    for sid in bag.slide_ids:
-        if sid not in files:
-            infos[sid] = complete_tiling(infos[sid], tiling.tile_size)
+    thumbnails, tile_pixels = _read_slides(bag, files, infos, selected, settings, tiling)
 
     rows = []
     if tiling.geojson:
@@ -517,6 +499,34 @@ def _one_patient(
             )
         )
     return rows, selected
+
+
+def _read_slides(
+    bag: PatientBag,
+    files: Mapping[str, Path],
+    infos: dict[str, BagInfo],
+    selected: pd.DataFrame,
+    settings: HeatmapSettings,
+    tiling: _Tiling,
+) -> tuple[dict[str, tuple[np.ndarray, float]], dict[int, np.ndarray]]:
+    """Thumbnails and the selected tiles' pixels, each slide opened once; completes ``infos``
+    with the tile size the files lack (from the slide's levels, or ``--tile-size``)."""
+    thumbnails: dict[str, tuple[np.ndarray, float]] = {}
+    tile_pixels: dict[int, np.ndarray] = {}
+    for sid in bag.slide_ids:
+        if sid not in files:
+            infos[sid] = complete_tiling(infos[sid], tiling.tile_size)
+            continue
+        with open_slide(files[sid], infos[sid]) as slide:
+            infos[sid] = complete_tiling(
+                infos[sid], tiling.tile_size, slide.mpp, slide.level_downsamples
+            )
+            thumbnails[sid] = thumbnail(slide, settings.max_side_px)
+            mine = selected[selected["slide_id"] == sid]
+            if len(mine):
+                pixels = read_tiles(slide, mine[["x", "y"]].to_numpy(), infos[sid])
+                tile_pixels.update(zip(mine["bag_index"], pixels, strict=True))
+    return thumbnails, tile_pixels
 
 
 def _geojson(
