@@ -216,7 +216,7 @@ def command(
             time_unit=time_unit,
             missing=missing,
             val_clinical=val_clinical,
-            val_features=val_features,
+            val_features=val_features and FeatureStore(val_features, settings=read_settings),
         )
         crcrs.save(out)
         for line in _summary(crcrs):
