@@ -260,7 +260,7 @@ def open_training_bags(
         resident == "auto" and fits_on_device(n_tiles, bags.feature_dim, device)
     ):
         start = time.perf_counter()
-        packed = PackedBags(_Converted(bags), device, n_tiles)
+        packed = PackedBags(CacheDtypeBags(bags), device, n_tiles)
         seconds = time.perf_counter() - start
         size = packed.features.element_size() * packed.features.numel()
         if log is not None:
@@ -273,11 +273,19 @@ def open_training_bags(
     return BagCache(bags, cache_gb, progress=progress, log=log)
 
 
-class _Converted(Sequence[PatientBag]):
-    """``bags`` converted by :func:`to_cache_dtype` as they are read."""
+class CacheDtypeBags(Sequence[PatientBag]):
+    """``bags`` converted by :func:`to_cache_dtype` as they are read, nothing kept.
+
+    Prediction reads bags this way so that a model scores a patient exactly as the fit scored
+    them from its cache (the same float16 rounding), whichever way the features are read.
+    """
 
     def __init__(self, bags: PatientBags) -> None:
         self.bags, self.feature_dim, self.encoder = bags, bags.feature_dim, bags.encoder
+
+    @property
+    def n_tiles(self) -> np.ndarray:
+        return self.bags.n_tiles
 
     def __len__(self) -> int:
         return len(self.bags)
