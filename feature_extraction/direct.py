@@ -222,9 +222,13 @@ class JpegLevel:
             return np.asarray(
                 Image.fromarray(region).resize(tuple(out_size), Image.Resampling.BILINEAR)
             )
+        # crop first (as OpenSlide's region holds nothing around it), to whole pixels outward
         box = (left / f, top / f, (left + w) / f, (top + h) / f)
-        image = Image.fromarray(canvas)
-        return np.asarray(image.resize(tuple(out_size), Image.Resampling.BILINEAR, box=box))
+        x0, y0 = int(box[0]), int(box[1])
+        x1, y1 = int(math.ceil(box[2])), int(math.ceil(box[3]))
+        image = Image.fromarray(np.ascontiguousarray(canvas[y0:y1, x0:x1]))
+        inner = (box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0)
+        return np.asarray(image.resize(tuple(out_size), Image.Resampling.BILINEAR, box=inner))
 
 
 def dct_factor(reduction: float, tile_width: int, tile_height: int) -> int:
