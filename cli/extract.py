@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from cli._options import device_option
+from feature_extraction.direct import DEFAULT_READER, READERS
 from mil_crcrs.errors import InputError
 
 
@@ -130,6 +131,16 @@ from mil_crcrs.errors import InputError
     help="Dtype of the stored features.",
 )
 @click.option(
+    "--reader",
+    type=click.Choice(READERS),
+    default=DEFAULT_READER,
+    show_default=True,
+    help="How tiles are read: 'direct' takes the compressed JPEG tiles straight from tiled "
+    "TIFF/SVS files and decodes them in batches (on the GPU when the encoder runs there); "
+    "'auto' does so where a slide qualifies and its first tiles match OpenSlide's, and says "
+    "why not otherwise; 'openslide' reads every format.",
+)
+@click.option(
     "--qc/--no-qc",
     default=True,
     show_default=True,
@@ -181,9 +192,12 @@ def command(
         else ""
     )
     busy = f"{len(result.busy)} left to another running process, " if result.busy else ""
+    n_direct = sum(kind != "openslide" for kind in result.readers.values())
+    direct = f", {n_direct} slide(s) read directly" if n_direct else ""
     click.echo(
-        f"{rank}{len(result.done)} extracted ({result.n_tiles} tiles), {len(result.skipped)} "
-        f"already done, {busy}{len(result.failed)} failed, in {result.seconds:.1f} s -> {out_dir}"
+        f"{rank}{len(result.done)} extracted ({result.n_tiles} tiles{direct}), "
+        f"{len(result.skipped)} already done, {busy}{len(result.failed)} failed, "
+        f"in {result.seconds:.1f} s -> {out_dir}"
     )
     if result.failed:
         first_id, first = next(iter(result.failed.items()))

@@ -28,6 +28,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 #: Reader choices of ``crcrs extract --reader``.
 READERS = ("auto", "openslide", "direct")
+DEFAULT_READER = "auto"
 #: ``auto`` takes the direct path when its pixels on the first tiles reach this PSNR.
 MIN_PSNR_DB = 40.0
 #: How many of a slide's first tissue tiles ``auto`` compares with OpenSlide.
@@ -435,7 +437,9 @@ def decode_blocks(packed: PackedBlocks, tile_size: int, device) -> torch.Tensor:
 
     device = torch.device(device)
     if packed.streams:
-        images = decode_jpeg(packed.streams, mode=ImageReadMode.RGB, device=device)
+        with warnings.catch_warnings():  # torchvision 0.29 points to torchcodec, not there yet
+            warnings.filterwarnings("ignore", "The image decoding", DeprecationWarning)
+            images = decode_jpeg(packed.streams, mode=ImageReadMode.RGB, device=device)
         images = list(images) if isinstance(images, list | tuple) else [images]
         stack = torch.stack(images)
     else:

@@ -43,7 +43,7 @@ import torch
 
 from feature_extraction import failures
 from feature_extraction.claims import Claim, try_claim
-from feature_extraction.direct import READERS, decode_blocks
+from feature_extraction.direct import DEFAULT_READER, READERS, decode_blocks
 from feature_extraction.encoders import Encoder, create_encoder
 from feature_extraction.grid import make_grid
 from feature_extraction.reading import (  # noqa: F401  (TileBlocks: for heatmaps and tests)
@@ -126,7 +126,7 @@ class ExtractSettings:
     block_tiles: int = 4
     qc: bool = True
     progress: bool | None = None
-    reader: str = "auto"
+    reader: str = DEFAULT_READER
     plan_ahead: int = 2
 
     def __post_init__(self) -> None:
