@@ -280,6 +280,12 @@ def test_one_loader_serves_every_slide_and_planning_runs_ahead(tmp_path, monkeyp
         assert (out / "qc" / f"{b}.png").stat().st_mtime_ns < (out / f"{a}.h5").stat().st_mtime_ns
 
 
+def _wait_for(condition, seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def _run_in_child(slides: Path, out: Path) -> None:
     torch.set_num_threads(1)
     extract([slides], out, replace(FAST, encoder="test_slow_mean", batch_size=3, num_workers=1))
@@ -293,11 +299,8 @@ def test_killed_multi_slide_direct_run_resumes(tmp_path):
     out = tmp_path / "out"
     child = multiprocessing.get_context("fork").Process(target=_run_in_child, args=(slides, out))
     child.start()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if (out / "slide0.h5").exists() and list(out.glob(".slide1.h5.*.tmp")):
-            break
-        time.sleep(0.02)
+    # killed with slide0 written, slide1 half written and its worker process alive
+    _wait_for(lambda: (out / "slide0.h5").exists() and any(out.glob(".slide1.h5.*.tmp")), 60)
     os.kill(child.pid, signal.SIGKILL)
     child.join()
     assert sorted(p.name for p in out.glob("*.h5")) == ["slide0.h5"]
@@ -335,12 +338,6 @@ def test_corrupt_jpeg_tile_is_a_read_error_on_the_direct_path(tmp_path):
 
 # --------------------------------------------------------------------------------------------
 # Planning ahead
-
-
-def _wait_for(condition, seconds: float = 30.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.01)
 
 
 def test_lookahead_keeps_order_bounds_its_lead_and_raises_plan_errors():
