@@ -119,9 +119,22 @@ def read_block_direct(
     jpeg: JpegLevel, block: np.ndarray, size0: int, size: int, downsample: float
 ) -> np.ndarray:
     """(m, size, size, 3) uint8 tiles of one block, decoded from the file's JPEG tiles here."""
-    x0, y0, read_w, read_h, out_w, out_h, cells = block_geometry(block, size0, size, downsample)
-    region = jpeg.read_region(x0 / downsample, y0 / downsample, (read_w, read_h), (out_w, out_h))
-    return cut(region, cells, size)
+    return read_blocks_direct(jpeg, [block], size0, size, downsample)[0]
+
+
+def read_blocks_direct(
+    jpeg: JpegLevel, blocks: list[np.ndarray], size0: int, size: int, downsample: float
+) -> list[np.ndarray]:
+    """The tiles of several blocks, each file tile they share decoded once."""
+    regions, cells = [], []
+    for block in blocks:
+        x0, y0, read_w, read_h, out_w, out_h, block_cells = block_geometry(
+            block, size0, size, downsample
+        )
+        regions.append((x0 / downsample, y0 / downsample, read_w, read_h, out_w, out_h))
+        cells.append(block_cells)
+    images = jpeg.read_regions(regions)
+    return [cut(image, c, size) for image, c in zip(images, cells, strict=True)]
 
 
 def plan_batches(grid: TileGrid, batch_size: int, block_tiles: int) -> list[list[np.ndarray]]:
@@ -265,14 +278,12 @@ class SlideReader(torch.utils.data.Dataset):
             if read.kind == OPENSLIDE:
                 tiles = [read_block_openslide(handle, b, size0, size) for b in work.blocks]
             elif read.kind == DIRECT_CPU:
-                tiles = [
-                    read_block_direct(handle, b, size0, size, read.downsample) for b in work.blocks
-                ]
+                tiles = read_blocks_direct(handle, list(work.blocks), size0, size, read.downsample)
             else:
                 return {**head, "coords": coords, "packed": self._pack(handle, work)}
         except SlideError as exc:
             return {**head, "error": (exc.reason, str(exc))}
-        except (OSError, ValueError, SyntaxError, NotDirect) as exc:  # corrupt or changed file
+        except (OSError, ValueError, SyntaxError, RuntimeError, NotDirect) as exc:  # corrupt data
             message = f"{work.path}: cannot decode its JPEG tiles ({type(exc).__name__}: {exc})"
             return {**head, "error": (READ_ERROR, " ".join(message.split()))}
         return {**head, "coords": coords, "tiles": torch.from_numpy(np.concatenate(tiles))}
