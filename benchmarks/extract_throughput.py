@@ -176,18 +176,22 @@ def write_mosaic_tiff(path: Path, size: int, seed: int = 0, levels: int = 4) -> 
     return mpp
 
 
-def encoder_ceiling(settings: ExtractSettings, n_batches: int) -> float:
-    """Tiles per second of the encoder alone on random uint8 tiles already on the device."""
+def make_runner(settings: ExtractSettings) -> EncoderRunner:
+    """The encoder built (and compiled) once, shared by every run of the benchmark."""
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
     encoder = create_encoder(settings.encoder, settings.weights)
-    runner = EncoderRunner(encoder, device, precision, settings.compile, settings.batch_size)
+    return EncoderRunner(encoder, device, precision, settings.compile, settings.batch_size)
+
+
+def encoder_ceiling(runner: EncoderRunner, settings: ExtractSettings, n_batches: int) -> float:
+    """Tiles per second of the encoder alone on random uint8 tiles already on the device."""
     size = settings.tile_size_px
     tiles = torch.randint(0, 256, (settings.batch_size, size, size, 3), dtype=torch.uint8)
-    tiles = tiles.to(device)
+    tiles = tiles.to(runner.device)
     for _ in range(3 if settings.compile else 2):
         runner(tiles)
-    _sync(device)
+    _sync(runner.device)
     times = []
     for _ in range(n_batches):
         start = time.perf_counter()
@@ -202,20 +206,28 @@ def _sync(device: torch.device) -> None:
 
 
 def build_slides(folder: Path, n: int, size: int) -> tuple[list[Path], Path, float]:
-    """``n`` mosaic slides and a small warm-up slide in ``folder`` (kept if already there)."""
+    """``n`` mosaic slides and a small warm-up slide in ``folder`` (kept if already there).
+
+    Slides are written in parallel, one process per core.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "warmup").mkdir(exist_ok=True)
     start = time.perf_counter()
-    paths = []
-    for i in range(n):
-        path = folder / f"mosaic{i:02d}_{size}.tiff"
-        if not path.exists():
-            write_mosaic_tiff(path, size, seed=i)
-        paths.append(path)
-    warmup = folder / "warmup" / "warmup.tiff"
-    if not warmup.exists():
-        warmup.parent.mkdir(exist_ok=True)
-        write_mosaic_tiff(warmup, 1024, seed=99, levels=2)
-    return paths, warmup, time.perf_counter() - start
+    jobs = [(folder / f"mosaic{i:02d}_{size}.tiff", size, i, 4) for i in range(n)]
+    jobs.append((folder / "warmup" / "warmup.tiff", 1024, 99, 2))
+    todo = [job for job in jobs if not job[0].exists()]
+    if todo:
+        with ProcessPoolExecutor(max(1, min(len(todo), usable_cores()))) as pool:
+            list(pool.map(_write_slide, todo))
+    return [job[0] for job in jobs[:-1]], jobs[-1][0], time.perf_counter() - start
+
+
+def _write_slide(job: tuple[Path, int, int, int]) -> None:
+    path, size, seed, levels = job
+    with atomic_path(path, suffix=".tiff") as tmp:
+        write_mosaic_tiff(tmp, size, seed=seed, levels=levels)
 
 
 def plan_work(paths: list[Path], settings: ExtractSettings, scratch: Path) -> list[list[Work]]:
@@ -268,9 +280,9 @@ def read_rate(work: list[Work], settings: ExtractSettings, workers: int) -> floa
 
 
 def end_to_end(
-    paths: list[Path], settings: ExtractSettings, out: Path
+    paths: list[Path], settings: ExtractSettings, out: Path, runner: EncoderRunner
 ) -> tuple[float, ExtractResult]:
-    result = extract(paths, out, settings)
+    result = extract(paths, out, settings, runner=runner)
     if result.failed:
         sys.exit(f"extraction failed: {result.failed}")
     return result.n_tiles / result.slides_seconds, result
@@ -380,6 +392,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ceiling-batches", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=1, help="median of this many runs per row")
     parser.add_argument("--no-dct", action="store_true", help="skip the DCT-domain decode rows")
+    parser.add_argument(
+        "--build-only", action="store_true", help="only build the slides in --slides-dir"
+    )
     parser.add_argument("--label", default="", help="a note for the results section title")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     parser.add_argument("--no-append", action="store_true", help="print only")
@@ -390,8 +405,11 @@ def measure(args: argparse.Namespace, settings: ExtractSettings, folder: Path, s
     """All rows, in one run; returns (rows, context)."""
     workers = default_num_workers() if args.num_workers is None else args.num_workers
     paths, warmup, build_s = build_slides(folder, args.slides, args.slide_size)
-    for reader in ("openslide", "auto"):  # model build, first batches, compile
-        extract([warmup], scratch / f"warm-{reader}", replace(settings, reader=reader))
+    runner = make_runner(settings)
+    for reader in ("openslide", "auto"):  # first batches, compile, loader start
+        extract(
+            [warmup], scratch / f"warm-{reader}", replace(settings, reader=reader), runner=runner
+        )
     work = plan_work(paths, settings, scratch / "plans")
     rates: dict[str, list[float]] = {k: [] for k in ("read_os", "read_direct", "e2e_os", "e2e")}
     result = None
@@ -399,12 +417,12 @@ def measure(args: argparse.Namespace, settings: ExtractSettings, folder: Path, s
         rates["read_os"].append(read_rate(work[0], settings, workers))
         rates["read_direct"].append(read_rate(work[1], settings, workers))
         os_settings = replace(settings, reader="openslide")
-        rate, _ = end_to_end(paths, os_settings, scratch / f"e2e-openslide-{r}")
+        rate, _ = end_to_end(paths, os_settings, scratch / f"e2e-openslide-{r}", runner)
         rates["e2e_os"].append(rate)
-        rate, result = end_to_end(paths, settings, scratch / f"e2e-auto-{r}")
+        rate, result = end_to_end(paths, settings, scratch / f"e2e-auto-{r}", runner)
         rates["e2e"].append(rate)
     kinds = sorted(set(result.readers.values()))
-    ceiling = encoder_ceiling(settings, args.ceiling_batches)
+    ceiling = encoder_ceiling(runner, settings, args.ceiling_batches)
     med = {k: statistics.median(v) for k, v in rates.items()}
     direct_kind = "GPU batched decode" if "direct-device" in kinds else "CPU decode in workers"
     rows = [
@@ -458,6 +476,14 @@ def main(argv: list[str] | None = None) -> None:
         progress=False,
     )
     load_start = load()
+    if args.build_only:
+        if args.slides_dir is None:
+            sys.exit("--build-only needs --slides-dir")
+        _, _, seconds = build_slides(args.slides_dir, args.slides, args.slide_size)
+        print(
+            f"{args.slides} slides of {args.slide_size} px in {args.slides_dir} ({seconds:.1f} s)"
+        )
+        return
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.slides_dir or Path(tmp) / "slides"
         rows, config = measure(args, settings, folder, Path(tmp))

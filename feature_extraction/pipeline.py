@@ -346,6 +346,7 @@ class EncoderRunner:
         self.forward = torch.compile(self.encoder.model) if compile else self.encoder.model
         self.compiled = compile
         self.batch_size = batch_size
+        self.precision = precision
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
     def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
@@ -680,6 +681,7 @@ def extract(
     out_dir: str | os.PathLike,
     settings: ExtractSettings | None = None,
     shard: Shard | None = None,
+    runner: EncoderRunner | None = None,
 ) -> ExtractResult:
     """Extract features of ``slides`` (files or folders) into ``out_dir/<slide stem>.h5``.
 
@@ -692,6 +694,8 @@ def extract(
     out_dir : the output folder (created)
     settings : what to extract and how; defaults to :class:`ExtractSettings()`
     shard : this process's share; None reads torchrun/SLURM variables
+    runner : an encoder already built (and compiled) for ``settings.encoder``, to reuse across
+        calls; its device and precision are used. None builds one from the settings.
 
     Returns
     -------
@@ -710,9 +714,19 @@ def extract(
     shard = shard or current_shard()
     out_dir = Path(out_dir)
     paths = find_slides(slides)
-    device = resolve_device(settings.device, shard)
-    precision = resolve_precision(settings.precision, device)
-    encoder = create_encoder(settings.encoder, settings.weights)
+    if runner is None:
+        device = resolve_device(settings.device, shard)
+        precision = resolve_precision(settings.precision, device)
+        encoder = create_encoder(settings.encoder, settings.weights)
+    elif runner.encoder.spec.name != settings.encoder:
+        raise InputError(
+            f"the encoder given ({runner.encoder.spec.name}) is not the one the settings name "
+            f"({settings.encoder})"
+        )
+    elif runner.compiled and runner.batch_size < settings.batch_size:
+        raise InputError(f"the compiled encoder given takes batches of {runner.batch_size} tiles")
+    else:
+        device, precision, encoder = runner.device, runner.precision, runner.encoder
     record = settings_record(settings, encoder, precision)
     digest = settings_hash(record)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -722,7 +736,8 @@ def extract(
     num_workers = (
         default_num_workers(shard) if settings.num_workers is None else settings.num_workers
     )
-    runner = EncoderRunner(encoder, device, precision, settings.compile, settings.batch_size)
+    if runner is None:
+        runner = EncoderRunner(encoder, device, precision, settings.compile, settings.batch_size)
     result = ExtractResult(out_dir=out_dir, settings_hash=digest, shard=shard)
     disable = None if settings.progress is None else not settings.progress
     slides_start = time.perf_counter()

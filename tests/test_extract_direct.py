@@ -258,6 +258,21 @@ def test_same_grid_and_features_with_either_reader_and_one_settings_hash(pyramid
     assert again.skipped == ["cmu", "rgb"]
 
 
+def test_an_encoder_built_once_serves_several_runs(tmp_path):
+    from feature_extraction.encoders import create_encoder
+    from feature_extraction.pipeline import EncoderRunner
+
+    slide = write_tissue_slide(tmp_path / "s.tiff")
+    runner = EncoderRunner(create_encoder("test_resnet", "random"), CPU, "fp32", False, 8)
+    given = extract([slide], tmp_path / "given", FAST, runner=runner)
+    built = extract([slide], tmp_path / "built", FAST)
+    assert given.settings_hash == built.settings_hash and given.n_tiles == N_CELLS
+    a, b = read_bag(tmp_path / "given" / "s.h5"), read_bag(tmp_path / "built" / "s.h5")
+    np.testing.assert_array_equal(a.features, b.features)
+    with pytest.raises(InputError, match=r"encoder given \(test_resnet\) is not the one"):
+        extract([slide], tmp_path / "other", replace(FAST, encoder="test_slow_mean"), runner=runner)
+
+
 def test_one_loader_serves_every_slide_and_planning_runs_ahead(tmp_path, monkeypatch):
     folder = tmp_path / "slides"
     folder.mkdir()
