@@ -141,6 +141,12 @@ from mil_crcrs.errors import InputError
     "why not otherwise; 'openslide' reads every format.",
 )
 @click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bars, or none. Default: bars on a terminal; otherwise (a log file) one "
+    "plain line per slide with an ETA.",
+)
+@click.option(
     "--qc/--no-qc",
     default=True,
     show_default=True,

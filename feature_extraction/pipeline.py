@@ -103,7 +103,8 @@ class ExtractSettings:
     compile : run the encoder through ``torch.compile``
     block_tiles : tiles per side of the blocks read as one region (1 = one read per tile)
     qc : save the QC picture of each slide
-    progress : show progress bars; None = only on a terminal
+    progress : True: progress bars; False: none; None: bars on a terminal, else one plain
+        line per slide (with an ETA) on stderr, as a log file wants
     reader : "auto" (the direct JPEG reader where the file qualifies and its first tiles match
         OpenSlide's, else OpenSlide), "openslide", or "direct" (no check; a slide it cannot read
         fails). It does not change the features beyond JPEG rounding, so it is not hashed.
@@ -393,6 +394,7 @@ class SlidePlan:
     note: str | None = None
     writer: FeatureWriter | None = None
     written: int = 0
+    started: float = 0.0
     dead: bool = False
     bar: Any = None
 
@@ -513,11 +515,13 @@ class _Stream:
         result: ExtractResult,
         bar,
         lookahead: Lookahead,
+        lines: bool = False,
     ) -> None:
         self.out_dir, self.runner, self.settings = out_dir, runner, settings
         self.result, self.bar, self.lookahead = result, bar, lookahead
         self.active: dict[int, SlidePlan] = {}
         self.pending: tuple[SlidePlan, torch.Tensor, torch.Tensor] | None = None
+        self.lines, self.handled, self.start = lines, 0, time.perf_counter()
 
     # ---- the sampler side (called by the loader, on the main thread) ----------------------
 
@@ -554,8 +558,10 @@ class _Stream:
         """Record a plan that needs no encoding; register a ready one. True when ready."""
         if plan.status == "skipped":
             self.result.skipped.append(plan.slide_id)
+            self._handled(plan, "already done")
         elif plan.status == "busy":
             self.result.busy.append(plan.slide_id)
+            self._handled(plan, "left to another running process")
         elif plan.status == "failed":
             self.fail(plan, plan.error)
         else:
@@ -565,7 +571,6 @@ class _Stream:
                 self.result.fallbacks[plan.slide_id] = plan.note
                 self._say(f"{plan.slide_id}: read with OpenSlide, not directly: {plan.note}")
             return True
-        self.bar.update(1)
         return False
 
     # ---- the consumer side ----------------------------------------------------------------
@@ -605,7 +610,7 @@ class _Stream:
         if plan.writer is None:
             dim, dtype = self.runner.encoder.spec.dim, self.settings.feature_dtype
             plan.writer = FeatureWriter(self.out_dir / f"{plan.slide_id}.h5", plan.meta, dim, dtype)
-            plan.bar = self._tile_bar(plan)
+            plan.bar, plan.started = self._tile_bar(plan), time.perf_counter()
         plan.writer.append(features.float().cpu().numpy(), coords.numpy())
         plan.written += len(coords)
         plan.bar.update(len(coords))
@@ -620,7 +625,8 @@ class _Stream:
         self.result.n_tiles += plan.written
         failures.clear_failure(self.out_dir, plan.slide_id)
         self._drop(plan)
-        self.bar.update(1)
+        seconds = time.perf_counter() - plan.started
+        self._handled(plan, f"{plan.written} tiles in {seconds:.1f} s ({plan.read.kind})")
 
     def fail(self, plan: SlidePlan, exc: SlideError) -> None:
         """Record a failed slide, drop what it wrote, and go on."""
@@ -634,8 +640,22 @@ class _Stream:
         )
         self._say(f"failed: {exc}")
         self._drop(plan)
-        if plan.status != "failed":
-            self.bar.update(1)
+        self._handled(plan, "failed")
+
+    def _handled(self, plan: SlidePlan, what: str) -> None:
+        """One slide dealt with: the progress bar, or one plain line (logs: no bar, no \\r)."""
+        self.bar.update(1)
+        self.handled += 1
+        if self.lines:
+            total = self.bar.total
+            elapsed = time.perf_counter() - self.start
+            eta = elapsed / self.handled * (total - self.handled)
+            print(
+                f"slide {self.handled}/{total} {plan.slide_id}: {what}; "
+                f"{_clock(elapsed)} elapsed, ETA {_clock(eta)}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def _drop(self, plan: SlidePlan) -> None:
         if plan.claim is not None:
@@ -669,6 +689,13 @@ class _Stream:
             self.bar.write(text)
         else:
             print(text, file=sys.stderr)
+
+
+def _clock(seconds: float) -> str:
+    """``1:02:03`` or ``2:03``."""
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def _discard(plan: SlidePlan) -> None:
@@ -739,15 +766,17 @@ def extract(
     if runner is None:
         runner = EncoderRunner(encoder, device, precision, settings.compile, settings.batch_size)
     result = ExtractResult(out_dir=out_dir, settings_hash=digest, shard=shard)
-    disable = None if settings.progress is None else not settings.progress
+    # bars on a terminal (or when asked); one plain line per slide into a log file
+    bars = sys.stderr.isatty() if settings.progress is None else settings.progress
     slides_start = time.perf_counter()
     run = RunContext(out_dir, settings, record, digest, device)
     lookahead = Lookahead(
         mine, partial(plan_slide, run=run), depth=settings.plan_ahead, discard=_discard
     )
     desc = f"slides (rank {shard.rank})" if shard.world_size > 1 else "slides"
-    with tqdm(total=len(mine), desc=desc, unit="slide", disable=disable) as bar:
-        stream = _Stream(out_dir, runner, settings, result, bar, lookahead)
+    with tqdm(total=len(mine), desc=desc, unit="slide", disable=not bars) as bar:
+        lines = settings.progress is None and not bars
+        stream = _Stream(out_dir, runner, settings, result, bar, lookahead, lines)
         reader = SlideReader()
         loader = torch.utils.data.DataLoader(
             reader,

@@ -258,6 +258,29 @@ def test_same_grid_and_features_with_either_reader_and_one_settings_hash(pyramid
     assert again.skipped == ["cmu", "rgb"]
 
 
+def test_a_log_file_gets_one_plain_line_per_slide_and_no_carriage_returns(tmp_path, capsys):
+    folder = tmp_path / "slides"
+    folder.mkdir()
+    (folder / "bad.svs").write_bytes(b"junk")
+    for i in range(2):
+        write_tissue_slide(folder / f"s{i}.tiff", compression="jpeg")
+    extract([folder], tmp_path / "out", replace(FAST, progress=None))  # stderr: not a terminal
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if line.startswith("slide ")]
+    assert [line.split(":")[0] for line in lines] == [
+        "slide 1/3 bad",
+        "slide 2/3 s0",
+        "slide 3/3 s1",
+    ]
+    assert "failed" in lines[0] and f"{N_CELLS} tiles in" in lines[1] and "direct-cpu" in lines[1]
+    assert all("elapsed, ETA " in line for line in lines) and lines[-1].endswith("ETA 0:00")
+    extract([folder], tmp_path / "out", replace(FAST, progress=None))
+    assert "slide 3/3 s1: already done" in capsys.readouterr().err
+    extract([folder], tmp_path / "out", FAST)  # --no-progress: no slide lines
+    assert "slide 1/3" not in capsys.readouterr().err
+
+
 def test_an_encoder_built_once_serves_several_runs(tmp_path):
     from feature_extraction.encoders import create_encoder
     from feature_extraction.pipeline import EncoderRunner
