@@ -131,6 +131,16 @@ from mil_crcrs.errors import InputError
     help="Dtype of the stored features.",
 )
 @click.option(
+    "--coords",
+    "coords_dir",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Extract the tiles listed in this folder's coordinates files (CLAM patches/*.h5, "
+    "TRIDENT *_patches.h5, or any <slide>.h5 with a 'coords' dataset, level-0 px) instead of "
+    "segmenting tissue; the tile footprint comes from the file's patch_size/patch_level "
+    "(or patch_size_level0) where it has them.",
+)
+@click.option(
     "--reader",
     type=click.Choice(READERS),
     default=DEFAULT_READER,

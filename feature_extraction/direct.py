@@ -228,30 +228,37 @@ class JpegLevel:
             canvas[:, max(0, -(-(self.width - tx0 * self.tile_width) // f)) :] = 255
             canvas[max(0, -(-(self.height - ty0 * self.tile_height) // f)) :] = 255
             left, top = x - tx0 * self.tile_width, y - ty0 * self.tile_height
-            out.append(_crop_resize(canvas, (left / f, top / f, w / f, h / f), (out_w, out_h)))
+            out.append(_crop_resize(canvas, (left / f, top / f, w / f, h / f), (out_w, out_h), f))
         return out
 
 
 def _crop_resize(
-    canvas: np.ndarray, box: tuple[float, float, float, float], out_size: tuple[int, int]
+    canvas: np.ndarray, box: tuple[float, float, float, float], out_size: tuple[int, int], f: int
 ) -> np.ndarray:
     """``canvas[box]`` (left, top, width, height) resized to ``out_size`` with Pillow's bilinear.
 
-    The crop comes first, to whole pixels outward, as OpenSlide's region holds nothing around it.
+    As on the OpenSlide path: the region is cut first (a fractional corner shifts it by linear
+    interpolation, as OpenSlide does), then resized. After a DCT-scaled decode (``f`` > 1) the
+    cut and the rest of the reduction are one resize.
     """
     from PIL import Image
 
     left, top, w, h = box
     x0, y0 = int(left), int(top)
     x1, y1 = int(math.ceil(left + w)), int(math.ceil(top + h))
-    region = canvas[y0:y1, x0:x1]
-    if (x0, y0, x1 - x0, y1 - y0) == box and tuple(out_size) == (w, h):
-        return np.ascontiguousarray(region)
-    image = Image.fromarray(np.ascontiguousarray(region))
-    inner = (left - x0, top - y0, left + w - x0, top + h - y0)
-    if inner == (0, 0, region.shape[1], region.shape[0]):
-        return np.asarray(image.resize(tuple(out_size), Image.Resampling.BILINEAR))
-    return np.asarray(image.resize(tuple(out_size), Image.Resampling.BILINEAR, box=inner))
+    if f > 1:
+        image = Image.fromarray(np.ascontiguousarray(canvas[y0:y1, x0:x1]))
+        inner = (left - x0, top - y0, left + w - x0, top + h - y0)
+        return np.asarray(image.resize(tuple(out_size), Image.Resampling.BILINEAR, box=inner))
+    if (x0, y0) == (left, top):
+        region = np.ascontiguousarray(canvas[y0 : y0 + int(h), x0 : x0 + int(w)])
+    else:
+        image = Image.fromarray(np.ascontiguousarray(canvas[y0 : y1 + 1, x0 : x1 + 1]))
+        shift = (left - x0, top - y0, left - x0 + w, top - y0 + h)
+        region = np.asarray(image.resize((int(w), int(h)), Image.Resampling.BILINEAR, box=shift))
+    if tuple(out_size) == (w, h):
+        return region
+    return np.asarray(Image.fromarray(region).resize(tuple(out_size), Image.Resampling.BILINEAR))
 
 
 def decode_many(level: JpegLevel, keys: list[tuple[int, int]]) -> list[np.ndarray]:
@@ -428,7 +435,7 @@ class PackedBlocks:
     ----------
     streams : one uint8 tensor per distinct file tile (complete JPEG streams)
     index : per block, (ny, nx) int64 positions into ``streams``; -1 = white
-    geometry : (n_blocks, 8) int64 rows: crop left, top, width, height in the canvas of the
+    geometry : (n_blocks, 8) float64 rows: crop left, top, width, height in the canvas of the
         block's file tiles; output width, height; width and height of the canvas that lies
         inside the level (white beyond)
     cells : per block, (m, 2) int64 (row, col) pixel corners of its tiles in the output region
@@ -461,14 +468,31 @@ def pack_blocks(level: JpegLevel, reads: list[tuple]) -> PackedBlocks:
         for k in zip(*np.nonzero(valid), strict=True):
             pos[k] = wanted.setdefault(int(grid[k]), len(wanted))
         index.append(torch.from_numpy(pos))
-        left, top = round(x - tx0 * level.tile_width), round(y - ty0 * level.tile_height)
+        left, top = x - tx0 * level.tile_width, y - ty0 * level.tile_height
         inside_w = level.width - tx0 * level.tile_width
         inside_h = level.height - ty0 * level.tile_height
         geometry.append((left, top, w, h, out_w, out_h, inside_w, inside_h))
         cells.append(torch.as_tensor(np.asarray(block_cells, np.int64)))
     streams = level.tile_streams(np.fromiter(wanted, np.int64, len(wanted)))
     tensors = [torch.frombuffer(bytearray(s), dtype=torch.uint8) for s in streams]
-    return PackedBlocks(tensors, index, np.asarray(geometry, np.int64).reshape(-1, 8), cells)
+    return PackedBlocks(tensors, index, np.asarray(geometry, np.float64).reshape(-1, 8), cells)
+
+
+def _cut(canvas: torch.Tensor, left: float, top: float, w: int, h: int) -> torch.Tensor:
+    """(3, h, w) uint8 from (3, H, W) at a corner that may be fractional (linear interpolation
+    then, as OpenSlide and :func:`_crop_resize` do)."""
+    import torch
+
+    x, y = int(left), int(top)
+    fx, fy = left - x, top - y
+    if fx == 0 and fy == 0:
+        return canvas[:, y : y + h, x : x + w]
+    region = canvas[:, y : y + h + (fy > 0), x : x + w + (fx > 0)].float()
+    if fy > 0:
+        region = region[:, :h] * (1 - fy) + region[:, 1 : h + 1] * fy
+    if fx > 0:
+        region = region[:, :, :w] * (1 - fx) + region[:, :, 1 : w + 1] * fx
+    return region.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def decode_blocks(packed: PackedBlocks, tile_size: int, device) -> torch.Tensor:
@@ -497,9 +521,10 @@ def decode_blocks(packed: PackedBlocks, tile_size: int, device) -> torch.Tensor:
     white = torch.full((1, 3, th, tw), 255, dtype=torch.uint8, device=device)
     stack = torch.cat([stack, white])
     out = []
-    for pos, (left, top, w, h, out_w, out_h, in_w, in_h), cells in zip(
+    for pos, (left, top, *sizes), cells in zip(
         packed.index, packed.geometry.tolist(), packed.cells, strict=True
     ):
+        w, h, out_w, out_h, in_w, in_h = (int(v) for v in sizes)
         ny, nx = pos.shape
         pick = torch.where(pos < 0, n, pos).reshape(-1).to(device)
         canvas = stack[pick].view(ny, nx, 3, th, tw).permute(2, 0, 3, 1, 4).reshape(3, ny * th, -1)
@@ -507,7 +532,7 @@ def decode_blocks(packed: PackedBlocks, tile_size: int, device) -> torch.Tensor:
             canvas = canvas.clone()
             canvas[:, :, max(0, in_w) :] = 255
             canvas[:, max(0, in_h) :, :] = 255
-        region = canvas[:, top : top + h, left : left + w]
+        region = _cut(canvas, left, top, w, h)
         if (w, h) != (out_w, out_h):
             region = (
                 F.interpolate(

@@ -45,7 +45,8 @@ from feature_extraction import failures
 from feature_extraction.claims import Claim, try_claim
 from feature_extraction.direct import DEFAULT_READER, READERS, decode_blocks
 from feature_extraction.encoders import Encoder, create_encoder
-from feature_extraction.grid import make_grid
+from feature_extraction.given_coords import given_grid, on_one_lattice
+from feature_extraction.grid import TileGrid, make_grid
 from feature_extraction.reading import (  # noqa: F401  (TileBlocks: for heatmaps and tests)
     IDLE,
     ReadSpec,
@@ -65,7 +66,7 @@ from feature_extraction.slides import (
     _one_line,
     find_slides,
 )
-from feature_extraction.tissue import TissueParams, save_qc, tissue_mask
+from feature_extraction.tissue import TissueMask, TissueParams, save_qc, tissue_mask
 from mil_crcrs._io import write_json
 from mil_crcrs.errors import InputError
 from mil_crcrs.store import FeatureMeta, FeatureWriter
@@ -109,6 +110,9 @@ class ExtractSettings:
         OpenSlide's, else OpenSlide), "openslide", or "direct" (no check; a slide it cannot read
         fails). It does not change the features beyond JPEG rounding, so it is not hashed.
     plan_ahead : slides planned (segmented, gridded) ahead of the one being encoded
+    coords_dir : a folder of coordinates files (CLAM ``patches/``, TRIDENT, any h5 with
+        ``coords``) whose tiles are read in place of the tissue grid
+        (:mod:`feature_extraction.given_coords`); hashed as "coords given", not by path
     """
 
     encoder: str = "efficientnet_lite0"
@@ -129,6 +133,7 @@ class ExtractSettings:
     progress: bool | None = None
     reader: str = DEFAULT_READER
     plan_ahead: int = 2
+    coords_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -172,6 +177,7 @@ RUN_ONLY_FIELDS = (
     "progress",
     "reader",
     "plan_ahead",
+    "coords_dir",
 )
 
 
@@ -245,6 +251,8 @@ def settings_record(settings: ExtractSettings, encoder: Encoder, precision: str)
         if f.name not in RUN_ONLY_FIELDS and f.name not in ("weights", "tissue", "slide_mpp")
     }
     record["tissue"] = asdict(settings.tissue)
+    if settings.coords_dir is not None:  # only then, so other runs keep their hashes
+        record["coords"] = "given"
     record["precision"] = precision
     spec = asdict(encoder.spec)
     spec["mean"], spec["std"] = list(spec["mean"]), list(spec["std"])
@@ -457,14 +465,7 @@ def _plan_claimed(path: Path, run: RunContext, claim: Claim) -> SlidePlan:
     slide_id = path.stem
     with Slide(path, mpp=settings.slide_mpp) as slide:
         tissue = tissue_mask(slide, settings.tissue)
-        grid = make_grid(
-            tissue,
-            slide.dimensions,
-            slide.mpp,
-            settings.target_mpp,
-            settings.tile_size_px,
-            settings.min_tissue_fraction,
-        )
+        grid, target_mpp, block_tiles = _slide_grid(slide, tissue, settings)
         if settings.qc:
             save_qc(
                 out_dir / QC_DIR / f"{slide_id}.png",
@@ -483,14 +484,14 @@ def _plan_claimed(path: Path, run: RunContext, claim: Claim) -> SlidePlan:
             encoder=settings.encoder,
             tile_size_px=settings.tile_size_px,
             tile_size_level0=grid.tile_size_level0,
-            target_mpp=settings.target_mpp,
+            target_mpp=target_mpp,
             slide_mpp=slide.mpp,
             level0_width=slide.dimensions[0],
             level0_height=slide.dimensions[1],
             settings_hash=digest,
             settings=record,
         )
-        items = plan_batches(grid, settings.batch_size, settings.block_tiles)
+        items = plan_batches(grid, settings.batch_size, block_tiles)
         first = np.concatenate(items[0])  # the tiles read first, for the reader check
         read, note = choose_reader(
             settings.reader, slide, first, grid.tile_size_level0, grid.tile_size_px, run.device
@@ -498,6 +499,30 @@ def _plan_claimed(path: Path, run: RunContext, claim: Claim) -> SlidePlan:
     return SlidePlan(
         path, "ready", claim=claim, meta=meta, items=items, n_tiles=len(grid), read=read, note=note
     )
+
+
+def _slide_grid(
+    slide: Slide, tissue: TissueMask, settings: ExtractSettings
+) -> tuple[TileGrid, float, int]:
+    """The slide's tiles, their resolution (um/px) and the block size to read them in.
+
+    The grid laid over the tissue, or the tiles a coordinates file lists (``coords_dir``).
+    """
+    if settings.coords_dir is None:
+        grid = make_grid(
+            tissue,
+            slide.dimensions,
+            slide.mpp,
+            settings.target_mpp,
+            settings.tile_size_px,
+            settings.min_tissue_fraction,
+        )
+        return grid, settings.target_mpp, settings.block_tiles
+    grid = given_grid(settings.coords_dir, slide, settings.tile_size_px, settings.target_mpp)
+    block_tiles = (
+        settings.block_tiles if on_one_lattice(grid.coords_level0, grid.tile_size_level0) else 1
+    )
+    return grid, grid.tile_size_level0 * slide.mpp / grid.tile_size_px, block_tiles
 
 
 # --------------------------------------------------------------------------------------------

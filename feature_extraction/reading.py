@@ -141,7 +141,7 @@ def plan_batches(grid: TileGrid, batch_size: int, block_tiles: int) -> list[list
     """Group the grid's tiles into loader items.
 
     Tiles are grouped into ``block_tiles`` x ``block_tiles`` blocks of the grid (each read as one
-    region); blocks are packed, in row-major block order, into items of at most ``batch_size``
+    region; with 1, every tile is its own block, even where tiles overlap); blocks are packed, in row-major block order, into items of at most ``batch_size``
     tiles.
 
     Returns
@@ -155,10 +155,13 @@ def plan_batches(grid: TileGrid, batch_size: int, block_tiles: int) -> list[list
     k = max(1, min(block_tiles, math.isqrt(batch_size)))
     cell = coords // grid.tile_size_level0
     key = (cell[:, 1] // k) * (int(cell[:, 0].max()) // k + 1) + cell[:, 0] // k
-    order = np.lexsort((cell[:, 0], cell[:, 1], key))
+    order = np.lexsort((coords[:, 0], coords[:, 1], key))
     coords, key = coords[order], key[order]
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    blocks = np.split(coords, starts[1:])
+    if k == 1:  # one tile per block, whatever the coordinates (given ones may overlap)
+        blocks = np.split(coords, np.arange(1, len(coords)))
+    else:
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        blocks = np.split(coords, starts[1:])
     items: list[list[np.ndarray]] = []
     current: list[np.ndarray] = []
     n = 0

