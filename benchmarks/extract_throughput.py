@@ -451,7 +451,9 @@ def measure(args: argparse.Namespace, settings: ExtractSettings, folder: Path, s
         f"{build_s:.1f} s), {result.n_tiles:,} tissue tiles of {settings.tile_size_px} px at "
         f"{settings.target_mpp} um/px; median of {args.repeats} run(s) per row"
         + (
-            f"; every run: {', '.join(f'{v:,.0f}' for v in rates['e2e'])} (auto e2e)"
+            "; every run (end to end, openslide / auto): "
+            f"{', '.join(f'{v:,.1f}' for v in rates['e2e_os'])} / "
+            f"{', '.join(f'{v:,.1f}' for v in rates['e2e'])}"
             if args.repeats > 1
             else ""
         )

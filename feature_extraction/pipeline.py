@@ -432,6 +432,21 @@ class RunContext:
     record: dict[str, Any]
     digest: str
     device: torch.device
+    #: every claim this run holds (planned slides included), kept fresh by the main thread
+    held: dict[int, Claim] = field(default_factory=dict)
+
+    def hold(self, claim: Claim) -> Claim:
+        self.held[id(claim)] = claim
+        return claim
+
+    def release(self, claim: Claim | None) -> None:
+        if claim is not None:
+            self.held.pop(id(claim), None)
+            claim.release()
+
+    def heartbeat(self) -> None:
+        for claim in list(self.held.values()):
+            claim.heartbeat()
 
 
 def plan_slide(path: Path, run: RunContext) -> SlidePlan:
@@ -450,13 +465,14 @@ def plan_slide(path: Path, run: RunContext) -> SlidePlan:
     if target.exists():  # finished by another process between the check and the claim
         claim.release()
         return SlidePlan(path, "skipped")
+    run.hold(claim)
     try:
         _remove_leftovers(run.out_dir, slide_id)
         return _plan_claimed(path, run, claim)
     except SlideError as exc:
         return SlidePlan(path, "failed", claim=claim, error=exc)
     except BaseException:
-        claim.release()
+        run.release(claim)
         raise
 
 
@@ -540,9 +556,10 @@ class _Stream:
         result: ExtractResult,
         bar,
         lookahead: Lookahead,
+        run: RunContext,
         lines: bool = False,
     ) -> None:
-        self.out_dir, self.runner, self.settings = out_dir, runner, settings
+        self.out_dir, self.runner, self.settings, self.run = out_dir, runner, settings, run
         self.result, self.bar, self.lookahead = result, bar, lookahead
         self.active: dict[int, SlidePlan] = {}
         self.pending: tuple[SlidePlan, torch.Tensor, torch.Tensor] | None = None
@@ -602,8 +619,7 @@ class _Stream:
 
     def take(self, out: dict[str, Any]) -> None:
         """Encode one loader item and write the batch before it."""
-        for plan in self.active.values():
-            plan.claim.heartbeat()
+        self.run.heartbeat()  # planned slides' claims too: they may wait a long slide out
         plan = self.active.get(out["seq"])
         if plan is None or plan.dead:  # idle, or a slide that failed meanwhile
             self.flush()
@@ -683,8 +699,7 @@ class _Stream:
             )
 
     def _drop(self, plan: SlidePlan) -> None:
-        if plan.claim is not None:
-            plan.claim.release()
+        self.run.release(plan.claim)
         for seq in [s for s, p in self.active.items() if p is plan]:
             del self.active[seq]
 
@@ -721,11 +736,6 @@ def _clock(seconds: float) -> str:
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-def _discard(plan: SlidePlan) -> None:
-    if plan.claim is not None:
-        plan.claim.release()
 
 
 def extract(
@@ -796,12 +806,15 @@ def extract(
     slides_start = time.perf_counter()
     run = RunContext(out_dir, settings, record, digest, device)
     lookahead = Lookahead(
-        mine, partial(plan_slide, run=run), depth=settings.plan_ahead, discard=_discard
+        mine,
+        partial(plan_slide, run=run),
+        depth=settings.plan_ahead,
+        discard=lambda plan: run.release(plan.claim),
     )
     desc = f"slides (rank {shard.rank})" if shard.world_size > 1 else "slides"
     with tqdm(total=len(mine), desc=desc, unit="slide", disable=not bars) as bar:
         lines = settings.progress is None and not bars
-        stream = _Stream(out_dir, runner, settings, result, bar, lookahead, lines)
+        stream = _Stream(out_dir, runner, settings, result, bar, lookahead, run, lines)
         reader = SlideReader()
         loader = torch.utils.data.DataLoader(
             reader,
