@@ -56,7 +56,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._machine import cpu_name, usable_cores  # noqa: E402
-from feature_extraction.direct import decode_blocks, open_jpeg_level, psnr  # noqa: E402
+from feature_extraction.direct import open_jpeg_level, psnr  # noqa: E402
+from feature_extraction.direct_batch import decode_blocks  # noqa: E402
 from feature_extraction.encoders import create_encoder  # noqa: E402
 from feature_extraction.pipeline import (  # noqa: E402
     PRECISIONS,

@@ -43,7 +43,8 @@ import torch
 
 from feature_extraction import failures
 from feature_extraction.claims import Claim, try_claim
-from feature_extraction.direct import DEFAULT_READER, READERS, decode_blocks
+from feature_extraction.direct import DEFAULT_READER, READERS
+from feature_extraction.direct_batch import decode_blocks
 from feature_extraction.encoders import Encoder, create_encoder
 from feature_extraction.given_coords import given_grid, on_one_lattice
 from feature_extraction.grid import TileGrid, make_grid
@@ -738,6 +739,50 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
+def _run(
+    mine: list[Path],
+    run: RunContext,
+    runner: EncoderRunner,
+    num_workers: int,
+    result: ExtractResult,
+) -> None:
+    """This process's slides through the planning thread, one loader and the encoder."""
+    from tqdm.auto import tqdm
+
+    settings, shard = run.settings, result.shard
+    lookahead = Lookahead(
+        mine,
+        partial(plan_slide, run=run),
+        depth=settings.plan_ahead,
+        discard=lambda plan: run.release(plan.claim),
+    )
+    # bars on a terminal (or when asked); one plain line per slide into a log file
+    bars = sys.stderr.isatty() if settings.progress is None else settings.progress
+    desc = f"slides (rank {shard.rank})" if shard.world_size > 1 else "slides"
+    with tqdm(total=len(mine), desc=desc, unit="slide", disable=not bars) as bar:
+        lines = settings.progress is None and not bars
+        stream = _Stream(run.out_dir, runner, settings, result, bar, lookahead, run, lines)
+        reader = SlideReader()
+        loader = torch.utils.data.DataLoader(
+            reader,
+            batch_size=None,
+            sampler=stream.work(),
+            num_workers=num_workers,
+            pin_memory=runner.device.type == "cuda",
+            prefetch_factor=4 if num_workers > 0 else None,
+        )
+        try:
+            for out in loader:
+                stream.take(out)
+            stream.flush()
+        except BaseException:
+            stream.abandon()
+            raise
+        finally:
+            lookahead.stop()
+            reader.close()
+
+
 def extract(
     slides: Sequence[str | os.PathLike],
     out_dir: str | os.PathLike,
@@ -769,7 +814,6 @@ def extract(
         for bad settings, an unknown encoder or unavailable weights, no slides, or an output
         folder holding features made with other settings.
     """
-    from tqdm.auto import tqdm
 
     start = time.perf_counter()
     settings = settings or ExtractSettings()
@@ -801,39 +845,8 @@ def extract(
     if runner is None:
         runner = EncoderRunner(encoder, device, precision, settings.compile, settings.batch_size)
     result = ExtractResult(out_dir=out_dir, settings_hash=digest, shard=shard)
-    # bars on a terminal (or when asked); one plain line per slide into a log file
-    bars = sys.stderr.isatty() if settings.progress is None else settings.progress
     slides_start = time.perf_counter()
-    run = RunContext(out_dir, settings, record, digest, device)
-    lookahead = Lookahead(
-        mine,
-        partial(plan_slide, run=run),
-        depth=settings.plan_ahead,
-        discard=lambda plan: run.release(plan.claim),
-    )
-    desc = f"slides (rank {shard.rank})" if shard.world_size > 1 else "slides"
-    with tqdm(total=len(mine), desc=desc, unit="slide", disable=not bars) as bar:
-        lines = settings.progress is None and not bars
-        stream = _Stream(out_dir, runner, settings, result, bar, lookahead, run, lines)
-        reader = SlideReader()
-        loader = torch.utils.data.DataLoader(
-            reader,
-            batch_size=None,
-            sampler=stream.work(),
-            num_workers=num_workers,
-            pin_memory=device.type == "cuda",
-            prefetch_factor=4 if num_workers > 0 else None,
-        )
-        try:
-            for out in loader:
-                stream.take(out)
-            stream.flush()
-        except BaseException:
-            stream.abandon()
-            raise
-        finally:
-            lookahead.stop()
-            reader.close()
+    _run(mine, RunContext(out_dir, settings, record, digest, device), runner, num_workers, result)
     result.errors_report = failures.write_report(out_dir)
     result.slides_seconds = time.perf_counter() - slides_start
     result.seconds = time.perf_counter() - start

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from feature_extraction.direct import JpegLevel, NotDirect, open_jpeg_level, pack_blocks
+from feature_extraction.direct import JpegLevel, NotDirect, open_jpeg_level
+from feature_extraction.direct_batch import decode_blocks, pack_blocks
 from feature_extraction.grid import TileGrid
 from feature_extraction.slides import READ_ERROR, Slide, SlideError
 
@@ -382,7 +383,7 @@ def direct_psnr(
 
     Tiles are read one by one both ways, with the decoder ``read.kind`` names.
     """
-    from feature_extraction.direct import MIN_PSNR_DB, N_CHECK_TILES, decode_blocks, psnr
+    from feature_extraction.direct import MIN_PSNR_DB, N_CHECK_TILES, psnr
 
     worst = np.inf
     for xy in np.asarray(coords_level0[:N_CHECK_TILES]).reshape(-1, 2):

