@@ -28,9 +28,9 @@ import contextlib
 import glob
 import hashlib
 import json
+import logging
 import os
 import queue
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -70,7 +70,12 @@ from feature_extraction.slides import (
 from feature_extraction.tissue import TissueMask, TissueParams, save_qc, tissue_mask
 from mil_crcrs._io import write_json
 from mil_crcrs.errors import InputError
+from mil_crcrs.runlog import Eta, bars_wanted, progress_log
 from mil_crcrs.store import FeatureMeta, FeatureWriter
+
+#: Notes (a slide read with OpenSlide and why, a slide that failed); progress lines go to
+#: :data:`mil_crcrs.runlog.PROGRESS_LOGGER`. The CLI shows both and keeps them in ``run.log``.
+log = logging.getLogger("mil_crcrs.extract")
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SETTINGS_NAME = "extract_settings.json"
@@ -105,8 +110,8 @@ class ExtractSettings:
     compile : run the encoder through ``torch.compile``
     block_tiles : tiles per side of the blocks read as one region (1 = one read per tile)
     qc : save the QC picture of each slide
-    progress : True: progress bars; False: none; None: bars on a terminal, else one plain
-        line per slide (with an ETA) on stderr, as a log file wants
+    progress : bars on a terminal (True or None); False: none. One plain line per slide (with
+        the time left) always goes to the ``mil_crcrs.progress`` logger, never a bar to a file
     reader : "auto" (the direct JPEG reader where the file qualifies and its first tiles match
         OpenSlide's, else OpenSlide), "openslide", or "direct" (no check; a slide it cannot read
         fails). It does not change the features beyond JPEG rounding, so it is not hashed.
@@ -558,13 +563,12 @@ class _Stream:
         bar,
         lookahead: Lookahead,
         run: RunContext,
-        lines: bool = False,
     ) -> None:
         self.out_dir, self.runner, self.settings, self.run = out_dir, runner, settings, run
         self.result, self.bar, self.lookahead = result, bar, lookahead
         self.active: dict[int, SlidePlan] = {}
         self.pending: tuple[SlidePlan, torch.Tensor, torch.Tensor] | None = None
-        self.lines, self.handled, self.start = lines, 0, time.perf_counter()
+        self.eta = Eta(bar.total)
 
     # ---- the sampler side (called by the loader, on the main thread) ----------------------
 
@@ -685,19 +689,9 @@ class _Stream:
         self._handled(plan, "failed")
 
     def _handled(self, plan: SlidePlan, what: str) -> None:
-        """One slide dealt with: the progress bar, or one plain line (logs: no bar, no \\r)."""
+        """One slide dealt with: the bar (terminal only) and one plain progress line (logged)."""
         self.bar.update(1)
-        self.handled += 1
-        if self.lines:
-            total = self.bar.total
-            elapsed = time.perf_counter() - self.start
-            eta = elapsed / self.handled * (total - self.handled)
-            print(
-                f"slide {self.handled}/{total} {plan.slide_id}: {what}; "
-                f"{_clock(elapsed)} elapsed, ETA {_clock(eta)}",
-                file=sys.stderr,
-                flush=True,
-            )
+        progress_log.info("slide %s: %s %s", self.eta.step(), plan.slide_id, what)
 
     def _drop(self, plan: SlidePlan) -> None:
         self.run.release(plan.claim)
@@ -726,17 +720,8 @@ class _Stream:
         )
 
     def _say(self, text: str) -> None:
-        if not self.bar.disable:
-            self.bar.write(text)
-        else:
-            print(text, file=sys.stderr)
-
-
-def _clock(seconds: float) -> str:
-    """``1:02:03`` or ``2:03``."""
-    minutes, secs = divmod(int(round(seconds)), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+        with self.bar.external_write_mode():  # a line above a bar on a terminal
+            log.info(text)
 
 
 def _run(
@@ -756,12 +741,11 @@ def _run(
         depth=settings.plan_ahead,
         discard=lambda plan: run.release(plan.claim),
     )
-    # bars on a terminal (or when asked); one plain line per slide into a log file
-    bars = sys.stderr.isatty() if settings.progress is None else settings.progress
+    # bars on a terminal only; one plain line per slide goes to the log (mil_crcrs.runlog)
+    bars = bars_wanted(settings.progress is not False)
     desc = f"slides (rank {shard.rank})" if shard.world_size > 1 else "slides"
     with tqdm(total=len(mine), desc=desc, unit="slide", disable=not bars) as bar:
-        lines = settings.progress is None and not bars
-        stream = _Stream(run.out_dir, runner, settings, result, bar, lookahead, run, lines)
+        stream = _Stream(run.out_dir, runner, settings, result, bar, lookahead, run)
         reader = SlideReader()
         loader = torch.utils.data.DataLoader(
             reader,

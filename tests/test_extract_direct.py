@@ -7,6 +7,7 @@ encoder is the tiny one of ``test_extract_pipeline.py``.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import queue
@@ -203,15 +204,16 @@ def test_non_jpeg_and_untiled_files_do_not_qualify(tmp_path):
         open_jpeg_level(tmp_path / "junk.svs", (7, 7))
 
 
-def test_auto_takes_the_direct_path_only_where_it_qualifies_and_says_why(tmp_path, capsys):
+def test_auto_takes_the_direct_path_only_where_it_qualifies_and_says_why(tmp_path, caplog):
     folder = tmp_path / "slides"
     folder.mkdir()
     write_tissue_slide(folder / "jpeg.tiff", compression="jpeg")
     write_tissue_slide(folder / "zlib.tiff")
-    result = extract([folder], tmp_path / "out", FAST)
+    with caplog.at_level(logging.INFO, logger="mil_crcrs"):
+        result = extract([folder], tmp_path / "out", FAST)
     assert result.readers == {"jpeg": DIRECT_CPU, "zlib": OPENSLIDE}
     assert list(result.fallbacks) == ["zlib"] and "not JPEG" in result.fallbacks["zlib"]
-    said = [line for line in capsys.readouterr().err.splitlines() if "not directly" in line]
+    said = [line for line in caplog.messages if "not directly" in line]
     assert said == [f"zlib: read with OpenSlide, not directly: {result.fallbacks['zlib']}"]
 
 
@@ -268,27 +270,31 @@ def test_same_grid_and_features_with_either_reader_and_one_settings_hash(pyramid
     assert again.skipped == ["cmu", "rgb"]
 
 
-def test_a_log_file_gets_one_plain_line_per_slide_and_no_carriage_returns(tmp_path, capsys):
+def test_a_log_file_gets_one_plain_line_per_slide_and_no_carriage_returns(tmp_path):
+    from click.testing import CliRunner
+    from test_extract_pipeline import TINY_RUN
+
+    from cli.main import cli
+
     folder = tmp_path / "slides"
     folder.mkdir()
     (folder / "bad.svs").write_bytes(b"junk")
     for i in range(2):
         write_tissue_slide(folder / f"s{i}.tiff", compression="jpeg")
-    extract([folder], tmp_path / "out", replace(FAST, progress=None))  # stderr: not a terminal
-    err = capsys.readouterr().err
-    assert "\r" not in err
-    lines = [line for line in err.splitlines() if line.startswith("slide ")]
-    assert [line.split(":")[0] for line in lines] == [
-        "slide 1/3 bad",
-        "slide 2/3 s0",
-        "slide 3/3 s1",
-    ]
-    assert "failed" in lines[0] and f"{N_CELLS} tiles in" in lines[1] and "direct-cpu" in lines[1]
-    assert all("elapsed, ETA " in line for line in lines) and lines[-1].endswith("ETA 0:00")
-    extract([folder], tmp_path / "out", replace(FAST, progress=None))
-    assert "slide 3/3 s1: already done" in capsys.readouterr().err
-    extract([folder], tmp_path / "out", FAST)  # --no-progress: no slide lines
-    assert "slide 1/3" not in capsys.readouterr().err
+    out = tmp_path / "out"
+    args = ["extract", str(folder), "--out", str(out), *TINY_RUN]
+    result = CliRunner().invoke(cli, args)  # stderr is not a terminal: lines, no bars
+    assert result.exit_code == 2 and "\r" not in result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("slide ")]
+    assert [line.split(",")[0] for line in lines] == ["slide 1/3", "slide 2/3", "slide 3/3"]
+    assert lines[0].endswith("bad failed") and "about" in lines[0] and "left" in lines[0]
+    assert f": s0 {N_CELLS} tiles in " in lines[1]
+    assert "(direct-cpu)" in lines[2]
+    log = (out / "run.log").read_text()  # kept in the output folder, no carriage returns
+    assert "\r" not in log and "slide 3/3" in log and "2 extracted" in log
+    quiet = CliRunner().invoke(cli, [*args, "--no-progress"])
+    assert "slide 1/3" not in quiet.output and "already done" in quiet.output
+    assert "slide 3/3" in (out / "run.log").read_text()  # the file always has them
 
 
 def test_an_encoder_built_once_serves_several_runs(tmp_path):
