@@ -4,7 +4,7 @@ One command per row::
 
     # CPU row: 300 patients x 5k tiles x 1,024-d, 3 epochs per fold (extrapolated to all)
     python benchmarks/cohort_scale.py --patients 300 --tiles 5000 --epochs 3 --threads 2
-    # GPU row (benchmarks/gpu_check_scale.sh): 1,000 x 10k x 1,024-d, defaults, all epochs
+    # GPU row (a step of benchmarks/gpu_check.sh): 1,000 x 10k x 1,024-d, defaults, all epochs
     python benchmarks/cohort_scale.py --patients 1000 --tiles 10000 --device cuda
 
 What it does:
