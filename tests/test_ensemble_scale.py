@@ -10,6 +10,7 @@ import pytest
 from mil_crcrs import FitSettings, fit, load_model
 from mil_crcrs.bags import PatientBags
 from mil_crcrs.cohort import read_cohort
+from mil_crcrs.feature_cache import CacheDtypeBags
 from mil_crcrs.simulate import SimulationSettings, simulate_cohort
 from mil_crcrs.store import FeatureStore
 from mil_crcrs.training import predict_risk
@@ -113,7 +114,8 @@ def test_a_format_1_model_directory_still_scores_as_it_did(tmp_path, cohort, fit
     path.write_text(json.dumps(config))
     old = load_model(tmp_path / "model")
     table = old.predict(features, clinical, device="cpu")
-    bags = PatientBags(read_cohort(clinical), FeatureStore(features))
+    # read as predict() reads them: in the fit cache's float16 form
+    bags = CacheDtypeBags(PatientBags(read_cohort(clinical), FeatureStore(features)))
     centred = [
         predict_risk(m, bags) - off
         for m, off in zip(fitted.fold_models, fitted.offsets, strict=True)
