@@ -90,6 +90,13 @@ _PATH = click.Path(path_type=Path)
 @click.option(
     "--progress/--no-progress", default=True, show_default=True, help="Show progress bars."
 )
+@click.option(
+    "--resume/--no-resume",
+    default=False,
+    show_default=True,
+    help="Take the fold models that an interrupted fit with the same settings, cohort and "
+    "features saved (in .OUT.checkpoints beside --out), and train only the rest.",
+)
 @seed_option
 @device_option
 @cohort_columns
@@ -111,12 +118,14 @@ def command(
     val_clinical,
     val_features,
     progress,
+    resume,
     seed,
     device,
     columns,
     time_unit,
 ) -> None:
     """Train K fold models; write weights, config, metrics.json and oof_predictions.csv."""
+    from mil_crcrs.checkpoints import checkpoint_folder, remove_checkpoints
     from mil_crcrs.fitting import FitSettings, fit
 
     settings = FitSettings(
@@ -143,8 +152,11 @@ def command(
         missing=missing,
         val_clinical=val_clinical,
         val_features=val_features,
+        checkpoints=checkpoint_folder(out),
+        resume=resume,
     )
     crcrs.save(out)
+    remove_checkpoints(checkpoint_folder(out))
     m = crcrs.metrics
     per_fold = "  ".join(f"{c:.3f}" for c in m["harrell_c_per_fold"])
     click.echo(f"Harrell C per fold: {per_fold}")

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from mil_crcrs.bags import PatientBags
+from mil_crcrs.checkpoints import checkpoint_fold, fold_checkpoints, resume_fold
 from mil_crcrs.cohort import TIME_UNITS, Cohort, Columns, read_cohort
 from mil_crcrs.cutoff import CUTOFF_METHODS, choose_cutoff, risk_group
 from mil_crcrs.errors import InputError
@@ -166,6 +167,8 @@ def fit(
     missing: str = "error",
     val_clinical: str | os.PathLike | pd.DataFrame | Cohort | None = None,
     val_features: str | os.PathLike | Sequence[str | os.PathLike] | FeatureStore | None = None,
+    checkpoints: str | os.PathLike | None = None,
+    resume: bool = False,
 ) -> CRCRSModel:
     """Train the CRCRS model by K-fold cross-validation.
 
@@ -181,6 +184,11 @@ def fit(
     val_clinical : an external validation cohort, scored once by the finished ensemble and
         reported separately (never used to train, stop or choose anything)
     val_features : its feature files (default: ``features``)
+    checkpoints : a folder where each finished fold model is saved (:mod:`mil_crcrs.checkpoints`);
+        None saves none. Delete it once the model is saved.
+    resume : take the folds already in ``checkpoints`` (from an interrupted fit with the same
+        settings, cohort and feature files) and train only the rest; the result is the same,
+        bitwise on the CPU. Without it, an earlier fit's checkpoints there are cleared.
 
     Returns
     -------
@@ -193,7 +201,7 @@ def fit(
     ------
     InputError
         Bad tables or files, no events, fewer patients than folds, a fold without events,
-        an unknown model.
+        an unknown model, ``resume`` onto checkpoints of another fit.
     """
     if time_unit not in TIME_UNITS:
         raise InputError(f"time unit must be one of {', '.join(TIME_UNITS)}, got {time_unit!r}")
@@ -219,6 +227,7 @@ def fit(
     models, offsets, fold_rows, time_bins = [], [], [], []
     oof = np.full(n, np.nan)
     oof_fold = np.zeros(n, dtype=np.int64)
+    saved = fold_checkpoints(checkpoints, resume, settings, device, cohort, store)
     for fold, (init_seed, train_seed) in zip(folds, fold_seeds, strict=True):
         edges = None
         if settings.loss == "discrete":
@@ -231,28 +240,33 @@ def fit(
                 n_outputs=n_outputs,
                 **settings.model_kwargs,
             )
-        result = train_model(
-            model,
-            bags,
-            time,
-            event,
-            fold.train,
-            fold.inner_val,
-            make_loss(settings, edges),
-            epochs=settings.epochs,
-            batch_size=settings.batch_size,
-            lr=settings.lr,
-            weight_decay=settings.weight_decay,
-            schedule=settings.schedule,
-            clip_norm=settings.clip_norm,
-            max_tiles=settings.max_tiles,
-            patience=settings.patience,
-            seed=int(train_seed),
-            device=device,
-            progress=settings.progress,
-            desc=f"fold {fold.index + 1}/{len(folds)}",
-        )
-        risk = predict_risk(result.model, bags, batch_size=settings.batch_size, device=device)
+        resumed = resume_fold(saved, fold.index + 1, model)
+        if resumed is None:
+            result = train_model(
+                model,
+                bags,
+                time,
+                event,
+                fold.train,
+                fold.inner_val,
+                make_loss(settings, edges),
+                epochs=settings.epochs,
+                batch_size=settings.batch_size,
+                lr=settings.lr,
+                weight_decay=settings.weight_decay,
+                schedule=settings.schedule,
+                clip_norm=settings.clip_norm,
+                max_tiles=settings.max_tiles,
+                patience=settings.patience,
+                seed=int(train_seed),
+                device=device,
+                progress=settings.progress,
+                desc=f"fold {fold.index + 1}/{len(folds)}",
+            )
+            risk = predict_risk(result.model, bags, batch_size=settings.batch_size, device=device)
+            checkpoint_fold(saved, fold.index + 1, result, risk)
+        else:
+            result, risk = resumed.result, resumed.risk
         offset = float(risk.mean())
         oof[fold.test] = risk[fold.test] - offset
         oof_fold[fold.test] = fold.index + 1
