@@ -185,16 +185,39 @@ def validate_outcome(
     return out
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a CSV (or TSV) file as strings-or-numbers, with a clear error for unreadable files."""
+def read_table(path: str | os.PathLike, id_columns: Iterable[str] = ()) -> pd.DataFrame:
+    """Read a CSV (or TSV) file as strings-or-numbers, with a clear error for unreadable files.
+
+    Parameters
+    ----------
+    path : the table; ``.tsv``/``.tab`` files are tab-separated, others comma-separated (or
+        semicolon-separated, as spreadsheets in many locales export, when the header has
+        semicolons and no commas)
+    id_columns : columns read as text, so that ids such as ``007`` and ``7`` stay distinct
+
+    Raises
+    ------
+    InputError
+        a missing or unreadable file, one with no rows, or a header naming a column twice.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a table")
     sep = "\t" if path.suffix in (".tsv", ".tab") else ","
     try:
-        table = pd.read_csv(path, sep=sep)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str).iloc[0]
+        if sep == "," and len(header) == 1 and ";" in str(header.iloc[0]):
+            sep = ";"
+            header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str).iloc[0]
+        names = [str(name) for name in header]
+        table = pd.read_csv(path, sep=sep, dtype={c: str for c in id_columns if c in names})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as exc:
         raise InputError(f"{path}: not a readable CSV table ({str(exc).splitlines()[0]})") from None
+    twice = sorted({name for name in names if names.count(name) > 1 and name != "nan"})
+    if twice:
+        raise InputError(f"{path}: the header names column {twice[0]!r} more than once")
     if table.empty:
         raise InputError(f"{path}: the table has no rows")
     return table
@@ -225,7 +248,7 @@ def read_cohort(
     if isinstance(path, pd.DataFrame):
         table, source = path.reset_index(drop=True), "<table>"
     else:
-        table, source = read_table(path), str(path)
+        table, source = read_table(path, (columns.patient, columns.slide)), str(path)
 
     needed = [columns.patient] + ([columns.time, columns.event] if require_outcome else [])
     missing = [c for c in needed if c not in table.columns]
