@@ -431,6 +431,35 @@ def read_info(path: str | os.PathLike) -> BagInfo:
         return _info_from_h5(path, f)
 
 
+def _memory_bytes() -> int:
+    """This machine's physical memory in bytes (a very large number where it cannot be told)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 1 << 62
+
+
+def _read_dataset(path: Path, dataset: h5py.Dataset) -> np.ndarray:
+    """A whole dataset, refusing one that could not fit in memory or whose data is damaged.
+
+    A file can declare a shape far larger than it stores (unwritten chunks read as zeros), so
+    the declared size is checked before anything is allocated.
+    """
+    nbytes = int(np.prod(dataset.shape, dtype=np.float64) * dataset.dtype.itemsize)
+    if nbytes > _memory_bytes() // 2:
+        raise InputError(
+            f"{path}: dataset '{dataset.name.lstrip('/')}' of shape {dataset.shape} is too large "
+            f"to read ({nbytes / 2**30:.0f} GiB, more than half of this machine's memory)"
+        )
+    try:
+        return dataset[...]
+    except (OSError, MemoryError) as exc:
+        raise InputError(
+            f"{path}: dataset '{dataset.name.lstrip('/')}' cannot be read "
+            f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
+
+
 def _check_finite(path: Path, features: np.ndarray) -> None:
     finite = np.isfinite(features)
     if not finite.all():
@@ -462,8 +491,8 @@ def read_bag(path: str | os.PathLike, dtype: str | None = None) -> Bag:
     else:
         with _open_h5(path) as f:
             info = _info_from_h5(path, f)
-            features = f["features"][...]
-            coords = np.asarray(f["coords"][...], dtype=np.int64)
+            features = _read_dataset(path, f["features"])
+            coords = np.asarray(_read_dataset(path, f["coords"]), dtype=np.int64)
     _check_finite(path, features)
     if dtype is not None:
         features = features.astype(dtype, copy=False)
