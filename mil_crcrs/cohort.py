@@ -11,6 +11,7 @@ Every problem raises :class:`~mil_crcrs.errors.InputError` naming the file, line
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -22,6 +23,8 @@ import pandas as pd
 from mil_crcrs.errors import InputError
 
 TIME_UNITS = ("days", "months", "years")
+#: Column names that say 1 = censored (CLAM, PORPOISE): the opposite of an event column.
+CENSORING_NAME = re.compile(r"censor|^cens$|^is_cens", re.IGNORECASE)
 DAYS_PER_UNIT = {"days": 1.0, "months": 365.25 / 12.0, "years": 365.25}
 
 
@@ -258,6 +261,12 @@ def read_cohort(
             f"(the table has {', '.join(map(str, table.columns))})"
         )
     has_outcome = columns.time in table.columns and columns.event in table.columns
+    if columns.event in table.columns and CENSORING_NAME.search(columns.event):
+        raise InputError(
+            f"{source}: column '{columns.event}' is named as a censoring indicator (1 = censored), "
+            "the opposite of an event column (1 = event observed); using it as events would "
+            "train on the inverted outcome"
+        )
     if table[columns.patient].isna().any():
         i = int(np.flatnonzero(table[columns.patient].isna().to_numpy())[0])
         raise InputError(f"{source}, {_line(i)}: column '{columns.patient}' is empty")
