@@ -181,6 +181,8 @@ def command(
         else ""
     )
     busy = f"{len(result.busy)} left to another running process, " if result.busy else ""
+    if result.taken_over:
+        busy += f"{len(result.taken_over)} taken over from a stopped run, "
     click.echo(
         f"{rank}{len(result.done)} extracted ({result.n_tiles} tiles), {len(result.skipped)} "
         f"already done, {busy}{len(result.failed)} failed, in {result.seconds:.1f} s -> {out_dir}"

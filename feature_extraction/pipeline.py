@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from feature_extraction import failures
-from feature_extraction.claims import try_claim
+from feature_extraction.claims import folder_lock, sweep, try_claim
 from feature_extraction.encoders import Encoder, create_encoder
 from feature_extraction.grid import TileGrid, make_grid
 from feature_extraction.sharding import Shard, current_shard, shard_items
@@ -147,6 +147,8 @@ class ExtractResult:
     done : slide ids extracted now
     skipped : slide ids whose file already existed
     busy : slide ids that another live process was extracting (its claim was kept)
+    taken_over : slide ids whose claim a stopped process had left, taken over and extracted
+        again from the start here (work the stopped process had begun is done twice)
     failed : slide id -> one-line reason, for slides that failed now
     n_tiles : tiles encoded now
     seconds : wall time
@@ -161,6 +163,7 @@ class ExtractResult:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     busy: list[str] = field(default_factory=list)
+    taken_over: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     n_tiles: int = 0
     seconds: float = 0.0
@@ -266,8 +269,9 @@ def check_output_dir(out_dir: Path, record: dict[str, Any], digest: str) -> None
             except ValueError:
                 theirs = None
             refuse(path, theirs_hash, theirs)
-    if not settings_file.exists():
-        write_json(settings_file, {"settings_hash": digest, "settings": record})
+    with folder_lock(out_dir):  # a killed writer's temporary file is then swept
+        if not settings_file.exists():
+            write_json(settings_file, {"settings_hash": digest, "settings": record})
 
 
 # --------------------------------------------------------------------------------------------
@@ -604,6 +608,8 @@ def _extract_claimed(
     if claim is None:
         result.busy.append(slide_id)
         return
+    if claim.took_over:
+        result.taken_over.append(slide_id)
     try:
         if target.exists():  # finished by another process between the check and the claim
             result.skipped.append(slide_id)
@@ -670,6 +676,7 @@ def extract(
     digest = settings_hash(record)
     out_dir.mkdir(parents=True, exist_ok=True)
     check_output_dir(out_dir, record, digest)
+    sweep(out_dir, (failures.RECORDS_DIR,))
 
     mine = shard_items(paths, shard)
     num_workers = (
@@ -690,6 +697,7 @@ def extract(
                 path, out_dir, runner, settings, record, digest, num_workers, result, bar, disable
             )
             bar.update(1)
+    sweep(out_dir, (failures.RECORDS_DIR,))
     result.errors_report = failures.write_report(out_dir)
     result.slides_seconds = time.perf_counter() - slides_start
     result.seconds = time.perf_counter() - start
