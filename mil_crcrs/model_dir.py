@@ -379,6 +379,8 @@ class CRCRSModel:
         device = resolve_device(device)
         models = []
         for name in config["weights"]:
+            if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+                raise InputError(f"{config_path}: weights {name!r} is not a file in {directory}")
             model = create_model(**config["model"])
             model.load_state_dict(_load_state(directory / name, model))
             models.append(model.to(device).eval())

@@ -138,29 +138,6 @@ def test_a_declared_4_tb_dataset_is_refused_without_reading_it(tmp_path):
         read_bag(tmp_path / "x.h5")
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    """A 2-fold model on 12 toy patients (4-d features), saved; and its feature folder."""
-    from conftest import grid_coords, make_meta
-
-    from mil_crcrs import FitSettings, fit
-    from mil_crcrs.store import write_bag
-
-    root = tmp_path_factory.mktemp("tiny")
-    rng = np.random.default_rng(0)
-    rows = ["patient_id,time,event"]
-    for i in range(12):
-        features = rng.normal(size=(5, 4)).astype(np.float32)
-        write_bag(root / "features" / f"p{i}.h5", features, grid_coords(5, 512), make_meta(f"p{i}"))
-        rows.append(f"p{i},{i + 1},{i % 2}")
-    (root / "cohort.csv").write_text("\n".join(rows) + "\n")
-    settings = FitSettings(
-        folds=2, epochs=1, batch_size=4, progress=False, device="cpu", model="mean"
-    )
-    fit(root / "features", root / "cohort.csv", settings).save(root / "model")
-    return root
-
-
 @settings(FUZZ, max_examples=12)
 @given(spec=feature_files())
 def test_cli_predict_refuses_bad_feature_files_in_one_line(tiny_model, spec):
