@@ -210,6 +210,15 @@ def read_table(path: str | os.PathLike, id_columns: Iterable[str] = ()) -> pd.Da
         raise InputError(f"{path}: is a folder, not a table")
     sep = "\t" if path.suffix in (".tsv", ".tab") else ","
     try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
+    if b"\0" in data:  # pandas would cut the cell short there: refuse rather than misread
+        line = data[: data.index(b"\0")].count(b"\n") + 1
+        raise InputError(
+            f"{path}, line {line}: a NUL byte; not a text table (UTF-16? save it as UTF-8 CSV)"
+        )
+    try:
         header = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str).iloc[0]
         if sep == "," and len(header) == 1 and ";" in str(header.iloc[0]):
             sep = ";"

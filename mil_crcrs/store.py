@@ -294,6 +294,8 @@ def _check_shapes(path: Path, features_shape: tuple, coords_shape: tuple | None)
         )
     if features_shape[0] == 0:
         raise InputError(f"{path}: zero tiles")
+    if features_shape[1] == 0:
+        raise InputError(f"{path}: features of dimension 0 (shape {features_shape})")
     if coords_shape is not None:
         if len(coords_shape) != 2 or coords_shape[1] != 2:
             raise InputError(f"{path}: dataset 'coords' must be (n_tiles, 2), got {coords_shape}")
@@ -325,6 +327,9 @@ def _info_from_h5(path: Path, f: h5py.File) -> BagInfo:
     if "coords" not in f:
         raise InputError(f"{path}: missing dataset 'coords'")
     feats, coords = f["features"], f["coords"]
+    for name, item in (("features", feats), ("coords", coords)):
+        if not isinstance(item, h5py.Dataset):
+            raise InputError(f"{path}: '{name}' is not a dataset")
     _check_shapes(path, feats.shape, coords.shape)
     if feats.dtype.kind != "f":
         raise InputError(f"{path}: 'features' must be floating point, got {feats.dtype}")

@@ -155,6 +155,7 @@ def test_fuzzed_tables_are_read_exactly_or_refused_in_one_line(table):
         ("patient_id,time,event\np1,inf,1\n", "line 2: column 'time' is not finite"),
         ("patient_id,time,event\n", "no rows"),
         ("", "not a readable CSV table"),
+        ("patient_id,time,event\np\x00,1,1\n", "line 2: a NUL byte"),
     ],
 )
 def test_hand_picked_tables(tmp_path, text, message):
@@ -166,6 +167,13 @@ def test_hand_picked_tables(tmp_path, text, message):
     else:
         with pytest.raises(InputError, match=message):
             read_cohort(path)
+
+
+def test_a_utf16_export_is_refused_not_misread(tmp_path):
+    path = tmp_path / "cohort.csv"
+    path.write_text("patient_id,time,event\np1,1,1\n", encoding="utf-16")
+    with pytest.raises(InputError, match="NUL byte; not a text table"):
+        read_cohort(path)
 
 
 def test_a_folder_named_like_a_table_is_refused(tmp_path):
