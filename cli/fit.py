@@ -6,7 +6,17 @@ from pathlib import Path
 
 import click
 
-from cli._options import cohort_columns, device_option, features_option, missing_option, seed_option
+from cli._options import (
+    cohort_columns,
+    command_line,
+    device_option,
+    features_option,
+    missing_option,
+    progress_option,
+    read_settings,
+    seed_option,
+    slide_table_option,
+)
 
 _PATH = click.Path(path_type=Path)
 
@@ -17,8 +27,10 @@ _PATH = click.Path(path_type=Path)
     "--clinical",
     required=True,
     type=_PATH,
-    help="Cohort table: one row per slide with patient, slide, time and event.",
+    help="Cohort table (CSV or .xlsx): one row per slide with patient, slide, time and event "
+    "(or CLAM's censorship).",
 )
+@slide_table_option
 @click.option(
     "--out",
     required=True,
@@ -87,9 +99,7 @@ _PATH = click.Path(path_type=Path)
     default=None,
     help="Feature files of the validation cohort [default: --features].",
 )
-@click.option(
-    "--progress/--no-progress", default=True, show_default=True, help="Show progress bars."
-)
+@progress_option
 @click.option(
     "--resume/--no-resume",
     default=False,
@@ -97,6 +107,7 @@ _PATH = click.Path(path_type=Path)
     help="Take the fold models that an interrupted fit with the same settings, cohort and "
     "features saved (in .OUT.checkpoints beside --out), and train only the rest.",
 )
+@read_settings
 @seed_option
 @device_option
 @cohort_columns
@@ -123,10 +134,15 @@ def command(
     device,
     columns,
     time_unit,
+    slide_table,
+    read_settings,
 ) -> None:
-    """Train K fold models; write weights, config, metrics.json and oof_predictions.csv."""
+    """Train K fold models; write weights, config, metrics.json, oof_predictions.csv, run.log."""
     from mil_crcrs.checkpoints import checkpoint_folder, remove_checkpoints
+    from mil_crcrs.cohort import read_cohort
     from mil_crcrs.fitting import FitSettings, fit
+    from mil_crcrs.runlog import RUN_LOG_NAME, RunLog
+    from mil_crcrs.store import FeatureStore
 
     settings = FitSettings(
         model=model,
@@ -143,37 +159,46 @@ def command(
         device=device,
         progress=progress,
     )
-    crcrs = fit(
-        features,
-        clinical,
-        settings,
-        columns=columns,
-        time_unit=time_unit,
-        missing=missing,
-        val_clinical=val_clinical,
-        val_features=val_features,
-        checkpoints=checkpoint_folder(out),
-        resume=resume,
-    )
-    crcrs.save(out)
-    remove_checkpoints(checkpoint_folder(out))
+    with RunLog(out / RUN_LOG_NAME, command_line(), progress=progress) as run_log:
+        cohort = read_cohort(clinical, columns, time_unit, slide_table=slide_table)
+        crcrs = fit(
+            FeatureStore(features, settings=read_settings),
+            cohort,
+            settings,
+            columns=columns,
+            time_unit=time_unit,
+            missing=missing,
+            val_clinical=val_clinical,
+            val_features=val_features,
+            checkpoints=checkpoint_folder(out),
+            resume=resume,
+        )
+        crcrs.save(out)
+        remove_checkpoints(checkpoint_folder(out))
+        for line in _summary(crcrs):
+            click.echo(line)
+            run_log.note(line)
+    click.echo(f"model: {out}")
+
+
+def _summary(crcrs) -> list[str]:
     m = crcrs.metrics
     per_fold = "  ".join(f"{c:.3f}" for c in m["harrell_c_per_fold"])
-    click.echo(f"Harrell C per fold: {per_fold}")
-    click.echo(
+    lines = [
+        f"Harrell C per fold: {per_fold}",
         f"Harrell C: {m['harrell_c_mean']:.3f} +- {m['harrell_c_sd']:.3f} (mean +- sd over "
         f"{len(m['harrell_c_per_fold'])} folds); pooled out-of-fold: {m['harrell_c_oof']:.3f} "
-        f"({m['n_patients']} patients, {m['n_events']} events)"
-    )
+        f"({m['n_patients']} patients, {m['n_events']} events)",
+    ]
     rule = crcrs.cutoff_rule
-    click.echo(
+    lines.append(
         f"cutoff ({rule.method} of the out-of-fold CRCRS): {rule.value:.4g} "
         f"({rule.n_high} high, {rule.n_low} low)"
     )
     if "validation" in m:
         v = m["validation"]
-        click.echo(
+        lines.append(
             f"validation {v['source']}: Harrell C {v['harrell_c']:.3f} "
             f"({v['n_patients']} patients, {v['n_events']} events, {v['n_high']} high)"
         )
-    click.echo(f"model: {out}")
+    return lines

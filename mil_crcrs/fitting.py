@@ -46,6 +46,7 @@ from mil_crcrs.losses import TIES, cox_nll, discrete_time_nll, make_time_bins
 from mil_crcrs.metrics import harrell_c
 from mil_crcrs.model_dir import CRCRSModel
 from mil_crcrs.models import create_model, list_models
+from mil_crcrs.runlog import Eta, progress_log
 from mil_crcrs.splits import describe_folds, kfold_splits
 from mil_crcrs.store import FeatureStore
 from mil_crcrs.training import SCHEDULES, LossFn, predict_risk, resolve_device, seeded, train_model
@@ -225,6 +226,7 @@ def fit(
         s.generate_state(2) for s in np.random.SeedSequence(settings.seed).spawn(len(folds))
     ]
     models, offsets, fold_rows, time_bins = [], [], [], []
+    eta = Eta(len(folds))
     oof = np.full(n, np.nan)
     oof_fold = np.zeros(n, dtype=np.int64)
     saved = fold_checkpoints(checkpoints, resume, settings, device, cohort, store)
@@ -281,11 +283,18 @@ def fit(
                 "inner_val_c": result.best_val_c,
             }
         )
+        progress_log.info(
+            "fold %s: Harrell C %.3f, best epoch %d of %d",
+            eta.step(),
+            fold_rows[-1]["harrell_c"],
+            result.best_epoch,
+            len(result.history),
+        )
 
     cutoff = choose_cutoff(settings.cutoff, oof, time, event, MAXSTAT_MIN_FRACTION)
     oof_predictions = pd.DataFrame(
         {
-            "patient_id": cohort.patient_ids,
+            cohort.id_column: cohort.patient_ids,
             "crcrs": oof,
             "risk_group": risk_group(oof, cutoff),
             "time": time,
