@@ -3,10 +3,10 @@
 :func:`~mil_crcrs.fitting.fit` trains K fold models one after the other. With a checkpoint
 folder, each finished fold is saved there as two files, both written atomically:
 
-- ``fold_<k>.pt``: the fold model's weights, a plain ``state_dict`` (read back with
+- ``seed<s>_fold<k>.pt``: the fold model's weights, a plain ``state_dict`` (read back with
   ``torch.load(weights_only=True)``, so loading never runs pickled code);
-- ``fold_<k>.json``: what the fit needs from the fold besides the weights (its risk of every
-  training patient, best epoch, inner-validation C, history) and the hash of the fit it belongs
+- ``seed<s>_fold<k>.json``: what the fit needs from the fold besides the weights (its risk of
+  every training patient, centre and scale, its metrics row) and the hash of the fit it belongs
   to. It is written after the weights, so its presence says the fold is complete.
 
 ``checkpoint.json`` records the hash and what it was computed from: the fit settings (without
@@ -36,7 +36,6 @@ from mil_crcrs._version import __version__
 from mil_crcrs.cohort import Cohort
 from mil_crcrs.errors import InputError
 from mil_crcrs.store import FeatureStore
-from mil_crcrs.training import TrainResult
 
 MANIFEST_NAME = "checkpoint.json"
 #: Settings fields that do not change the fitted model.
@@ -135,13 +134,13 @@ class FoldCheckpoints:
         if saved is None or saved.get("hash") != self.hash:
             write_json(manifest, {"hash": self.hash, "record": record})
 
-    def load(self, k: int, model: torch.nn.Module) -> FoldCheckpoint | None:
-        """Fold ``k`` (1-based) if it was finished by this fit, else None.
+    def load(self, key: str, model: torch.nn.Module) -> FoldCheckpoint | None:
+        """The model saved under ``key`` (e.g. ``seed0_fold3``) by this fit, else None.
 
         ``model`` (a freshly built fold model) tells which weights fit; checkpoints that do not
         fit it, or that are unreadable, are treated as absent (the fold is trained again).
         """
-        info_path, weights_path = self._paths(k)
+        info_path, weights_path = self._paths(key)
         if not info_path.is_file() or not weights_path.is_file():
             return None
         info = _read_json(info_path)
@@ -162,40 +161,34 @@ class FoldCheckpoints:
         risk = np.asarray(info.pop("risk"), dtype=np.float64)
         return FoldCheckpoint(state=state, risk=risk, info=info)
 
-    def save(self, k: int, model: torch.nn.Module, risk: np.ndarray, info: dict[str, Any]) -> None:
-        """Save finished fold ``k`` (1-based): weights first, then the record that commits it."""
-        info_path, weights_path = self._paths(k)
+    def save(
+        self, key: str, model: torch.nn.Module, risk: np.ndarray, info: dict[str, Any]
+    ) -> None:
+        """Save a finished model under ``key``: weights first, then the record that commits it."""
+        info_path, weights_path = self._paths(key)
         state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
         with atomic_path(weights_path, suffix=".pt.tmp") as tmp:
             torch.save(state, tmp)
         record = {
             **info,
-            "fold": k,
+            "key": key,
             "hash": self.hash,
             # JSON floats are Python's shortest round-tripping repr: read back bit for bit
             "risk": np.asarray(risk, np.float64).tolist(),
         }
         write_json(info_path, record)
 
-    def finished(self) -> list[int]:
-        """The folds (1-based) saved by this fit."""
+    def finished(self) -> list[str]:
+        """The keys of the models saved by this fit."""
         out = []
-        for path in sorted(self.folder.glob("fold_*.json")):
+        for path in sorted(self.folder.glob("*.json")):
             info = _read_json(path)
-            if info is not None and info.get("hash") == self.hash:
-                out.append(int(info["fold"]))
+            if info is not None and info.get("hash") == self.hash and "key" in info:
+                out.append(str(info["key"]))
         return sorted(out)
 
-    def _paths(self, k: int) -> tuple[Path, Path]:
-        return self.folder / f"fold_{k}.json", self.folder / f"fold_{k}.pt"
-
-
-@dataclass
-class ResumedFold:
-    """A fold taken from its checkpoint: the same ``TrainResult`` and risk as when trained."""
-
-    result: TrainResult
-    risk: np.ndarray
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        return self.folder / f"{key}.json", self.folder / f"{key}.pt"
 
 
 def fold_checkpoints(
@@ -216,39 +209,6 @@ def fold_checkpoints(
         settings, device, cohort.patient_ids, cohort.slides, cohort.time, cohort.event, paths
     )
     return FoldCheckpoints(folder, record, resume)
-
-
-def resume_fold(
-    checkpoints: FoldCheckpoints | None, k: int, model: torch.nn.Module
-) -> ResumedFold | None:
-    """Fold ``k`` (1-based) from its checkpoint, loaded into ``model``; None if not saved."""
-    saved = None if checkpoints is None else checkpoints.load(k, model)
-    if saved is None:
-        return None
-    model.load_state_dict(saved.state)
-    model.eval()
-    info = saved.info
-    result = TrainResult(
-        model=model,
-        best_epoch=int(info["best_epoch"]),
-        best_val_c=float(info["best_val_c"]),
-        history=list(info["history"]),
-    )
-    return ResumedFold(result, saved.risk)
-
-
-def checkpoint_fold(
-    checkpoints: FoldCheckpoints | None, k: int, result: TrainResult, risk: np.ndarray
-) -> None:
-    """Save trained fold ``k`` (1-based); nothing without a checkpoint folder."""
-    if checkpoints is None:
-        return
-    info = {
-        "best_epoch": result.best_epoch,
-        "best_val_c": result.best_val_c,
-        "history": result.history,
-    }
-    checkpoints.save(k, result.model, risk, info)
 
 
 def checkpoint_folder(model_dir: str | os.PathLike) -> Path:

@@ -496,8 +496,8 @@ def check_coords_known(info: BagInfo, coords: np.ndarray) -> None:
     """Raise :class:`InputError` when a slide's tile coordinates are unknown (stored as -1)."""
     if not info.has_coords or (coords.size and (coords < 0).all()):
         raise InputError(
-            f"{info.path}: tile coordinates unknown (the file holds features only); a map needs "
-            "them: put CLAM's h5_files/ or patches/ folder beside pt_files/"
+            f"{info.path}: tile coordinates unknown ({info.coords_note or 'stored as -1'}); a "
+            "map needs them"
         )
 
 

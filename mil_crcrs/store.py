@@ -529,7 +529,9 @@ def _describe(path: Path, fields: dict[str, Any], native_known: bool, s: ReadSet
 def _level0_note(info: BagInfo) -> str:
     """Why the level-0 pixel coordinates of a file are unknown ('' when they are known)."""
     if info.coords_unit is None:
-        return "the file has no tile coordinates"
+        return (
+            "the file holds features only; put CLAM's h5_files/ or patches/ folder beside pt_files/"
+        )
     if info.coords_unit == "um" and not info.slide_mpp:
         return "coordinates are in microns and the slide's resolution is unknown (--slide-mpp)"
     if info.coords_anchor == "centre" and not info.tile_size_level0:

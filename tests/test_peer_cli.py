@@ -216,6 +216,25 @@ def test_stamp_and_slideflow_files_predict_the_same_scores(peer_folders, stamp_m
         assert "tile centres" in f.attrs["coords_note"]
 
 
+def test_slideflow_bags_train_with_the_encoder_supplied(sim, peer_folders, tmp_path):
+    out = tmp_path / "sf_model"
+    result = run(
+        "fit", "--features", peer_folders / "slideflow", "--clinical", sim.clinical_csv,
+        "--encoder", "ctranspath", "--tile-size", "448", "--out", out,
+        "--folds", "2", "--epochs", "1", "--batch-size", "8", "--device", "cpu",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["encoder"] == "ctranspath"
+    # the STAMP files name the same encoder: scored without a word
+    scored = run(
+        "predict", "--model", out, "--features", peer_folders / "stamp",
+        "--clinical", sim.clinical_csv, "--out", tmp_path / "p.csv", "--device", "cpu",
+    )  # fmt: skip
+    assert scored.exit_code == 0, scored.output
+    assert "warning" not in scored.stderr
+    assert len(pd.read_csv(tmp_path / "p.csv")) == 24
+
+
 # --------------------------------------------------------------------------------------------
 # crcrs inspect
 

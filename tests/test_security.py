@@ -14,7 +14,7 @@ from conftest import grid_coords, make_meta
 
 from cli.main import cli
 from mil_crcrs import load_model
-from mil_crcrs.checkpoints import FoldCheckpoints, resume_fold
+from mil_crcrs.checkpoints import FoldCheckpoints
 from mil_crcrs.errors import InputError
 from mil_crcrs.models import create_model
 from mil_crcrs.store import FeatureStore, read_bag, write_bag
@@ -112,9 +112,9 @@ def test_pickled_payloads_are_refused_everywhere_and_never_run(sandbox, tmp_path
     model = create_model("mean", in_dim=4)
     folder = tmp_path / "ckpt"
     checkpoints = FoldCheckpoints(folder, {"settings": {}}, resume=False)
-    torch.save({"weights": Payload(marker)}, folder / "fold_1.pt")
-    (folder / "fold_1.json").write_text(
-        json.dumps({"hash": checkpoints.hash, "fold": 1, "risk": [0.0], "history": []})
+    torch.save({"weights": Payload(marker)}, folder / "seed0_fold1.pt")
+    (folder / "seed0_fold1.json").write_text(
+        json.dumps({"hash": checkpoints.hash, "key": "seed0_fold1", "risk": [0.0]})
     )
-    assert resume_fold(checkpoints, 1, model) is None
+    assert checkpoints.load("seed0_fold1", model) is None
     assert not marker.exists()
