@@ -67,17 +67,22 @@ def test_path_like_patient_ids_never_write_outside_the_output_folders(sandbox):
     before = _tree(sandbox.parent)
     common = ["--model", str(sandbox / "model"), "--features", str(sandbox / "features")]
     common += ["--clinical", str(table), "--device", "cpu"]
-    outputs = [sandbox / "p.csv", sandbox / "attention", sandbox / "heatmaps"]
+    outputs = [
+        sandbox / "p.csv",
+        sandbox / "p.run.log",
+        sandbox / "attention",
+        sandbox / "heatmaps",
+    ]
     predicted = CliRunner().invoke(
-        cli, ["predict", *common, "--out", str(outputs[0]), "--attention", str(outputs[1])]
+        cli, ["predict", *common, "--out", str(outputs[0]), "--attention", str(outputs[2])]
     )
     assert predicted.exit_code == 0, predicted.output
-    drawn = CliRunner().invoke(cli, ["heatmap", *common, "--out", str(outputs[2])])
+    drawn = CliRunner().invoke(cli, ["heatmap", *common, "--out", str(outputs[3])])
     assert drawn.exit_code == 0, drawn.output
     new = _tree(sandbox.parent) - before
     inside = [p for p in new if any(p == o or o in p.parents for o in outputs)]
     assert new and sorted(inside) == sorted(new), sorted(map(str, set(new) - set(inside)))
-    assert len(list(outputs[2].glob("*/*.png"))) >= len(HOSTILE_IDS)
+    assert len(list(outputs[3].glob("*/*.png"))) >= len(HOSTILE_IDS)
     assert not Path("/tmp/escape").exists()
 
 
