@@ -140,10 +140,12 @@ def cross_validate(
             if r == 0:
                 oof_fold[fold.test] = fold.index + 1
             runs.append(run)
+            where = f" (seed {seed}, fold {fold.index + 1})" if len(seeds) > 1 else ""
             progress_log.info(
-                "%s %s: Harrell C %.3f, best epoch %d of %d",
-                f"seed {seed} fold" if len(seeds) > 1 else "fold",
+                "%s %s%s: Harrell C %.3f, best epoch %d of %d",
+                "model" if len(seeds) > 1 else "fold",
                 eta.step(),
+                where,
                 run.row["harrell_c"],
                 run.row["best_epoch"],
                 run.row["epochs_run"],

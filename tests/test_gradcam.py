@@ -8,6 +8,7 @@ tifffile, whose features come from the real extraction pipeline.
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from feature_extraction.heatmaps import (  # noqa: E402
 from feature_extraction.pipeline import ExtractSettings, extract  # noqa: E402
 from feature_extraction.synthetic_slides import write_pyramidal_tiff  # noqa: E402
 from mil_crcrs.bags import PatientBag  # noqa: E402
+from mil_crcrs.cohort import DataWarning  # noqa: E402
 from mil_crcrs.cutoff import Cutoff  # noqa: E402
 from mil_crcrs.errors import InputError  # noqa: E402
 from mil_crcrs.heatmap import HeatmapSettings, slide_heatmaps, tile_scores  # noqa: E402
@@ -466,7 +468,10 @@ def test_cli_heatmap_gradcam_and_geojson_on_clam_h5_files(world, tmp_path):
         *("--weights", str(world["weights"]), "--geojson", "--out", str(tmp_path / "out")),
     ]
     runner = CliRunner()
-    bad = runner.invoke(cli, args)  # CLAM's files do not name their encoder
+    with warnings.catch_warnings():  # the CLI shows the warning as one line
+        warnings.simplefilter("always", DataWarning)
+        bad = runner.invoke(cli, args)  # CLAM's files do not name their encoder
+    assert "warning: features in" in bad.output and "do not name their encoder" in bad.output
     assert bad.exit_code == 2, bad.output
     assert "does not name its encoder" in bad.output and "--encoder NAME" in bad.output
     wrong = runner.invoke(cli, [*args, "--encoder", "test_vit"])
@@ -494,7 +499,12 @@ def test_clam_h5_files_without_patches_need_tile_size(world, tmp_path):
     from mil_crcrs.heatmap import TileSize
 
     clam = clam_folder(world, tmp_path / "clam", patches=False)
-    common = dict(slides=world["slides"], settings=HeatmapSettings(top_k=2), device="cpu")
+    common = dict(
+        slides=world["slides"],
+        settings=HeatmapSettings(top_k=2),
+        device="cpu",
+        encoder="test_resnet",  # CLAM's files do not name it
+    )
     with pytest.raises(InputError, match="records no tile size.*give --tile-size"):
         make_heatmaps(world["model"], clam, tmp_path / "a", **common)
     # 64 px at 1 um/px = 128 level-0 px on this 0.5 um/px slide; Grad-CAM then reproduces
@@ -506,7 +516,6 @@ def test_clam_h5_files_without_patches_need_tile_size(world, tmp_path):
         tile_size=TileSize.parse("64@1.0"),
         gradcam=GradCAMSettings(),
         weights=world["weights"],
-        encoder="test_resnet",
         **common,
     )
     assert (result.tiles.loc[result.tiles["group"] == "top", "reembed_error"] < 2e-3).all()
@@ -518,7 +527,6 @@ def test_clam_h5_files_without_patches_need_tile_size(world, tmp_path):
             tile_size=TileSize(128),  # 128 level-0 px read at level 0, never resized
             gradcam=GradCAMSettings(),
             weights=world["weights"],
-            encoder="test_resnet",
             **common,
         )
     # A stated size that contradicts CLAM's patches file is refused, not preferred.
@@ -535,7 +543,7 @@ def test_clam_pt_files_take_coords_from_patches_or_refuse(world, tmp_path):
 
     alone = clam_folder(world, tmp_path / "alone", h5=False, pt=True, patches=False)
     with pytest.raises(InputError, match="tile coordinates unknown"):
-        make_heatmaps(world["model"], alone, tmp_path / "a", device="cpu")
+        make_heatmaps(world["model"], alone, tmp_path / "a", device="cpu", encoder="test_resnet")
     # A patches file without CLAM's attributes gives coords but no tile size.
     bare = clam_folder(world, tmp_path / "bare", h5=False, pt=True)
     with h5py.File(bare / "patches" / "S1.h5", "a") as f:
@@ -552,6 +560,7 @@ def test_clam_pt_files_take_coords_from_patches_or_refuse(world, tmp_path):
         slides=world["slides"],
         settings=HeatmapSettings(top_k=2),
         device="cpu",
+        encoder="test_resnet",
     )
     assert set(result.images["kind"]) == {"attention", "contribution", "gallery"}
     np.testing.assert_array_equal(
