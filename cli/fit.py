@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from cli._options import (
 )
 from mil_crcrs.cutoff import CUTOFF_METHODS
 from mil_crcrs.errors import InputError
+from mil_crcrs.feature_cache import RESIDENT_CHOICES
 from mil_crcrs.fit_config import (
     SettingError,
     read_settings_file,
@@ -36,7 +39,7 @@ from mil_crcrs.fit_config import (
     setting_fields,
     setting_types,
 )
-from mil_crcrs.fitting import LOSS_NAMES
+from mil_crcrs.fitting import LOSS_NAMES, PRECISIONS
 from mil_crcrs.losses import TIES
 from mil_crcrs.models import list_models, model_options
 from mil_crcrs.training import DEVICES, MONITORS, SCHEDULES
@@ -52,6 +55,8 @@ CHOICES = {
     "monitor": lambda: MONITORS,
     "cutoff": lambda: CUTOFF_METHODS,
     "device": lambda: DEVICES,
+    "resident": lambda: RESIDENT_CHOICES,
+    "precision": lambda: tuple(PRECISIONS),
 }
 
 
@@ -102,6 +107,8 @@ def _setting_option(name: str, kind: Any, help_text: str) -> Any:
         kind = _MaxTiles()
     elif name == "seeds":
         kind = _Seeds()
+    elif typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None: an X, or unset
+        kind = next(a for a in typing.get_args(kind) if a is not type(None))
     return click.option(flag(name), name, type=kind, default=None, help=help_text)
 
 

@@ -266,7 +266,8 @@ def _timm_spec(name: str, model: nn.Module, weights: str | None, default: str) -
     label, sha = _weights_label(weights, default)
     return EncoderSpec(
         name=name,
-        dim=int(model.num_features),
+        # the pooled output: wider than num_features where a head conv follows (MobileNetV3)
+        dim=int(getattr(model, "head_hidden_size", None) or model.num_features),
         mean=tuple(float(v) for v in cfg["mean"]),
         std=tuple(float(v) for v in cfg["std"]),
         input_size=int(cfg["input_size"][-1]),

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from feature_extraction.encoders import Encoder
 from mil_crcrs.bags import PatientBag
 from mil_crcrs.errors import InputError
+from mil_crcrs.feature_cache import to_cache_dtype
 from mil_crcrs.heatmap import overlay
 from mil_crcrs.model_dir import CRCRSModel
 
@@ -433,6 +434,7 @@ def feature_integrated_gradients(
     if baseline not in IG_BASELINES:
         raise InputError(f"baseline must be one of {', '.join(IG_BASELINES)}, got {baseline!r}")
     device = torch.device(device)
+    bag = to_cache_dtype(bag)  # the features as fit, predict() and patient_attention score them
     features, grid = _bag_tensors(model, bag, device)
     x = features[None]
     reference = torch.zeros_like(x) if baseline == "zeros" else x.mean(1, keepdim=True).expand_as(x)

@@ -1,13 +1,19 @@
 """Slides to per-slide HDF5 feature bags: :func:`extract`, the library side of ``crcrs extract``.
 
-For each slide of this process's shard (:mod:`feature_extraction.sharding`):
+For the slides of this process's shard (:mod:`feature_extraction.sharding`), as one pipeline:
 
-1. open it (:class:`~feature_extraction.slides.Slide`), segment tissue at low resolution and save
-   a QC picture (``DIR/qc/<slide>.png``);
-2. lay the tile grid at ``target_mpp`` and keep tissue tiles (:mod:`feature_extraction.grid`);
-3. DataLoader workers read blocks of neighbouring tiles as one region each from the best pyramid
-   level, resize and cut them, and hand over batches of uint8 tiles (pinned when on GPU);
-4. the encoder runs batched (on GPU: bf16/fp16 autocast, channels_last, optional
+1. a planning thread works a few slides ahead of the encoder (:mod:`feature_extraction.schedule`):
+   it claims each slide (:mod:`feature_extraction.claims`), opens it
+   (:class:`~feature_extraction.slides.Slide`), segments tissue at low resolution, saves a QC
+   picture (``DIR/qc/<slide>.png``), lays the tile grid at ``target_mpp``
+   (:mod:`feature_extraction.grid`) and chooses the reader (``--reader``): OpenSlide, or the
+   direct reader of tiled JPEG pyramids (:mod:`feature_extraction.direct`) after checking its
+   pixels on the first tiles against OpenSlide's;
+2. one DataLoader, whose worker processes live across slides, reads blocks of neighbouring tiles
+   as one region each from the best pyramid level (:mod:`feature_extraction.reading`) and hands
+   over batches of uint8 tiles (pinned on GPU) -- or, decoding on the GPU, the compressed JPEG
+   tiles, decoded there in one batch with the crop and resize;
+3. the encoder runs batched (on GPU: bf16/fp16 autocast, channels_last, optional
    ``torch.compile``) while the next batch loads, and features stream into
    :class:`~mil_crcrs.store.FeatureWriter`, which makes ``DIR/<slide>.h5`` appear atomically.
 
@@ -22,11 +28,13 @@ import contextlib
 import glob
 import hashlib
 import json
-import math
+import logging
 import os
+import queue
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +42,40 @@ import numpy as np
 import torch
 
 from feature_extraction import failures
-from feature_extraction.claims import folder_lock, sweep, try_claim
+from feature_extraction.claims import Claim, folder_lock, sweep, try_claim
+from feature_extraction.direct import DEFAULT_READER, READERS
+from feature_extraction.direct_batch import decode_blocks
 from feature_extraction.encoders import Encoder, create_encoder
+from feature_extraction.given_coords import given_grid, on_one_lattice
 from feature_extraction.grid import TileGrid, make_grid
+from feature_extraction.reading import (  # noqa: F401  (TileBlocks: for heatmaps and tests)
+    IDLE,
+    ReadSpec,
+    SlideReader,
+    TileBlocks,
+    Work,
+    choose_reader,
+    plan_batches,
+)
+from feature_extraction.schedule import DONE, Lookahead
 from feature_extraction.sharding import Shard, current_shard, shard_items
-from feature_extraction.slides import NO_TISSUE, Slide, SlideError, find_slides
-from feature_extraction.tissue import TissueParams, save_qc, tissue_mask
+from feature_extraction.slides import (
+    NO_TISSUE,
+    READ_ERROR,
+    Slide,
+    SlideError,
+    _one_line,
+    find_slides,
+)
+from feature_extraction.tissue import TissueMask, TissueParams, save_qc, tissue_mask
 from mil_crcrs._io import write_json
 from mil_crcrs.errors import InputError
+from mil_crcrs.runlog import Eta, bars_wanted, progress_log
 from mil_crcrs.store import FeatureMeta, FeatureWriter
+
+#: Notes (a slide read with OpenSlide and why, a slide that failed); progress lines go to
+#: :data:`mil_crcrs.runlog.PROGRESS_LOGGER`. The CLI shows both and keeps them in ``run.log``.
+log = logging.getLogger("mil_crcrs.extract")
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SETTINGS_NAME = "extract_settings.json"
@@ -77,7 +110,15 @@ class ExtractSettings:
     compile : run the encoder through ``torch.compile``
     block_tiles : tiles per side of the blocks read as one region (1 = one read per tile)
     qc : save the QC picture of each slide
-    progress : show progress bars; None = only on a terminal
+    progress : bars on a terminal (True or None); False: none. One plain line per slide (with
+        the time left) always goes to the ``mil_crcrs.progress`` logger, never a bar to a file
+    reader : "auto" (the direct JPEG reader where the file qualifies and its first tiles match
+        OpenSlide's, else OpenSlide), "openslide", or "direct" (no check; a slide it cannot read
+        fails). It does not change the features beyond JPEG rounding, so it is not hashed.
+    plan_ahead : slides planned (segmented, gridded) ahead of the one being encoded
+    coords_dir : a folder of coordinates files (CLAM ``patches/``, TRIDENT, any h5 with
+        ``coords``) whose tiles are read in place of the tissue grid
+        (:mod:`feature_extraction.given_coords`); hashed as "coords given", not by path
     """
 
     encoder: str = "efficientnet_lite0"
@@ -96,6 +137,9 @@ class ExtractSettings:
     block_tiles: int = 4
     qc: bool = True
     progress: bool | None = None
+    reader: str = DEFAULT_READER
+    plan_ahead: int = 2
+    coords_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -121,6 +165,10 @@ class ExtractSettings:
             raise InputError(
                 f"min tissue fraction must be in [0, 1], got {self.min_tissue_fraction}"
             )
+        if self.reader not in READERS:
+            raise InputError(f"reader must be one of {', '.join(READERS)}, got '{self.reader}'")
+        if self.plan_ahead < 1:
+            raise InputError(f"plan-ahead must be at least 1, got {self.plan_ahead}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise InputError(f"device must be auto, cpu, cuda or cuda:N, got '{self.device}'")
 
@@ -133,6 +181,9 @@ RUN_ONLY_FIELDS = (
     "block_tiles",
     "qc",
     "progress",
+    "reader",
+    "plan_ahead",
+    "coords_dir",
 )
 
 
@@ -156,6 +207,8 @@ class ExtractResult:
         folder)
     shard : this process's rank and world size
     errors_report : path of ``extract_errors.csv``
+    readers : slide id -> how its tiles were read ("openslide", "direct-cpu", "direct-device")
+    fallbacks : slide id -> why ``--reader auto`` read it with OpenSlide
     """
 
     out_dir: Path
@@ -170,6 +223,8 @@ class ExtractResult:
     slides_seconds: float = 0.0
     shard: Shard = field(default_factory=Shard)
     errors_report: Path | None = None
+    readers: dict[str, str] = field(default_factory=dict)
+    fallbacks: dict[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,6 +260,8 @@ def settings_record(settings: ExtractSettings, encoder: Encoder, precision: str)
         if f.name not in RUN_ONLY_FIELDS and f.name not in ("weights", "tissue", "slide_mpp")
     }
     record["tissue"] = asdict(settings.tissue)
+    if settings.coords_dir is not None:  # only then, so other runs keep their hashes
+        record["coords"] = "given"
     record["precision"] = precision
     spec = asdict(encoder.spec)
     spec["mean"], spec["std"] = list(spec["mean"]), list(spec["std"])
@@ -274,122 +331,6 @@ def check_output_dir(out_dir: Path, record: dict[str, Any], digest: str) -> None
             write_json(settings_file, {"settings_hash": digest, "settings": record})
 
 
-# --------------------------------------------------------------------------------------------
-# Reading tiles
-
-
-def plan_batches(grid: TileGrid, batch_size: int, block_tiles: int) -> list[list[np.ndarray]]:
-    """Group the grid's tiles into loader items.
-
-    Tiles are grouped into ``block_tiles`` x ``block_tiles`` blocks of the grid (each read as one
-    region); blocks are packed, in row-major block order, into items of at most ``batch_size``
-    tiles.
-
-    Returns
-    -------
-    list of items; an item is a list of blocks; a block is an (m, 2) int64 array of level-0
-    top-left corners
-    """
-    coords = grid.coords_level0
-    if len(coords) == 0:
-        return []
-    k = max(1, min(block_tiles, math.isqrt(batch_size)))
-    cell = coords // grid.tile_size_level0
-    key = (cell[:, 1] // k) * (int(cell[:, 0].max()) // k + 1) + cell[:, 0] // k
-    order = np.lexsort((cell[:, 0], cell[:, 1], key))
-    coords, key = coords[order], key[order]
-    starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-    blocks = np.split(coords, starts[1:])
-    items: list[list[np.ndarray]] = []
-    current: list[np.ndarray] = []
-    n = 0
-    for block in blocks:
-        if n + len(block) > batch_size and current:
-            items.append(current)
-            current, n = [], 0
-        current.append(block)
-        n += len(block)
-    if current:
-        items.append(current)
-    return items
-
-
-class TileBlocks(torch.utils.data.Dataset):
-    """Loader items of one slide: each is a batch of tiles read as a few large regions.
-
-    ``dataset[i]`` is ``{"tiles": (n, T, T, 3) uint8, "coords": (n, 2) int64}``, or
-    ``{"error": (reason, message)}`` when the slide cannot be read (so the main process can
-    record it).
-    """
-
-    def __init__(
-        self,
-        path: Path,
-        slide_mpp: float | None,
-        items: list[list[np.ndarray]],
-        tile_size_level0: int,
-        tile_size_px: int,
-    ) -> None:
-        self.path = path
-        self.slide_mpp = slide_mpp
-        self.items = items
-        self.size0 = tile_size_level0
-        self.size = tile_size_px
-        self._slide: Slide | None = None
-        self._pid: int | None = None
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def _open(self) -> Slide:
-        # One handle per process: OpenSlide handles are not shared across fork.
-        if self._slide is None or self._pid != os.getpid():
-            self._slide = Slide(self.path, mpp=self.slide_mpp)
-            self._pid = os.getpid()
-        return self._slide
-
-    def close(self) -> None:
-        """Close this process's slide handle."""
-        if self._slide is not None and self._pid == os.getpid():
-            self._slide.close()
-        self._slide = None
-
-    def read_block(self, slide: Slide, block: np.ndarray) -> np.ndarray:
-        """(m, 2) level-0 corners -> (m, T, T, 3) uint8 tiles, read as one region."""
-        from PIL import Image
-
-        size0, size = self.size0, self.size
-        x0, y0 = block.min(axis=0)
-        x1, y1 = block.max(axis=0) + size0
-        downsample = size0 / size
-        level = slide.best_level(downsample)
-        ds = slide.level_downsamples[level]
-        read_w, read_h = max(1, round((x1 - x0) / ds)), max(1, round((y1 - y0) / ds))
-        region = slide.read_region((int(x0), int(y0)), level, (read_w, read_h))
-        out_w, out_h = (x1 - x0) // size0 * size, (y1 - y0) // size0 * size
-        if (read_w, read_h) != (out_w, out_h):
-            region = np.asarray(
-                Image.fromarray(region).resize((int(out_w), int(out_h)), Image.Resampling.BILINEAR)
-            )
-        cols = (block[:, 0] - x0) // size0 * size
-        rows = (block[:, 1] - y0) // size0 * size
-        return np.stack(
-            [region[r : r + size, c : c + size] for r, c in zip(rows, cols, strict=True)]
-        )
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        blocks = self.items[index]
-        try:
-            slide = self._open()
-            tiles = np.concatenate([self.read_block(slide, b) for b in blocks])
-        except SlideError as exc:
-            return {"error": (exc.reason, str(exc))}
-        return {
-            "tiles": torch.from_numpy(tiles),
-            "coords": torch.from_numpy(np.concatenate(blocks).astype(np.int64)),
-        }
-
-
 def default_num_workers(shard: Shard | None = None) -> int:
     """The CPUs this process may use (its share of the node), minus one for the main process."""
     shard = shard or Shard()
@@ -424,6 +365,7 @@ class EncoderRunner:
         self.forward = torch.compile(self.encoder.model) if compile else self.encoder.model
         self.compiled = compile
         self.batch_size = batch_size
+        self.precision = precision
         self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
     def __call__(self, tiles: torch.Tensor) -> torch.Tensor:
@@ -446,54 +388,37 @@ class EncoderRunner:
         return features[:n]
 
 
-def _loader(dataset: TileBlocks, num_workers: int, pin: bool) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=None,
-        shuffle=False,
-        num_workers=num_workers,
-        pin_memory=pin,
-        prefetch_factor=4 if num_workers > 0 else None,
-    )
-
-
-def _encode(
-    runner: EncoderRunner,
-    loader: Iterator[dict[str, Any]],
-    writer: FeatureWriter,
-    bar,
-    heartbeat: Callable[[], None] | None = None,
-) -> int:
-    """Encode every item and stream it to ``writer``, one batch ahead of the copy back.
-
-    ``heartbeat`` is called once per batch (it keeps this process's claim on the slide fresh).
-    """
-    pending: tuple[torch.Tensor, torch.Tensor] | None = None
-    n = 0
-
-    def flush(item: tuple[torch.Tensor, torch.Tensor]) -> int:
-        features, coords = item
-        writer.append(features.float().cpu().numpy(), coords.numpy())
-        bar.update(len(coords))
-        return len(coords)
-
-    for item in loader:
-        if "error" in item:
-            reason, message = item["error"]
-            raise SlideError(message, reason)
-        features = runner(item["tiles"])
-        if heartbeat is not None:
-            heartbeat()
-        if pending is not None:
-            n += flush(pending)
-        pending = (features, item["coords"])
-    if pending is not None:
-        n += flush(pending)
-    return n
-
-
 # --------------------------------------------------------------------------------------------
-# One slide, and many
+# Planning a slide (on the planning thread)
+
+
+@dataclass
+class SlidePlan:
+    """One slide of the run: what planning found, then how far encoding got.
+
+    ``status`` is "ready" (tiles to encode), "skipped" (its file exists), "busy" (another live
+    process holds its claim) or "failed" (``error`` says why). A ready or failed plan holds the
+    slide's claim until the main thread finishes with it.
+    """
+
+    path: Path
+    status: str
+    claim: Claim | None = None
+    error: SlideError | None = None
+    meta: FeatureMeta | None = None
+    items: list[list[np.ndarray]] = field(default_factory=list)
+    n_tiles: int = 0
+    read: ReadSpec | None = None
+    note: str | None = None
+    writer: FeatureWriter | None = None
+    written: int = 0
+    started: float = 0.0
+    dead: bool = False
+    bar: Any = None
+
+    @property
+    def slide_id(self) -> str:
+        return self.path.stem
 
 
 def _remove_leftovers(out_dir: Path, slide_id: str) -> None:
@@ -508,40 +433,65 @@ def _remove_leftovers(out_dir: Path, slide_id: str) -> None:
             path.unlink(missing_ok=True)
 
 
-def extract_slide(
-    path: Path,
-    out_dir: Path,
-    runner: EncoderRunner,
-    settings: ExtractSettings,
-    record: dict[str, Any],
-    digest: str,
-    num_workers: int,
-    tqdm_kwargs: dict[str, Any] | None = None,
-    heartbeat: Callable[[], None] | None = None,
-) -> int:
-    """Extract one slide to ``out_dir/<stem>.h5``; returns the number of tiles.
+@dataclass(frozen=True)
+class RunContext:
+    """What planning a slide needs to know about the run."""
 
-    The caller must hold the slide's claim; ``heartbeat`` keeps it fresh while encoding.
+    out_dir: Path
+    settings: ExtractSettings
+    record: dict[str, Any]
+    digest: str
+    device: torch.device
+    #: every claim this run holds (planned slides included), kept fresh by the main thread
+    held: dict[int, Claim] = field(default_factory=dict)
 
-    Raises
-    ------
-    SlideError
-        when the slide cannot be opened or read, has no resolution, or no tissue tiles.
+    def hold(self, claim: Claim) -> Claim:
+        self.held[id(claim)] = claim
+        return claim
+
+    def release(self, claim: Claim | None) -> None:
+        if claim is not None:
+            self.held.pop(id(claim), None)
+            claim.release()
+
+    def heartbeat(self) -> None:
+        for claim in list(self.held.values()):
+            claim.heartbeat()
+
+
+def plan_slide(path: Path, run: RunContext) -> SlidePlan:
+    """Claim one slide, segment it, lay its grid, save its QC picture and choose its reader.
+
+    A slide whose file exists is "skipped", one another live process holds is "busy"; a slide
+    that cannot be used (unreadable, no resolution, no tissue) is "failed", still claimed.
     """
-    from tqdm.auto import tqdm
-
     slide_id = path.stem
-    _remove_leftovers(out_dir, slide_id)
+    target = run.out_dir / f"{slide_id}.h5"
+    if target.exists():
+        return SlidePlan(path, "skipped")
+    claim = try_claim(run.out_dir, slide_id)
+    if claim is None:
+        return SlidePlan(path, "busy")
+    if target.exists():  # finished by another process between the check and the claim
+        claim.release()
+        return SlidePlan(path, "skipped")
+    run.hold(claim)
+    try:
+        _remove_leftovers(run.out_dir, slide_id)
+        return _plan_claimed(path, run, claim)
+    except SlideError as exc:
+        return SlidePlan(path, "failed", claim=claim, error=exc)
+    except BaseException:
+        run.release(claim)
+        raise
+
+
+def _plan_claimed(path: Path, run: RunContext, claim: Claim) -> SlidePlan:
+    settings, out_dir, digest, record = run.settings, run.out_dir, run.digest, run.record
+    slide_id = path.stem
     with Slide(path, mpp=settings.slide_mpp) as slide:
         tissue = tissue_mask(slide, settings.tissue)
-        grid = make_grid(
-            tissue,
-            slide.dimensions,
-            slide.mpp,
-            settings.target_mpp,
-            settings.tile_size_px,
-            settings.min_tissue_fraction,
-        )
+        grid, target_mpp, block_tiles = _slide_grid(slide, tissue, settings)
         if settings.qc:
             save_qc(
                 out_dir / QC_DIR / f"{slide_id}.png",
@@ -560,81 +510,267 @@ def extract_slide(
             encoder=settings.encoder,
             tile_size_px=settings.tile_size_px,
             tile_size_level0=grid.tile_size_level0,
-            target_mpp=settings.target_mpp,
+            target_mpp=target_mpp,
             slide_mpp=slide.mpp,
             level0_width=slide.dimensions[0],
             level0_height=slide.dimensions[1],
             settings_hash=digest,
             settings=record,
         )
-        slide_mpp = slide.mpp
-    items = plan_batches(grid, settings.batch_size, settings.block_tiles)
-    dataset = TileBlocks(path, slide_mpp, items, grid.tile_size_level0, grid.tile_size_px)
-    loader = _loader(dataset, num_workers, pin=runner.device.type == "cuda")
-    with (
-        tqdm(
-            total=len(grid), desc=slide_id, unit="tile", leave=False, **(tqdm_kwargs or {})
-        ) as bar,
-        FeatureWriter(
-            out_dir / f"{slide_id}.h5", meta, runner.encoder.spec.dim, dtype=settings.feature_dtype
-        ) as writer,
-    ):
-        try:
-            n = _encode(runner, iter(loader), writer, bar, heartbeat)
-        finally:
-            dataset.close()
-    return n
+        items = plan_batches(grid, settings.batch_size, block_tiles)
+        first = np.concatenate(items[0])  # the tiles read first, for the reader check
+        read, note = choose_reader(
+            settings.reader, slide, first, grid.tile_size_level0, grid.tile_size_px, run.device
+        )
+    return SlidePlan(
+        path, "ready", claim=claim, meta=meta, items=items, n_tiles=len(grid), read=read, note=note
+    )
 
 
-def _extract_claimed(
-    path: Path,
-    out_dir: Path,
+def _slide_grid(
+    slide: Slide, tissue: TissueMask, settings: ExtractSettings
+) -> tuple[TileGrid, float, int]:
+    """The slide's tiles, their resolution (um/px) and the block size to read them in.
+
+    The grid laid over the tissue, or the tiles a coordinates file lists (``coords_dir``).
+    """
+    if settings.coords_dir is None:
+        grid = make_grid(
+            tissue,
+            slide.dimensions,
+            slide.mpp,
+            settings.target_mpp,
+            settings.tile_size_px,
+            settings.min_tissue_fraction,
+        )
+        return grid, settings.target_mpp, settings.block_tiles
+    grid = given_grid(settings.coords_dir, slide, settings.tile_size_px, settings.target_mpp)
+    block_tiles = (
+        settings.block_tiles if on_one_lattice(grid.coords_level0, grid.tile_size_level0) else 1
+    )
+    return grid, grid.tile_size_level0 * slide.mpp / grid.tile_size_px, block_tiles
+
+
+# --------------------------------------------------------------------------------------------
+# The run: one loader across slides, features streamed to each slide's file
+
+
+class _Stream:
+    """The main thread's side of a run: admits plans, hands out work, writes features."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        runner: EncoderRunner,
+        settings: ExtractSettings,
+        result: ExtractResult,
+        bar,
+        lookahead: Lookahead,
+        run: RunContext,
+    ) -> None:
+        self.out_dir, self.runner, self.settings, self.run = out_dir, runner, settings, run
+        self.result, self.bar, self.lookahead = result, bar, lookahead
+        self.active: dict[int, SlidePlan] = {}
+        self.pending: tuple[SlidePlan, torch.Tensor, torch.Tensor] | None = None
+        self.eta = Eta(bar.total)
+
+    # ---- the sampler side (called by the loader, on the main thread) ----------------------
+
+    def work(self) -> Iterator[Work]:
+        """Loader items of every slide in order; :data:`IDLE` while the next plan is not ready."""
+        self.lookahead.start()  # after the loader forked its workers: no thread is forked
+        seq = 0
+        while True:
+            try:
+                plan = self.lookahead.get(timeout=None if seq == 0 else 0.05)
+            except queue.Empty:
+                yield IDLE
+                continue
+            if plan is DONE:
+                return
+            if self._admit(plan, seq):
+                size0, size = plan.meta.tile_size_level0, plan.meta.tile_size_px
+                for index, blocks in enumerate(plan.items):
+                    if plan.dead:
+                        break
+                    yield Work(
+                        seq,
+                        index,
+                        plan.path,
+                        plan.meta.slide_mpp,
+                        plan.read,
+                        tuple(blocks),
+                        size0,
+                        size,
+                    )
+            seq += 1
+
+    def _admit(self, plan: SlidePlan, seq: int) -> bool:
+        """Record a plan that needs no encoding; register a ready one. True when ready."""
+        if plan.status == "skipped":
+            self.result.skipped.append(plan.slide_id)
+            self._handled(plan, "already done")
+        elif plan.status == "busy":
+            self.result.busy.append(plan.slide_id)
+            self._handled(plan, "left to another running process")
+        elif plan.status == "failed":
+            self.fail(plan, plan.error)
+        else:
+            self.active[seq] = plan
+            if plan.claim is not None and plan.claim.took_over:
+                self.result.taken_over.append(plan.slide_id)
+            self.result.readers[plan.slide_id] = plan.read.kind
+            if plan.note is not None:
+                self.result.fallbacks[plan.slide_id] = plan.note
+                self._say(f"{plan.slide_id}: read with OpenSlide, not directly: {plan.note}")
+            return True
+        return False
+
+    # ---- the consumer side ----------------------------------------------------------------
+
+    def take(self, out: dict[str, Any]) -> None:
+        """Encode one loader item and write the batch before it."""
+        self.run.heartbeat()  # planned slides' claims too: they may wait a long slide out
+        plan = self.active.get(out["seq"])
+        if plan is None or plan.dead:  # idle, or a slide that failed meanwhile
+            self.flush()
+            return
+        if "error" in out:
+            reason, message = out["error"]
+            self.fail(plan, SlideError(message, reason))
+            return
+        tiles = out.get("tiles")
+        if tiles is None:
+            try:
+                tiles = decode_blocks(out["packed"], plan.meta.tile_size_px, self.runner.device)
+            except RuntimeError as exc:  # nvjpeg / libjpeg on corrupt data
+                message = f"{plan.path}: cannot decode its JPEG tiles ({_one_line(exc)})"
+                self.fail(plan, SlideError(message, READ_ERROR))
+                return
+        features = self.runner(tiles)
+        self.flush()
+        self.pending = (plan, features, out["coords"])
+
+    def flush(self) -> None:
+        """Write the pending batch; finish its slide when that was its last."""
+        if self.pending is None:
+            return
+        plan, features, coords = self.pending
+        self.pending = None
+        if plan.dead:
+            return
+        if plan.writer is None:
+            dim, dtype = self.runner.encoder.spec.dim, self.settings.feature_dtype
+            plan.writer = FeatureWriter(self.out_dir / f"{plan.slide_id}.h5", plan.meta, dim, dtype)
+            plan.bar, plan.started = self._tile_bar(plan), time.perf_counter()
+        plan.writer.append(features.float().cpu().numpy(), coords.numpy())
+        plan.written += len(coords)
+        plan.bar.update(len(coords))
+        if plan.written == plan.n_tiles:
+            self._finish(plan)
+
+    def _finish(self, plan: SlidePlan) -> None:
+        plan.writer.close()
+        plan.bar.close()
+        plan.dead = True
+        self.result.done.append(plan.slide_id)
+        self.result.n_tiles += plan.written
+        failures.clear_failure(self.out_dir, plan.slide_id)
+        self._drop(plan)
+        seconds = time.perf_counter() - plan.started
+        self._handled(plan, f"{plan.written} tiles in {seconds:.1f} s ({plan.read.kind})")
+
+    def fail(self, plan: SlidePlan, exc: SlideError) -> None:
+        """Record a failed slide, drop what it wrote, and go on."""
+        plan.dead = True
+        if plan.writer is not None:
+            plan.writer.abort()
+            plan.bar.close()
+        self.result.failed[plan.slide_id] = str(exc)
+        failures.record_failure(
+            self.out_dir, plan.slide_id, plan.path, exc.reason, str(exc), self.result.shard.rank
+        )
+        self._say(f"failed: {exc}")
+        self._drop(plan)
+        self._handled(plan, "failed")
+
+    def _handled(self, plan: SlidePlan, what: str) -> None:
+        """One slide dealt with: the bar (terminal only) and one plain progress line (logged)."""
+        self.bar.update(1)
+        progress_log.info("slide %s: %s %s", self.eta.step(), plan.slide_id, what)
+
+    def _drop(self, plan: SlidePlan) -> None:
+        self.run.release(plan.claim)
+        for seq in [s for s, p in self.active.items() if p is plan]:
+            del self.active[seq]
+
+    def abandon(self) -> None:
+        """After an error or interrupt: drop unfinished files, release every claim."""
+        self.lookahead.stop()
+        for plan in list(self.active.values()):
+            plan.dead = True
+            if plan.writer is not None:
+                plan.writer.abort()
+            self._drop(plan)
+
+    def _tile_bar(self, plan: SlidePlan):
+        from tqdm.auto import tqdm
+
+        return tqdm(
+            total=plan.n_tiles,
+            desc=plan.slide_id,
+            unit="tile",
+            leave=False,
+            position=1,
+            disable=self.bar.disable,
+        )
+
+    def _say(self, text: str) -> None:
+        with self.bar.external_write_mode():  # a line above a bar on a terminal
+            log.info(text)
+
+
+def _run(
+    mine: list[Path],
+    run: RunContext,
     runner: EncoderRunner,
-    settings: ExtractSettings,
-    record: dict[str, Any],
-    digest: str,
     num_workers: int,
     result: ExtractResult,
-    bar,
-    disable: bool | None,
 ) -> None:
-    """Extract one slide unless it is done or claimed by a live process; record the outcome."""
-    slide_id = path.stem
-    target = out_dir / f"{slide_id}.h5"
-    if target.exists():
-        result.skipped.append(slide_id)
-        return
-    claim = try_claim(out_dir, slide_id)
-    if claim is None:
-        result.busy.append(slide_id)
-        return
-    if claim.took_over:
-        result.taken_over.append(slide_id)
-    try:
-        if target.exists():  # finished by another process between the check and the claim
-            result.skipped.append(slide_id)
-            return
-        result.n_tiles += extract_slide(
-            path,
-            out_dir,
-            runner,
-            settings,
-            record,
-            digest,
-            num_workers,
-            tqdm_kwargs={"disable": disable, "position": 1},
-            heartbeat=claim.heartbeat,
+    """This process's slides through the planning thread, one loader and the encoder."""
+    from tqdm.auto import tqdm
+
+    settings, shard = run.settings, result.shard
+    lookahead = Lookahead(
+        mine,
+        partial(plan_slide, run=run),
+        depth=settings.plan_ahead,
+        discard=lambda plan: run.release(plan.claim),
+    )
+    # bars on a terminal only; one plain line per slide goes to the log (mil_crcrs.runlog)
+    bars = bars_wanted(settings.progress is not False)
+    desc = f"slides (rank {shard.rank})" if shard.world_size > 1 else "slides"
+    with tqdm(total=len(mine), desc=desc, unit="slide", disable=not bars) as bar:
+        stream = _Stream(run.out_dir, runner, settings, result, bar, lookahead, run)
+        reader = SlideReader()
+        loader = torch.utils.data.DataLoader(
+            reader,
+            batch_size=None,
+            sampler=stream.work(),
+            num_workers=num_workers,
+            pin_memory=runner.device.type == "cuda",
+            prefetch_factor=4 if num_workers > 0 else None,
         )
-    except SlideError as exc:
-        result.failed[slide_id] = str(exc)
-        failures.record_failure(out_dir, slide_id, path, exc.reason, str(exc), result.shard.rank)
-        if not bar.disable:
-            bar.write(f"failed: {exc}")
-    else:
-        result.done.append(slide_id)
-        failures.clear_failure(out_dir, slide_id)
-    finally:
-        claim.release()
+        try:
+            for out in loader:
+                stream.take(out)
+            stream.flush()
+        except BaseException:
+            stream.abandon()
+            raise
+        finally:
+            lookahead.stop()
+            reader.close()
 
 
 def extract(
@@ -642,8 +778,12 @@ def extract(
     out_dir: str | os.PathLike,
     settings: ExtractSettings | None = None,
     shard: Shard | None = None,
+    runner: EncoderRunner | None = None,
 ) -> ExtractResult:
     """Extract features of ``slides`` (files or folders) into ``out_dir/<slide stem>.h5``.
+
+    One loader (with its worker processes) serves every slide of this process, while a
+    background thread plans the next slides (claim, segmentation, QC, grid, reader choice).
 
     Parameters
     ----------
@@ -651,6 +791,8 @@ def extract(
     out_dir : the output folder (created)
     settings : what to extract and how; defaults to :class:`ExtractSettings()`
     shard : this process's share; None reads torchrun/SLURM variables
+    runner : an encoder already built (and compiled) for ``settings.encoder``, to reuse across
+        calls; its device and precision are used. None builds one from the settings.
 
     Returns
     -------
@@ -662,16 +804,25 @@ def extract(
         for bad settings, an unknown encoder or unavailable weights, no slides, or an output
         folder holding features made with other settings.
     """
-    from tqdm.auto import tqdm
 
     start = time.perf_counter()
     settings = settings or ExtractSettings()
     shard = shard or current_shard()
     out_dir = Path(out_dir)
     paths = find_slides(slides)
-    device = resolve_device(settings.device, shard)
-    precision = resolve_precision(settings.precision, device)
-    encoder = create_encoder(settings.encoder, settings.weights)
+    if runner is None:
+        device = resolve_device(settings.device, shard)
+        precision = resolve_precision(settings.precision, device)
+        encoder = create_encoder(settings.encoder, settings.weights)
+    elif runner.encoder.spec.name != settings.encoder:
+        raise InputError(
+            f"the encoder given ({runner.encoder.spec.name}) is not the one the settings name "
+            f"({settings.encoder})"
+        )
+    elif runner.compiled and runner.batch_size < settings.batch_size:
+        raise InputError(f"the compiled encoder given takes batches of {runner.batch_size} tiles")
+    else:
+        device, precision, encoder = runner.device, runner.precision, runner.encoder
     record = settings_record(settings, encoder, precision)
     digest = settings_hash(record)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -682,21 +833,11 @@ def extract(
     num_workers = (
         default_num_workers(shard) if settings.num_workers is None else settings.num_workers
     )
-    runner = EncoderRunner(encoder, device, precision, settings.compile, settings.batch_size)
+    if runner is None:
+        runner = EncoderRunner(encoder, device, precision, settings.compile, settings.batch_size)
     result = ExtractResult(out_dir=out_dir, settings_hash=digest, shard=shard)
-    disable = None if settings.progress is None else not settings.progress
     slides_start = time.perf_counter()
-    with tqdm(
-        total=len(mine),
-        desc=f"slides (rank {shard.rank})" if shard.world_size > 1 else "slides",
-        unit="slide",
-        disable=disable,
-    ) as bar:
-        for path in mine:
-            _extract_claimed(
-                path, out_dir, runner, settings, record, digest, num_workers, result, bar, disable
-            )
-            bar.update(1)
+    _run(mine, RunContext(out_dir, settings, record, digest, device), runner, num_workers, result)
     sweep(out_dir, (failures.RECORDS_DIR,))
     result.errors_report = failures.write_report(out_dir)
     result.slides_seconds = time.perf_counter() - slides_start

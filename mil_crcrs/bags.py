@@ -84,6 +84,17 @@ class PatientBags(Sequence[PatientBag]):
     def __len__(self) -> int:
         return len(self.cohort)
 
+    @property
+    def n_tiles(self) -> np.ndarray:
+        """(n_patients,) tiles of each bag, from the files' metadata (no features read)."""
+        return np.array(
+            [
+                sum(self.store.info(s).n_tiles for s in self.cohort.slides[p])
+                for p in self.cohort.patient_ids
+            ],
+            dtype=np.int64,
+        )
+
     def __getitem__(self, index: int) -> PatientBag:  # type: ignore[override]
         if index in self._cache:
             return self._cache[index]

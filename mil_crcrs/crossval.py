@@ -171,6 +171,9 @@ def _new_model(
             n_outputs=settings.n_bins if settings.loss == "discrete" else 1,
             **settings.model_kwargs,
         )
+    from mil_crcrs.fitting import PRECISIONS  # fitting imports this module
+
+    model.autocast_dtype = PRECISIONS[settings.precision]
     # The fold's training part: its training and inner-validation patients, never its test fold.
     training_part = np.sort(np.concatenate([fold.train, fold.inner_val]))
     if settings.standardize:

@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from mil_crcrs.bags import PatientBags
 from mil_crcrs.checkpoints import fold_checkpoints
@@ -60,6 +61,7 @@ from mil_crcrs.cohort import TIME_UNITS, Cohort, Columns, read_cohort
 from mil_crcrs.crossval import CrossValidation, cross_validate
 from mil_crcrs.cutoff import CUTOFF_METHODS, choose_cutoff, risk_group
 from mil_crcrs.errors import InputError
+from mil_crcrs.feature_cache import RESIDENT_CHOICES, BagCache, open_training_bags
 from mil_crcrs.fit_config import SettingError, coerce_setting, setting_fields
 from mil_crcrs.losses import TIES, cox_nll, discrete_time_nll
 from mil_crcrs.metrics import harrell_c
@@ -69,6 +71,8 @@ from mil_crcrs.store import FeatureStore
 from mil_crcrs.training import DEVICES, MONITORS, SCHEDULES, LossFn, resolve_device
 
 LOSS_NAMES = ("cox", "discrete")
+#: ``FitSettings.precision``: the autocast dtype of training steps (None = full precision).
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 #: Smallest share of patients in either group for the maxstat cutoff.
 MAXSTAT_MIN_FRACTION = 0.1
 
@@ -115,6 +119,11 @@ class FitSettings:
     device : "auto", "cpu" or "cuda"
     progress : show progress: bars on a terminal, one plain line per step (with the time left)
         when stderr is a file; False prints results and warnings only
+    cache_gb : memory for the bag cache in GiB; bags beyond it are streamed from disk (none =
+        half the available memory; see mil_crcrs.feature_cache)
+    resident : "auto" (the whole cohort on the GPU, once, when it fits), "on" or "off"; see
+        mil_crcrs.packed
+    precision : "fp32", or "bf16" for bf16 autocast in the training steps (prediction is fp32)
     """
 
     model: str = "abmil"
@@ -142,6 +151,9 @@ class FitSettings:
     seeds: tuple[int, ...] = ()
     device: str = "auto"
     progress: bool = True
+    cache_gb: float | None = None
+    resident: str = "auto"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         for name in setting_fields():  # types first: a list of seeds becomes a tuple, 1 -> 1.0
@@ -153,6 +165,8 @@ class FitSettings:
             "ties": TIES,
             "monitor": MONITORS,
             "cutoff": CUTOFF_METHODS,
+            "resident": RESIDENT_CHOICES,
+            "precision": tuple(PRECISIONS),
         }
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
             raise SettingError("device", f"must be one of {', '.join(DEVICES)} (or cuda:N)")
@@ -176,6 +190,8 @@ class FitSettings:
                 raise SettingError(name, f"must be at least {low}, got {getattr(self, name)}")
         if self.max_tiles is not None and self.max_tiles < 1:
             raise SettingError("max_tiles", f"must be at least 1 (or none), got {self.max_tiles}")
+        if self.cache_gb is not None and not self.cache_gb >= 0:
+            raise SettingError("cache_gb", f"must be >= 0 (or none), got {self.cache_gb}")
         if not self.lr > 0:
             raise SettingError("lr", f"must be positive, got {self.lr}")
         for name in ("weight_decay", "clip_norm"):
@@ -284,10 +300,14 @@ def fit(
         raise InputError(f"{features}: no feature files (.h5 or .pt) found")
     cohort = clinical if isinstance(clinical, Cohort) else read_cohort(clinical, columns, time_unit)
     cohort = cohort.require_outcome().match_features(store.slide_ids, missing).require_outcome()
-    bags = PatientBags(cohort, store, cache=True)
+    bags = open_training_bags(
+        PatientBags(cohort, store), device, settings.cache_gb, settings.resident, settings.progress
+    )
     time, event = cohort.time, cohort.event
     saved = fold_checkpoints(checkpoints, resume, settings, device, cohort, store)
     cv = cross_validate(settings, bags, time, event, cohort.source, device, saved)
+    if isinstance(bags, BagCache):
+        bags.close()
     oof = cv.oof
     cutoff = choose_cutoff(settings.cutoff, oof, time, event, MAXSTAT_MIN_FRACTION)
     oof_predictions = pd.DataFrame(

@@ -60,6 +60,7 @@ from mil_crcrs.bags import PatientBag, PatientBags
 from mil_crcrs.cohort import Cohort, Columns, DataWarning, cohort_from_slides, read_cohort
 from mil_crcrs.cutoff import Cutoff, risk_group
 from mil_crcrs.errors import InputError
+from mil_crcrs.feature_cache import CacheDtypeBags, to_cache_dtype
 from mil_crcrs.models import MILModel, create_model
 from mil_crcrs.standardize import FeatureNorm, has_feature_norm
 from mil_crcrs.store import FeatureStore
@@ -283,6 +284,7 @@ class CRCRSModel:
             ``crcrs`` exactly; for max and transmil it is an approximation (see
             ``MILModel.tile_contributions``)
         """
+        bag = to_cache_dtype(bag)  # as the fit and predict() score it
         risk, attention, contribution = self._score([bag], 1, resolve_device(device), tiles=True)
         return float(risk[0]), attention[0], contribution[0]
 
@@ -340,7 +342,8 @@ class CRCRSModel:
         if len(store) == 0:
             raise InputError(f"{features}: no feature files (.h5 or .pt) found")
         cohort = cohort.match_features(store.slide_ids, missing=missing)
-        bags = PatientBags(cohort, store)
+        # Read as the fit's bag cache holds them, so a patient scores as in the fit.
+        bags = CacheDtypeBags(PatientBags(cohort, store))
         self.check_features(bags.feature_dim, bags.encoder, str(features))
         device = resolve_device(device)
         risk, attention, contribution = self._score(

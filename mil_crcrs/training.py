@@ -115,6 +115,11 @@ def iterate_batches(
     (PaddedBatch, time (B,) float32, event (B,) float32)
     """
     order = rng.permutation(np.asarray(indices))
+    if hasattr(bags, "train_batches"):  # device-resident bags (mil_crcrs.packed) gather their own
+        yield from bags.train_batches(order, time, event, batch_size, rng, max_tiles)
+        return
+    if hasattr(bags, "prefetch"):  # streamed bags (mil_crcrs.feature_cache) read ahead in order
+        bags.prefetch(order)
     n_batches = max(1, len(order) // batch_size)
     for chunk in np.array_split(order, n_batches):
         batch = collate([bags[i] for i in chunk], max_tiles=max_tiles, rng=rng)
@@ -170,15 +175,12 @@ def train_one_epoch(
     return float(np.mean(losses)) if losses else float("nan")
 
 
-def eval_batches(
-    bags: Sequence[PatientBag], batch_size: int, max_batch_tiles: int = MAX_BATCH_TILES
-) -> Iterator[tuple[np.ndarray, PaddedBatch]]:
-    """Batches for prediction: every tile, bags of similar length together.
-
-    Yields ``(positions, PaddedBatch)``; at most ``batch_size`` bags and, unless a bag alone is
-    longer, at most ``max_batch_tiles`` padded tiles per batch.
-    """
-    lengths = np.array([bag.n_tiles for bag in bags])
+def eval_groups(
+    lengths: np.ndarray, batch_size: int, max_batch_tiles: int = MAX_BATCH_TILES
+) -> Iterator[np.ndarray]:
+    """Positions of bags of ``lengths`` tiles grouped for prediction, similar lengths together:
+    at most ``batch_size`` bags and, unless a bag alone is longer, ``max_batch_tiles`` padded
+    tiles per group."""
     order = np.argsort(lengths, kind="stable")
     start = 0
     while start < len(order):
@@ -189,9 +191,29 @@ def eval_batches(
             and (stop - start + 1) * lengths[order[stop]] <= max_batch_tiles
         ):
             stop += 1
-        chunk = order[start:stop]
-        yield chunk, collate([bags[i] for i in chunk])
+        yield order[start:stop]
         start = stop
+
+
+def eval_batches(
+    bags: Sequence[PatientBag], batch_size: int, max_batch_tiles: int = MAX_BATCH_TILES
+) -> Iterator[tuple[np.ndarray, PaddedBatch]]:
+    """Batches for prediction: every tile, bags of similar length together.
+
+    Yields ``(positions, PaddedBatch)``; at most ``batch_size`` bags and, unless a bag alone is
+    longer, at most ``max_batch_tiles`` padded tiles per batch (see :func:`eval_groups`).
+    """
+    lengths = getattr(bags, "n_tiles", None)  # known without reading, for cached/packed bags
+    if lengths is None:
+        lengths = np.array([bag.n_tiles for bag in bags])
+    groups = list(eval_groups(np.asarray(lengths), batch_size, max_batch_tiles))
+    if hasattr(bags, "eval_batches"):  # device-resident bags gather their own
+        yield from bags.eval_batches(groups)
+        return
+    if hasattr(bags, "prefetch") and groups:  # streamed bags are read ahead in this order
+        bags.prefetch(np.concatenate(groups))
+    for chunk in groups:
+        yield chunk, collate([bags[i] for i in chunk])
 
 
 @torch.no_grad()
@@ -425,7 +447,8 @@ def train_model(
     val_idx = np.asarray(val_idx, dtype=np.int64)
     time = np.asarray(time, dtype=np.float64)
     event = np.asarray(event, dtype=np.float64)
-    val_bags = [bags[i] for i in val_idx]
+    # A lazy view where the bags offer one (streamed bags must not all sit in a list).
+    val_bags = bags.subset(val_idx) if hasattr(bags, "subset") else [bags[i] for i in val_idx]
     rng = np.random.default_rng(seed)
     steps_per_epoch = max(1, len(train_idx) // batch_size)
     stopping = EarlyStopping(patience, min_epochs, smooth_epochs, average_epochs)

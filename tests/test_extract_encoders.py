@@ -99,6 +99,13 @@ def test_weights_that_do_not_fit_are_one_line_errors(tmp_path):
         create_encoder("test_resnet", weights=tmp_path / "missing.pth")
 
 
+def test_spec_dim_is_the_pooled_output_also_behind_a_head_conv():
+    # MobileNetV3's pooled features pass a 1x1 conv: 1024-d out of a 288-wide trunk
+    encoder = create_encoder("mobilenetv3_small_050", "random")
+    out = encoder(encoder.preprocess(torch.zeros((1, 64, 64, 3), dtype=torch.uint8)))
+    assert encoder.spec.dim == out.shape[1] == 1024
+
+
 def test_unknown_encoder_names_the_choices():
     with pytest.raises(InputError, match="unknown encoder 'resnet_9000': use one of .*uni"):
         create_encoder("resnet_9000")

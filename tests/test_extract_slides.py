@@ -86,11 +86,13 @@ def write_pyramid(
     levels: int = 3,
     compression: str = "zlib",
     tile: int = 256,
+    **write_args,
 ) -> Path:
     """A pyramidal TIFF OpenSlide opens as generic-tiff: one page per level, halving each time.
 
-    ``compression="zlib"`` keeps pixels exact; "jpeg" is what scanners write. ``mpp=None`` writes
-    no resolution, so OpenSlide reports none.
+    ``compression="zlib"`` keeps pixels exact; "jpeg" is what scanners write (YCbCr tiles; with
+    ``compressionargs={"outcolorspace": "rgb"}, subsampling=(1, 1)`` RGB-coded ones). ``mpp=None``
+    writes no resolution, so OpenSlide reports none. ``write_args`` go to ``TiffWriter.write``.
     """
     from PIL import Image
 
@@ -109,6 +111,7 @@ def write_pyramid(
                 subfiletype=0 if i == 0 else 1,
                 metadata=None,
                 **extra,
+                **write_args,
             )
             level = np.asarray(Image.fromarray(level).reduce(2))
     return path

@@ -17,6 +17,7 @@ from mil_crcrs import CRCRSModel, FitSettings, fit, load_model
 from mil_crcrs.bags import PatientBags
 from mil_crcrs.cohort import read_cohort
 from mil_crcrs.errors import InputError
+from mil_crcrs.feature_cache import to_cache_dtype
 from mil_crcrs.metrics import harrell_c
 from mil_crcrs.model_dir import MODEL_FORMAT_VERSION
 from mil_crcrs.store import FeatureMeta, FeatureStore, write_bag
@@ -234,7 +235,8 @@ def test_cutoff_is_the_median_of_the_oof_crcrs(fitted):
 def test_crcrs_is_the_calibrated_mean_of_standardised_fold_risks(cohort, fitted):
     features, clinical = cohort
     c = read_cohort(clinical)
-    bags = PatientBags(c, FeatureStore(features))
+    # fit scores the bag cache, which holds features in float16 where that does not blur them
+    bags = [to_cache_dtype(b) for b in PatientBags(c, FeatureStore(features))]
     oof = fitted.oof_predictions
     per_model = []
     for k, (m, centre, scale) in enumerate(

@@ -13,6 +13,7 @@ import torch
 from mil_crcrs import FitSettings, fit, load_model
 from mil_crcrs.bags import PatientBags
 from mil_crcrs.cohort import read_cohort
+from mil_crcrs.feature_cache import to_cache_dtype
 from mil_crcrs.models import create_model
 from mil_crcrs.standardize import FeatureNorm, attach_feature_norm, feature_moments
 from mil_crcrs.store import FeatureMeta, FeatureStore, write_bag
@@ -87,7 +88,8 @@ def test_a_normed_model_reads_raw_features_as_the_plain_model_reads_standardised
 def test_each_fold_is_standardised_on_its_training_part_only(tmp_path, cohort, fitted):
     features, clinical, raw = cohort
     folds = fitted.oof_predictions["fold"].to_numpy()
-    bags = PatientBags(read_cohort(clinical), FeatureStore(features))
+    # fit trains on the bag cache, which holds features in float16 where that does not blur them
+    bags = [to_cache_dtype(b) for b in PatientBags(read_cohort(clinical), FeatureStore(features))]
     for k, model in enumerate(fitted.fold_models, start=1):
         mean, sd = feature_moments(bags, np.flatnonzero(folds != k))
         np.testing.assert_allclose(model.input_norm.mean.numpy(), mean, rtol=1e-6)

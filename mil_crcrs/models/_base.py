@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mil_crcrs.errors import InputError
+from mil_crcrs.models._chunked import MAX_STEP_TILES, TILE_CHUNK, forward_chunked, step_budget
 
 
 class MILOutput(NamedTuple):
@@ -132,6 +133,15 @@ class MILModel(nn.Module):
 
     model_name: ClassVar[str] = ""
     head: nn.Linear
+    #: A batch with more real tiles than this runs its per-tile layers in chunks of
+    #: ``tile_chunk`` tiles, recomputed in backward (:mod:`mil_crcrs.models._chunked`), so that
+    #: a huge bag's step does not grow with the bag; None = never. On a CUDA device the
+    #: budget scales with the device's memory (:func:`~mil_crcrs.models._chunked.step_budget`).
+    max_step_tiles: int | None = MAX_STEP_TILES
+    tile_chunk: int = TILE_CHUNK
+    #: Run training-mode forward passes under ``torch.autocast`` in this dtype (e.g.
+    #: ``torch.bfloat16``); None = full precision. Evaluation is always full precision.
+    autocast_dtype: torch.dtype | None = None
 
     def __init__(self, in_dim: int, n_outputs: int = 1, dropout: float = 0.25, **hparams: Any):
         super().__init__()
@@ -200,14 +210,21 @@ class MILModel(nn.Module):
         -------
         MILOutput
         """
-        features, mask, rows = self._prepare(features, mask, grid)
-        if rows is None:  # no padding
-            z, attention = self.pool(self.forward_features(features), mask, grid)
-        else:  # the per-tile work on the real tiles only
-            h_real = self.forward_features(features.flatten(0, 1)[rows])
-            z, attention = self.pool_packed(h_real, rows, mask, grid)
-        logits = self.forward_head(z)
-        return MILOutput(risk_from_logits(logits), logits, attention)
+        amp = self.autocast_dtype is not None and self.training
+        with torch.autocast(features.device.type, dtype=self.autocast_dtype, enabled=amp):
+            features, mask, rows = self._prepare(features, mask, grid)
+            n_real = features.shape[0] * features.shape[1] if rows is None else rows.numel()
+            budget = step_budget(self.max_step_tiles, features.device)
+            if budget is not None and n_real > budget:
+                z, attention = forward_chunked(self, features, mask, rows, grid)
+            elif rows is None:  # no padding
+                z, attention = self.pool(self.forward_features(features), mask, grid)
+            else:  # the per-tile work on the real tiles only
+                h_real = self.forward_features(features.flatten(0, 1)[rows])
+                z, attention = self.pool_packed(h_real, rows, mask, grid)
+            logits = self.forward_head(z)
+        logits = logits.float() if amp else logits
+        return MILOutput(risk_from_logits(logits), logits, attention.to(logits.dtype))
 
     def tile_contributions(
         self, features: Tensor, mask: Tensor | None = None, grid: Tensor | None = None
