@@ -204,6 +204,8 @@ def command(
         result = extract(slides, out_dir, settings, shard=shard)
         rank = f"rank {shard.rank}/{shard.world_size}: " if shard.world_size > 1 else ""
         busy = f"{len(result.busy)} left to another running process, " if result.busy else ""
+        if result.taken_over:
+            busy += f"{len(result.taken_over)} taken over from a stopped run, "
         n_direct = sum(kind != "openslide" for kind in result.readers.values())
         direct = f", {n_direct} slide(s) read directly" if n_direct else ""
         summary = (

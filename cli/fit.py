@@ -182,6 +182,13 @@ def settings_options(func):
     default=None,
     help="Feature files of the validation cohort [default: --features].",
 )
+@click.option(
+    "--resume/--no-resume",
+    default=False,
+    show_default=True,
+    help="Take the fold models that an interrupted fit with the same settings, cohort and "
+    "features saved (in .OUT.checkpoints beside --out), and train only the rest.",
+)
 @settings_options
 @read_settings
 @cohort_columns
@@ -194,12 +201,14 @@ def command(
     missing,
     val_clinical,
     val_features,
+    resume,
     read_settings,
     columns,
     time_unit,
     **given,
 ) -> None:
     """Train K fold models; write weights, config, metrics.json, oof_predictions.csv, run.log."""
+    from mil_crcrs.checkpoints import checkpoint_folder, remove_checkpoints
     from mil_crcrs.cohort import read_cohort
     from mil_crcrs.fitting import fit
     from mil_crcrs.runlog import RUN_LOG_NAME, RunLog
@@ -217,8 +226,11 @@ def command(
             missing=missing,
             val_clinical=val_clinical,
             val_features=val_features and FeatureStore(val_features, settings=read_settings),
+            checkpoints=checkpoint_folder(out),
+            resume=resume,
         )
         crcrs.save(out)
+        remove_checkpoints(checkpoint_folder(out))
         for line in _summary(crcrs):
             click.echo(line)
             run_log.note(line)

@@ -8,19 +8,26 @@ files or write its feature file.
 
 A claim is taken over when it is stale:
 
-- its process is gone (same host, the pid no longer exists), or
-- its heartbeat is older than ``timeout_s``: the owner touches the claim while it works
-  (:meth:`Claim.heartbeat`), so a live owner on another host keeps its claim however long the
-  slide takes, and a dead one loses it after ``timeout_s``.
+- on the same host: its process is gone (the pid no longer exists, or now belongs to a process
+  started at another time: pids are reused). A live owner keeps its claim however long it
+  takes, so a slow slide is never encoded twice on one machine;
+- from another host (a shared file system): its heartbeat is older than ``timeout_s``; the owner
+  touches the claim while it works (:meth:`Claim.heartbeat`), so a live owner keeps it and a
+  dead one loses it after ``timeout_s``. Only there can work be duplicated: an owner that stalls
+  longer than ``timeout_s`` between heartbeats loses its slide to another process, and both
+  encode it (the files are identical; the later one replaces the earlier one atomically).
 
-Deciding and taking a claim happen under an ``flock`` on ``DIR/.claims.lock``, so two processes
-that both find the same stale claim cannot both take it over.
+Deciding and taking a claim happen under an ``flock`` on ``DIR/.claims.lock``. Every small
+record of the folder (the settings file, failure records, the errors report) is written under
+the same lock, so whatever temporary file is found while holding it was left by a killed
+process, and :func:`sweep` removes it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import json
 import os
 import socket
@@ -42,7 +49,9 @@ def claim_path(out_dir: Path, slide_id: str) -> Path:
 
 
 @contextlib.contextmanager
-def _folder_lock(out_dir: Path) -> Iterator[None]:
+def folder_lock(out_dir: Path) -> Iterator[None]:
+    """Hold the folder's lock (an exclusive ``flock`` on ``DIR/.claims.lock``)."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
     fd = os.open(out_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -61,8 +70,23 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc); None if unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
 def _owner() -> dict[str, object]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "time": time.time()}
+    pid = os.getpid()
+    return {
+        "host": socket.gethostname(),
+        "pid": pid,
+        "start": _start_time(pid),
+        "time": time.time(),
+    }
 
 
 def _is_stale(path: Path, timeout_s: float) -> bool:
@@ -73,11 +97,13 @@ def _is_stale(path: Path, timeout_s: float) -> bool:
         return True
     except (OSError, ValueError):
         return True  # unreadable: a claim cut short by a kill while being written
-    if age > timeout_s:
-        return True
     if holder.get("host") == socket.gethostname():
-        return not _pid_alive(int(holder.get("pid", -1)))
-    return False
+        pid = int(holder.get("pid", -1))
+        if not _pid_alive(pid):
+            return True
+        start = holder.get("start")
+        return start is not None and _start_time(pid) not in (None, start)
+    return age > timeout_s
 
 
 @dataclass
@@ -98,7 +124,7 @@ class Claim:
 
     def release(self) -> None:
         """Remove the claim if it is still this process's."""
-        with _folder_lock(self.path.parent):
+        with folder_lock(self.path.parent):
             try:
                 holder = json.loads(self.path.read_text())
             except (OSError, ValueError):
@@ -116,7 +142,8 @@ def try_claim(out_dir: Path, slide_id: str, timeout_s: float = DEFAULT_TIMEOUT_S
     the caller treat the slide's temporary files as leftovers.
     """
     path = claim_path(out_dir, slide_id)
-    with _folder_lock(out_dir):
+    with folder_lock(out_dir):
+        _unlink_all(out_dir.glob(f"{glob.escape(path.name)}.*.tmp"))  # a killed claimer's
         took_over = path.exists()
         if took_over and not _is_stale(path, timeout_s):
             return None
@@ -124,3 +151,35 @@ def try_claim(out_dir: Path, slide_id: str, timeout_s: float = DEFAULT_TIMEOUT_S
         tmp.write_text(json.dumps(_owner()))
         os.replace(tmp, path)
     return Claim(path=path, took_over=took_over, _last_beat=time.monotonic())
+
+
+def sweep(
+    out_dir: Path, subfolders: tuple[str, ...] = (), timeout_s: float = DEFAULT_TIMEOUT_S
+) -> int:
+    """Remove what killed processes left in ``out_dir``; returns how many files went.
+
+    Under the folder lock: every temporary file (``.*.tmp``) in ``out_dir`` and ``subfolders``
+    except the feature files being written by claim holders (``.<slide>.h5.*.h5.tmp``, removed
+    by whoever takes the slide's claim over), and the stale claims of slides whose feature file
+    exists (their owner was killed between finishing and releasing).
+    """
+    removed = 0
+    with folder_lock(out_dir):
+        for folder in (out_dir, *(out_dir / sub for sub in subfolders)):
+            removed += _unlink_all(
+                p for p in folder.glob(".*.tmp") if not p.name.endswith(".h5.tmp")
+            )
+        for path in out_dir.glob(".*.claim"):
+            slide_id = path.name[1 : -len(".claim")]
+            if (out_dir / f"{slide_id}.h5").exists() and _is_stale(path, timeout_s):
+                removed += _unlink_all([path])
+    return removed
+
+
+def _unlink_all(paths) -> int:
+    n = 0
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            n += 1
+    return n

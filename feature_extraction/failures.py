@@ -3,7 +3,9 @@
 Each failure is one small JSON file, ``DIR/.extract_errors/<slide>.json``, written atomically by
 the process that owns the slide and deleted when a later run extracts it. ``DIR/extract_errors.csv``
 is rebuilt from those records, atomically, until the records no longer change underneath, so
-processes that finish at the same time never leave a report missing anyone's failures.
+processes that finish at the same time never leave a report missing anyone's failures. Both are
+written under the folder's lock (:func:`feature_extraction.claims.folder_lock`), so a temporary
+file a killed process left is recognised and swept.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from feature_extraction.claims import folder_lock
 from mil_crcrs._io import write_csv, write_json
 
 RECORDS_DIR = ".extract_errors"
@@ -31,17 +34,16 @@ def record_failure(
     rank: int = 0,
 ) -> None:
     """Record that ``slide_id`` failed."""
-    write_json(
-        Path(out_dir) / RECORDS_DIR / f"{slide_id}.json",
-        {
-            "slide_id": slide_id,
-            "path": str(path),
-            "reason": reason,
-            "message": message,
-            "rank": rank,
-            "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        },
-    )
+    record = {
+        "slide_id": slide_id,
+        "path": str(path),
+        "reason": reason,
+        "message": message,
+        "rank": rank,
+        "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    with folder_lock(Path(out_dir)):
+        write_json(Path(out_dir) / RECORDS_DIR / f"{slide_id}.json", record)
 
 
 def clear_failure(out_dir: str | os.PathLike, slide_id: str) -> None:
@@ -70,11 +72,12 @@ def write_report(out_dir: str | os.PathLike, max_rounds: int = 20) -> Path:
     write the report leaves one that holds every record written before it finished.
     """
     report = Path(out_dir) / REPORT_NAME
-    frame = read_failures(out_dir)
-    for _ in range(max_rounds):
-        write_csv(report, frame)
-        again = read_failures(out_dir)
-        if again[["slide_id", "time_utc"]].equals(frame[["slide_id", "time_utc"]]):
-            break
-        frame = again
+    with folder_lock(Path(out_dir)):
+        frame = read_failures(out_dir)
+        for _ in range(max_rounds):
+            write_csv(report, frame)
+            again = read_failures(out_dir)
+            if again[["slide_id", "time_utc"]].equals(frame[["slide_id", "time_utc"]]):
+                break
+            frame = again
     return report

@@ -246,8 +246,9 @@ def _differs(a: Any, b: Any) -> bool:
 
 
 def _safe(name: str) -> str:
-    """A file-name-safe version of an id."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "_"
+    """A file-name-safe version of an id (never ``.``, ``..`` or hidden)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "_"
+    return "_" + safe if safe.startswith(".") else safe
 
 
 def _caption(row: pd.Series, n_tiles: int) -> str:

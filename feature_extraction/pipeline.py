@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from feature_extraction import failures
-from feature_extraction.claims import Claim, try_claim
+from feature_extraction.claims import Claim, folder_lock, sweep, try_claim
 from feature_extraction.direct import DEFAULT_READER, READERS
 from feature_extraction.direct_batch import decode_blocks
 from feature_extraction.encoders import Encoder, create_encoder
@@ -198,6 +198,8 @@ class ExtractResult:
     done : slide ids extracted now
     skipped : slide ids whose file already existed
     busy : slide ids that another live process was extracting (its claim was kept)
+    taken_over : slide ids whose claim a stopped process had left, taken over and extracted
+        again from the start here (work the stopped process had begun is done twice)
     failed : slide id -> one-line reason, for slides that failed now
     n_tiles : tiles encoded now
     seconds : wall time
@@ -214,6 +216,7 @@ class ExtractResult:
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     busy: list[str] = field(default_factory=list)
+    taken_over: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     n_tiles: int = 0
     seconds: float = 0.0
@@ -323,8 +326,9 @@ def check_output_dir(out_dir: Path, record: dict[str, Any], digest: str) -> None
             except ValueError:
                 theirs = None
             refuse(path, theirs_hash, theirs)
-    if not settings_file.exists():
-        write_json(settings_file, {"settings_hash": digest, "settings": record})
+    with folder_lock(out_dir):  # a killed writer's temporary file is then swept
+        if not settings_file.exists():
+            write_json(settings_file, {"settings_hash": digest, "settings": record})
 
 
 def default_num_workers(shard: Shard | None = None) -> int:
@@ -613,6 +617,8 @@ class _Stream:
             self.fail(plan, plan.error)
         else:
             self.active[seq] = plan
+            if plan.claim is not None and plan.claim.took_over:
+                self.result.taken_over.append(plan.slide_id)
             self.result.readers[plan.slide_id] = plan.read.kind
             if plan.note is not None:
                 self.result.fallbacks[plan.slide_id] = plan.note
@@ -821,6 +827,7 @@ def extract(
     digest = settings_hash(record)
     out_dir.mkdir(parents=True, exist_ok=True)
     check_output_dir(out_dir, record, digest)
+    sweep(out_dir, (failures.RECORDS_DIR,))
 
     mine = shard_items(paths, shard)
     num_workers = (
@@ -831,6 +838,7 @@ def extract(
     result = ExtractResult(out_dir=out_dir, settings_hash=digest, shard=shard)
     slides_start = time.perf_counter()
     _run(mine, RunContext(out_dir, settings, record, digest, device), runner, num_workers, result)
+    sweep(out_dir, (failures.RECORDS_DIR,))
     result.errors_report = failures.write_report(out_dir)
     result.slides_seconds = time.perf_counter() - slides_start
     result.seconds = time.perf_counter() - start

@@ -32,6 +32,10 @@ SLIDE_SUFFIXES = (
     ".czi",
 )
 
+#: The most pixels of a whole-slide image read at low resolution (tissue segmentation,
+#: thumbnails): 2^28, 0.8 GB of RGB. A 200,000 x 100,000 px slide at 0.25 um/px is 78 M at 4 um/px.
+MAX_SCALED_PIXELS = 1 << 28
+
 # Reasons recorded in the errors report.
 UNREADABLE = "unreadable"
 NO_MPP = "no_mpp"
@@ -185,7 +189,7 @@ class Slide:
         return rgba_to_rgb(np.asarray(image))
 
     def read_level_scaled(
-        self, mpp: float, max_strip_pixels: int = 1 << 25
+        self, mpp: float, max_strip_pixels: int = 1 << 25, max_pixels: int = MAX_SCALED_PIXELS
     ) -> tuple[np.ndarray, float]:
         """The whole slide at about ``mpp`` microns per pixel, read from the best level in strips.
 
@@ -193,6 +197,13 @@ class Slide:
         -------
         image : (height, width, 3) uint8
         scale : level-0 pixels per image pixel (exact: ``level0_width / width``)
+
+        Raises
+        ------
+        SlideError
+            when the image would have more than ``max_pixels`` pixels: a header claiming
+            enormous dimensions (a damaged file, or a decompression bomb) is refused before
+            anything is allocated.
         """
         from PIL import Image
 
@@ -200,6 +211,12 @@ class Slide:
         downsample = max(1.0, mpp / self.mpp)
         out_w = max(1, round(width0 / downsample))
         out_h = max(1, round(height0 / downsample))
+        if out_w * out_h > max_pixels:
+            raise SlideError(
+                f"{self.path}: {width0} x {height0} px at {self.mpp:g} um/px would be a "
+                f"{out_w} x {out_h} image at {mpp:g} um/px, more than {max_pixels:,} pixels; "
+                "the header's dimensions or resolution are wrong (or raise --seg-mpp)"
+            )
         level = self.best_level(downsample)
         level_w, level_h = self.level_dimensions[level]
         ds_level = self.level_downsamples[level]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +27,60 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp makes the file private (0600); give it the permissions a plain open() would.
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp_path.chmod(0o666 & ~umask)
+    tmp_path.chmod(0o666 & ~_umask())
     try:
         yield tmp_path
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+#: Marks the name of a folder still being written (see :func:`atomic_dir`).
+INCOMPLETE_MARK = ".incomplete-"
+
+
+@contextlib.contextmanager
+def atomic_dir(
+    path: str | os.PathLike, keep: Callable[[str], bool] = lambda name: True
+) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; it becomes ``path`` only on success.
+
+    The temporary folder is named ``.<name>.incomplete-<random>`` and removed on any exception,
+    so a killed or failed writer never leaves a folder at ``path`` that looks complete. An
+    existing folder at ``path`` is swapped out by two renames (old aside, new in place), then
+    the entries of the old folder for which ``keep(name)`` is true and that the new folder does
+    not have are moved into the new one (files someone else put there), and the old one is
+    deleted. A crash between the steps leaves the old folder as ``.<name>.old-<random>``,
+    never a mixed one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path}: exists and is not a folder")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{INCOMPLETE_MARK}", dir=path.parent))
+    try:
+        yield tmp
+        tmp.chmod(0o777 & ~_umask())
+        if path.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
+            os.replace(path, old)
+            os.replace(tmp, path)
+            for entry in sorted(old.iterdir()):
+                if keep(entry.name) and not (path / entry.name).exists():
+                    os.replace(entry, path / entry.name)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:

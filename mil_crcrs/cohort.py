@@ -253,20 +253,24 @@ def validate_outcome(
     return out
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
+def read_table(path: str | os.PathLike, id_columns: Iterable[str] = ()) -> pd.DataFrame:
     """Read a CSV, TSV or Excel (``.xlsx``) table as strings-or-numbers.
 
     CSV text may be UTF-8 (with or without a byte-order mark, as Excel saves it) or Latin-1;
     the separator (``,``, ``;`` or tab) is taken from the header line. Column names are
-    stripped of surrounding spaces. Unreadable files raise :class:`InputError`.
+    stripped of surrounding spaces. ``id_columns`` of a CSV are read as text, so that ids such
+    as ``007`` and ``7`` stay distinct. Unreadable files, a header naming a column twice and
+    NUL bytes (which would cut a cell short) raise :class:`InputError`.
     """
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not a table")
     if path.suffix.lower() in (".xlsx", ".xlsm", ".xls"):
         table = _read_excel(path)
     else:
-        table = _read_csv(path)
+        table = _read_csv(path, tuple(id_columns))
     if table.empty:
         raise InputError(f"{path}: the table has no rows")
     table.columns = [c.strip() if isinstance(c, str) else c for c in table.columns]
@@ -288,8 +292,16 @@ def _read_excel(path: Path) -> pd.DataFrame:
         ) from None
 
 
-def _read_csv(path: Path) -> pd.DataFrame:
-    raw = path.read_bytes()
+def _read_csv(path: Path, id_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot be read ({exc.strerror})") from None
+    if b"\0" in raw:  # pandas would cut the cell short there: refuse rather than misread
+        line = raw[: raw.index(b"\0")].count(b"\n") + 1
+        raise InputError(
+            f"{path}, line {line}: a NUL byte; not a text table (UTF-16? save it as UTF-8 CSV)"
+        )
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
@@ -301,7 +313,17 @@ def _read_csv(path: Path) -> pd.DataFrame:
         header = text.split("\n", 1)[0]
         sep = max((",", ";", "\t"), key=header.count) if header.strip() else ","
     try:
-        return pd.read_csv(io.StringIO(text), sep=sep)
+        raw_names = pd.read_csv(
+            io.StringIO(text), sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False
+        ).iloc[0]
+        names = [str(name).strip() for name in raw_names]
+        twice = sorted({name for name in names if name and names.count(name) > 1})
+        if twice:  # pandas would rename the second one 'name.1', a silent new covariate
+            raise InputError(f"{path}: the header names column {twice[0]!r} more than once")
+        as_text = {
+            raw: str for raw, name in zip(raw_names, names, strict=True) if name in id_columns
+        }
+        return pd.read_csv(io.StringIO(text), sep=sep, dtype=as_text)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise InputError(f"{path}: not a readable CSV table ({str(exc).splitlines()[0]})") from None
 
@@ -377,7 +399,7 @@ def join_slide_table(
     if isinstance(slide_table, pd.DataFrame):
         slides, source = slide_table.reset_index(drop=True), "<slide table>"
     else:
-        slides, source = read_table(slide_table), str(slide_table)
+        slides, source = read_table(slide_table, (columns.patient, columns.slide)), str(slide_table)
     missing = [c for c in (columns.patient, columns.slide) if c not in slides.columns]
     if missing:
         raise InputError(
@@ -440,7 +462,7 @@ def read_cohort(
     if isinstance(path, pd.DataFrame):
         table, source = path.reset_index(drop=True), "<table>"
     else:
-        table, source = read_table(path), str(path)
+        table, source = read_table(path, (columns.patient, columns.slide)), str(path)
     if slide_table is not None:
         table = join_slide_table(table, slide_table, columns, source)
     else:

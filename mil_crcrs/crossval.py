@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from mil_crcrs.bags import PatientBags
+from mil_crcrs.checkpoints import FoldCheckpoints
 from mil_crcrs.losses import make_time_bins
 from mil_crcrs.metrics import harrell_c
 from mil_crcrs.models import MILModel, create_model
@@ -90,6 +91,7 @@ def cross_validate(
     event: np.ndarray,
     source: str,
     device: torch.device,
+    checkpoints: FoldCheckpoints | None = None,
 ) -> CrossValidation:
     """Train one model per seed and fold; score every patient with every model.
 
@@ -99,6 +101,7 @@ def cross_validate(
     bags : the cohort's bags; ``time`` and ``event`` are (n,) aligned with them
     source : how to name the cohort in error messages
     device : where to train
+    checkpoints : where each finished model is saved, and taken from on a resume (None: none)
 
     Returns
     -------
@@ -119,9 +122,16 @@ def cross_validate(
             desc = f"fold {fold.index + 1}/{len(folds)}"
             if len(seeds) > 1:
                 desc = f"seed {seed} {desc}"
-            run, risk = _train_fold(
-                settings, bags, time, event, fold, (int(init_seed), int(train_seed)), device, desc
-            )
+            key = f"seed{seed}_fold{fold.index + 1}"
+            seeds_ = (int(init_seed), int(train_seed))
+            resumed = _resume_fold(checkpoints, key, settings, bags, fold, seeds_, device)
+            if resumed is None:
+                run, risk = _train_fold(settings, bags, time, event, fold, seeds_, device, desc)
+                if checkpoints is not None:
+                    info = {"centre": run.centre, "scale": run.scale, "row": run.row}
+                    checkpoints.save(key, run.model, risk, {**info, "time_bins": run.time_bins})
+            else:
+                run, risk = resumed
             run.seed = seed
             run.row.update({k: v for k, v in split.items() if k != "fold"})
             z = (risk - run.centre) / run.scale
@@ -150,6 +160,52 @@ def cross_validate(
     )
 
 
+def _new_model(
+    settings: FitSettings, bags: PatientBags, fold: Fold, init_seed: int, device: torch.device
+) -> tuple[MILModel, np.ndarray]:
+    """Fold ``fold``'s freshly initialised model, and its training part (positions)."""
+    with seeded(init_seed, device):
+        model = create_model(
+            settings.model,
+            in_dim=bags.feature_dim,
+            n_outputs=settings.n_bins if settings.loss == "discrete" else 1,
+            **settings.model_kwargs,
+        )
+    from mil_crcrs.fitting import PRECISIONS  # fitting imports this module
+
+    model.autocast_dtype = PRECISIONS[settings.precision]
+    # The fold's training part: its training and inner-validation patients, never its test fold.
+    training_part = np.sort(np.concatenate([fold.train, fold.inner_val]))
+    if settings.standardize:
+        attach_feature_norm(model, *feature_moments(bags, training_part))
+    return model, training_part
+
+
+def _resume_fold(
+    checkpoints: FoldCheckpoints | None,
+    key: str,
+    settings: FitSettings,
+    bags: PatientBags,
+    fold: Fold,
+    seeds: tuple[int, int],
+    device: torch.device,
+) -> tuple[ModelRun, np.ndarray] | None:
+    """The run saved under ``key`` by an interrupted fit, and its risk; None if not saved."""
+    if checkpoints is None:
+        return None
+    model, _ = _new_model(settings, bags, fold, seeds[0], device)
+    saved = checkpoints.load(key, model)
+    if saved is None:
+        return None
+    model.load_state_dict(saved.state)
+    info = saved.info
+    run = ModelRun(
+        0, fold.index + 1, model.cpu().eval(), info["centre"], info["scale"], info["row"]
+    )
+    run.time_bins = info["time_bins"]
+    return run, saved.risk
+
+
 def _train_fold(
     settings: FitSettings,
     bags: PatientBags,
@@ -162,23 +218,12 @@ def _train_fold(
 ) -> tuple[ModelRun, np.ndarray]:
     """Train fold ``fold``'s model (``seeds``: initialisation, training); returns the run and
     its risk (n,) for every patient of ``bags``."""
-    from mil_crcrs.fitting import PRECISIONS, make_loss
+    from mil_crcrs.fitting import make_loss
 
     edges = None
     if settings.loss == "discrete":
         edges = make_time_bins(time[fold.train], event[fold.train], settings.n_bins)
-    with seeded(seeds[0], device):
-        model = create_model(
-            settings.model,
-            in_dim=bags.feature_dim,
-            n_outputs=settings.n_bins if settings.loss == "discrete" else 1,
-            **settings.model_kwargs,
-        )
-    model.autocast_dtype = PRECISIONS[settings.precision]
-    # The fold's training part: its training and inner-validation patients, never its test fold.
-    training_part = np.sort(np.concatenate([fold.train, fold.inner_val]))
-    if settings.standardize:
-        attach_feature_norm(model, *feature_moments(bags, training_part))
+    model, training_part = _new_model(settings, bags, fold, seeds[0], device)
     result = train_model(
         model,
         bags,

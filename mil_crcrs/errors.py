@@ -9,4 +9,14 @@ from __future__ import annotations
 
 
 class InputError(ValueError):
-    """Bad input, described in one line that names the offending file, row or column."""
+    """Bad input, described in one line that names the offending file, row or column.
+
+    The message is kept to one line whatever it quotes: line breaks inside it (an id or a
+    column name holding a newline) are shown escaped, as ``\\n``.
+    """
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        text = str(message)
+        if len(text.splitlines()) > 1 or text.endswith(("\n", "\r")):
+            text = "\\n".join(text.splitlines())
+        super().__init__(text, *args)

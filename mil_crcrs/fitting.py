@@ -56,6 +56,7 @@ import pandas as pd
 import torch
 
 from mil_crcrs.bags import PatientBags
+from mil_crcrs.checkpoints import fold_checkpoints
 from mil_crcrs.cohort import TIME_UNITS, Cohort, Columns, read_cohort
 from mil_crcrs.crossval import CrossValidation, cross_validate
 from mil_crcrs.cutoff import CUTOFF_METHODS, choose_cutoff, risk_group
@@ -253,6 +254,8 @@ def fit(
     missing: str = "error",
     val_clinical: str | os.PathLike | pd.DataFrame | Cohort | None = None,
     val_features: str | os.PathLike | Sequence[str | os.PathLike] | FeatureStore | None = None,
+    checkpoints: str | os.PathLike | None = None,
+    resume: bool = False,
 ) -> CRCRSModel:
     """Train the CRCRS model by K-fold cross-validation.
 
@@ -268,6 +271,11 @@ def fit(
     val_clinical : an external validation cohort, scored once by the finished ensemble and
         reported separately (never used to train, stop or choose anything)
     val_features : its feature files (default: ``features``)
+    checkpoints : a folder where each finished fold model is saved (:mod:`mil_crcrs.checkpoints`);
+        None saves none. Delete it once the model is saved.
+    resume : take the fold models already in ``checkpoints`` (from an interrupted fit with the
+        same settings, cohort and feature files) and train only the rest; the result is the
+        same, bitwise on the CPU. Without it, an earlier fit's checkpoints there are cleared.
 
     Returns
     -------
@@ -296,7 +304,8 @@ def fit(
         PatientBags(cohort, store), device, settings.cache_gb, settings.resident, settings.progress
     )
     time, event = cohort.time, cohort.event
-    cv = cross_validate(settings, bags, time, event, cohort.source, device)
+    saved = fold_checkpoints(checkpoints, resume, settings, device, cohort, store)
+    cv = cross_validate(settings, bags, time, event, cohort.source, device, saved)
     if isinstance(bags, BagCache):
         bags.close()
     oof = cv.oof

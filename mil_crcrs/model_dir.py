@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mil_crcrs._io import atomic_path, write_csv, write_json
+from mil_crcrs._io import INCOMPLETE_MARK, atomic_dir, atomic_path, write_csv, write_json
 from mil_crcrs._version import __version__
 from mil_crcrs.bags import PatientBag, PatientBags
 from mil_crcrs.cohort import Cohort, Columns, DataWarning, cohort_from_slides, read_cohort
@@ -400,28 +400,30 @@ class CRCRSModel:
 
     # -- the model directory ----------------------------------------------------------------------
     def save(self, directory: str | os.PathLike) -> Path:
-        """Write the model directory (every file atomically); returns its path."""
+        """Write the model directory; returns its path.
+
+        The files are written into a temporary folder beside ``directory``, renamed into place
+        when complete (:func:`~mil_crcrs._io.atomic_dir`): a killed save leaves no folder that
+        :meth:`load` would accept. An earlier model there is replaced; files that are not part
+        of a model directory are kept.
+        """
         directory = Path(directory)
         if directory.exists() and not directory.is_dir():
             raise InputError(f"{directory}: exists and is not a folder")
-        directory.mkdir(parents=True, exist_ok=True)
-        names = set()
+        with atomic_dir(directory, keep=lambda name: not _is_model_file(name)) as tmp:
+            self._write_files(tmp)
+        return directory
+
+    def _write_files(self, directory: Path) -> None:
         for k, model in enumerate(self.fold_models, start=1):
-            name = _weights_name(k)
-            names.add(name)
             state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-            with atomic_path(directory / name, suffix=".pt.tmp") as tmp:
-                torch.save(state, tmp)
-        for stale in directory.glob("fold_*.pt"):  # left by an earlier fit with more folds
-            if stale.name not in names:
-                stale.unlink()
+            torch.save(state, directory / _weights_name(k))
         write_json(directory / METRICS_NAME, self.metrics)
         if self.oof_predictions is not None:
             write_csv(directory / OOF_NAME, self.oof_predictions)
         if self.validation_predictions is not None:
             write_csv(directory / VALIDATION_NAME, self.validation_predictions)
-        write_json(directory / CONFIG_NAME, self.config)  # last: a complete directory has it
-        return directory
+        write_json(directory / CONFIG_NAME, self.config)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> CRCRSModel:
@@ -439,6 +441,11 @@ class CRCRSModel:
         directory = Path(directory)
         if not directory.is_dir():
             raise InputError(f"{directory}: no such model directory")
+        if INCOMPLETE_MARK in directory.name:
+            raise InputError(
+                f"{directory}: an incomplete model directory (a fit was killed while saving it); "
+                "fit again"
+            )
         config_path = directory / CONFIG_NAME
         if not config_path.is_file():
             raise InputError(f"{directory}: not a mil-crcrs model directory (no {CONFIG_NAME})")
@@ -461,6 +468,8 @@ class CRCRSModel:
         device = resolve_device(device)
         models = []
         for name in config["weights"]:
+            if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
+                raise InputError(f"{config_path}: weights {name!r} is not a file in {directory}")
             model = create_model(**config["model"])
             if config.get("feature_norm"):  # filled from input_norm.mean/.sd in the weights
                 model.input_norm = FeatureNorm.placeholder(int(config["feature_dim"]))
@@ -517,6 +526,12 @@ class CRCRSModel:
 def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu") -> CRCRSModel:
     """Read a model directory: the same as :meth:`CRCRSModel.load`."""
     return CRCRSModel.load(directory, device=device)
+
+
+def _is_model_file(name: str) -> bool:
+    """Whether ``name`` is one of the files :meth:`CRCRSModel.save` writes."""
+    fixed = (CONFIG_NAME, METRICS_NAME, OOF_NAME, VALIDATION_NAME)
+    return name in fixed or (name.startswith("fold_") and name.endswith(".pt"))
 
 
 def _load_state(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:

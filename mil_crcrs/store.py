@@ -349,6 +349,8 @@ def _check_shapes(path: Path, features_shape: tuple, coords_shape: tuple | None)
         )
     if features_shape[0] == 0:
         raise InputError(f"{path}: zero tiles")
+    if features_shape[1] == 0:
+        raise InputError(f"{path}: features of dimension 0 (shape {features_shape})")
     if coords_shape is not None:
         if len(coords_shape) != 2 or coords_shape[1] != 2:
             raise InputError(f"{path}: dataset 'coords' must be (n_tiles, 2), got {coords_shape}")
@@ -408,6 +410,9 @@ def _read_h5(path: Path, with_data: bool) -> tuple[dict[str, Any], Any, Any]:
         if "coords" not in f:
             raise InputError(f"{path}: missing dataset 'coords'")
         feats, coords = f[name], f["coords"]
+        for what, item in ((name, feats), ("coords", coords)):
+            if not isinstance(item, h5py.Dataset):
+                raise InputError(f"{path}: '{what}' is not a dataset")
         _check_shapes(path, feats.shape, coords.shape)
         if feats.dtype.kind != "f":
             raise InputError(f"{path}: '{name}' must be floating point, got {feats.dtype}")
@@ -415,8 +420,38 @@ def _read_h5(path: Path, with_data: bool) -> tuple[dict[str, Any], Any, Any]:
         fields["dtype"] = str(feats.dtype)
         if not with_data:
             return fields, None, None
-        native = np.asarray(coords[...], dtype=np.float64) * fields.pop("coords_scale", 1.0)
-        return fields, feats[...], native
+        native = np.asarray(_read_dataset(path, coords), dtype=np.float64)
+        native = native * fields.pop("coords_scale", 1.0)
+        return fields, _read_dataset(path, feats), native
+
+
+def _memory_bytes() -> int:
+    """This machine's physical memory in bytes (a very large number where it cannot be told)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 1 << 62
+
+
+def _read_dataset(path: Path, dataset: h5py.Dataset) -> np.ndarray:
+    """A whole dataset, refusing one that could not fit in memory or whose data is damaged.
+
+    A file can declare a shape far larger than it stores (unwritten chunks read as zeros), so
+    the declared size is checked before anything is allocated.
+    """
+    nbytes = int(np.prod(dataset.shape, dtype=np.float64) * dataset.dtype.itemsize)
+    if nbytes > _memory_bytes() // 2:
+        raise InputError(
+            f"{path}: dataset '{dataset.name.lstrip('/')}' of shape {dataset.shape} is too large "
+            f"to read ({nbytes / 2**30:.0f} GiB, more than half of this machine's memory)"
+        )
+    try:
+        return dataset[...]
+    except (OSError, MemoryError) as exc:
+        raise InputError(
+            f"{path}: dataset '{dataset.name.lstrip('/')}' cannot be read "
+            f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
 
 
 def _load_pt(path: Path) -> np.ndarray:

@@ -67,3 +67,26 @@ def write_table(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A saved 2-fold ``mean`` model on 12 toy one-slide patients (4-d features).
+
+    Returns the folder holding ``model/``, ``features/p<i>.h5`` and ``cohort.csv``.
+    """
+    from mil_crcrs import FitSettings, fit
+
+    root = tmp_path_factory.mktemp("tiny_model")
+    rng = np.random.default_rng(0)
+    rows = ["patient_id,time,event"]
+    for i in range(12):
+        features = rng.normal(size=(5, 4)).astype(np.float32)
+        write_bag(root / "features" / f"p{i}.h5", features, grid_coords(5, 512), make_meta(f"p{i}"))
+        rows.append(f"p{i},{i + 1},{i % 2}")
+    (root / "cohort.csv").write_text("\n".join(rows) + "\n")
+    settings = FitSettings(
+        folds=2, epochs=1, batch_size=4, progress=False, device="cpu", model="mean"
+    )
+    fit(root / "features", root / "cohort.csv", settings).save(root / "model")
+    return root
