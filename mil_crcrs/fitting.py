@@ -6,7 +6,8 @@ What :func:`fit` does, in order:
 2. splits the patients into K folds stratified by event (:func:`~mil_crcrs.splits.kfold_splits`);
    each fold's training part also gives up an inner validation split for early stopping;
 3. trains one model per fold on the other K - 1 folds (:func:`~mil_crcrs.training.train_model`),
-   early-stopping on the inner validation C, never on the fold it reports;
+   early-stopping on the inner validation split (its C or its loss, optionally smoothed over
+   epochs and with the last epochs' weights averaged), never on the fold it reports;
 4. scores each fold with the model that never saw it: the **out-of-fold** CRCRS, and the
    cross-validated Harrell C per fold (mean and sd over folds);
 5. fixes the high/low cutoff on the **out-of-fold** CRCRS of the training cohort;
@@ -46,8 +47,17 @@ from mil_crcrs.metrics import harrell_c
 from mil_crcrs.model_dir import CRCRSModel
 from mil_crcrs.models import create_model, list_models
 from mil_crcrs.splits import describe_folds, kfold_splits
+from mil_crcrs.standardize import attach_feature_norm, feature_moments
 from mil_crcrs.store import FeatureStore
-from mil_crcrs.training import SCHEDULES, LossFn, predict_risk, resolve_device, seeded, train_model
+from mil_crcrs.training import (
+    MONITORS,
+    SCHEDULES,
+    LossFn,
+    predict_risk,
+    resolve_device,
+    seeded,
+    train_model,
+)
 
 LOSS_NAMES = ("cox", "discrete")
 #: Smallest share of patients in either group for the maxstat cutoff.
@@ -70,12 +80,22 @@ class FitSettings:
     clip_norm : gradient-norm clip (0 = none)
     max_tiles : random subset of at most this many tiles per bag in training (None = all);
         prediction always uses every tile
+    standardize : standardise each feature dimension, ``(x - mean) / sd``, with mean and sd
+        pooled over the tiles of each fold's training part (see :mod:`mil_crcrs.standardize`);
+        the statistics are stored in every fold model and applied wherever it is used
     loss : "cox" (partial likelihood) or "discrete" (discrete-time hazards)
     ties : "efron" or "breslow", for the Cox loss
     n_bins : number of time bins of the discrete-time loss
     inner_val_fraction : share of each fold's training part held out for early stopping (0 =
         train every epoch, no early stopping)
-    patience : stop after this many epochs without a better inner-validation C
+    patience : stop after this many epochs without a better (smoothed) monitored value
+    monitor : what early stopping watches on the inner split: "c" (Harrell's C) or "loss" (the
+        training loss over the whole inner split: the Cox partial likelihood, or the
+        discrete-time likelihood)
+    min_epochs : no epoch before this one is kept or counts towards ``patience``
+    smooth_epochs : compare the mean of the monitored value over this many last epochs
+    average_epochs : keep the average of the weights of this many last epochs up to the chosen
+        one (1 = that epoch's own weights); see :class:`~mil_crcrs.training.EarlyStopping`
     cutoff : "median" or "maxstat" (each group at least 10% of patients)
     seed : seeds folds, initialisation, shuffling, subsampling and dropout
     device : "auto", "cpu" or "cuda"
@@ -92,11 +112,16 @@ class FitSettings:
     schedule: str = "cosine"
     clip_norm: float = 1.0
     max_tiles: int | None = None
+    standardize: bool = False
     loss: str = "cox"
     ties: str = "efron"
     n_bins: int = 4
     inner_val_fraction: float = 0.2
     patience: int = 10
+    monitor: str = "c"
+    min_epochs: int = 1
+    smooth_epochs: int = 1
+    average_epochs: int = 1
     cutoff: str = "median"
     seed: int = 0
     device: str = "auto"
@@ -128,6 +153,16 @@ class FitSettings:
                 f"inner_val_fraction must be in [0, 0.5), got {self.inner_val_fraction}",
             ),
             (self.patience >= 1, f"patience must be at least 1, got {self.patience}"),
+            (self.monitor in MONITORS, f"monitor must be one of {', '.join(MONITORS)}"),
+            (self.min_epochs >= 1, f"min_epochs must be at least 1, got {self.min_epochs}"),
+            (
+                self.smooth_epochs >= 1,
+                f"smooth_epochs must be at least 1, got {self.smooth_epochs}",
+            ),
+            (
+                self.average_epochs >= 1,
+                f"average_epochs must be at least 1, got {self.average_epochs}",
+            ),
         ]
         for ok, message in checks:
             if not ok:
@@ -231,6 +266,10 @@ def fit(
                 n_outputs=n_outputs,
                 **settings.model_kwargs,
             )
+        if settings.standardize:
+            # Training and inner-validation patients only: the reported fold stays unseen.
+            training_part = np.concatenate([fold.train, fold.inner_val])
+            attach_feature_norm(model, *feature_moments(bags, training_part))
         result = train_model(
             model,
             bags,
@@ -247,6 +286,10 @@ def fit(
             clip_norm=settings.clip_norm,
             max_tiles=settings.max_tiles,
             patience=settings.patience,
+            monitor=settings.monitor,
+            min_epochs=settings.min_epochs,
+            smooth_epochs=settings.smooth_epochs,
+            average_epochs=settings.average_epochs,
             seed=int(train_seed),
             device=device,
             progress=settings.progress,

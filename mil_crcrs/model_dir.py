@@ -16,7 +16,9 @@ The model directory holds:
   dim and encoder, the fit settings, time unit, fold offsets, the cutoff and how it was chosen,
   and a summary of the training cohort;
 - ``fold_<k>.pt`` (k = 1..K): each fold model's weights as a plain ``state_dict``, read back with
-  ``torch.load(weights_only=True)`` so that loading never runs pickled code;
+  ``torch.load(weights_only=True)`` so that loading never runs pickled code; with
+  ``feature_norm`` true in ``config.json`` it also holds the fold's feature standardisation,
+  ``input_norm.mean`` and ``input_norm.sd`` (see :mod:`mil_crcrs.standardize`);
 - ``metrics.json``: the cross-validated Harrell C (and the validation cohort's, if any);
 - ``oof_predictions.csv``: the out-of-fold CRCRS of every training patient
   (``validation_predictions.csv`` too when a validation cohort was given).
@@ -44,6 +46,7 @@ from mil_crcrs.cohort import Cohort, Columns, cohort_from_slides, read_cohort
 from mil_crcrs.cutoff import Cutoff, risk_group
 from mil_crcrs.errors import InputError
 from mil_crcrs.models import MILModel, create_model
+from mil_crcrs.standardize import FeatureNorm, has_feature_norm
 from mil_crcrs.store import FeatureStore
 from mil_crcrs.training import eval_batches, resolve_device
 
@@ -142,6 +145,7 @@ class CRCRSModel:
             "n_folds": len(self.fold_models),
             "weights": [_weights_name(k + 1) for k in range(len(self.fold_models))],
             "fold_offsets": self.offsets,
+            "feature_norm": has_feature_norm(self.fold_models[0]),
             "ensemble": "crcrs = mean over fold models of (risk_k - fold_offsets[k])",
             "time_unit": self.time_unit,
             "cutoff": self.cutoff_rule.to_dict(),
@@ -373,6 +377,8 @@ class CRCRSModel:
         models = []
         for name in config["weights"]:
             model = create_model(**config["model"])
+            if config.get("feature_norm"):  # filled from input_norm.mean/.sd in the weights
+                model.input_norm = FeatureNorm.placeholder(int(config["feature_dim"]))
             model.load_state_dict(_load_state(directory / name, model))
             models.append(model.to(device).eval())
         known = {
@@ -386,6 +392,7 @@ class CRCRSModel:
             "n_folds",
             "weights",
             "fold_offsets",
+            "feature_norm",
             "ensemble",
             "time_unit",
             "cutoff",

@@ -140,6 +140,9 @@ class MILModel(nn.Module):
         self.n_outputs = n_outputs
         self.dropout = float(dropout)
         self._hparams = {"in_dim": in_dim, "n_outputs": n_outputs, "dropout": dropout, **hparams}
+        # Optional per-dimension input standardisation, applied by _prepare on every path
+        # (a mil_crcrs.standardize.FeatureNorm set by fit; None = features as they are).
+        self.register_module("input_norm", None)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -250,6 +253,8 @@ class MILModel(nn.Module):
         weight = self.head.weight
         if features.dtype != weight.dtype and not torch.is_autocast_enabled(features.device.type):
             features = features.to(weight.dtype)
+        if self.input_norm is not None:
+            features = self.input_norm(features)
         if mask is None:
             mask = torch.ones((batch, n_tiles), dtype=torch.bool, device=features.device)
             return features, mask, None
