@@ -1,14 +1,133 @@
-"""``crcrs fit``: cross-validated training of the CRCRS model into a model directory."""
+"""``crcrs fit``: cross-validated training of the CRCRS model into a model directory.
+
+Every :class:`~mil_crcrs.fitting.FitSettings` field is a flag (``batch_size`` -> ``--batch-size``),
+built here from the dataclass itself: its defaults, its docstring for the help, and the library's
+name tuples for the choices. The aggregator's own hyperparameters (``model_kwargs``) are flags
+too, one per option any registered model takes (``--hidden-dim``, ``--attn-dim``, ``--dropout``,
+``--heads`` ...). ``--config FILE`` reads the same fields from TOML, YAML or JSON, or from a model
+directory's ``config.json`` to repeat a run; flags given on the command line override the file.
+"""
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
+from typing import Any
 
 import click
 
-from cli._options import cohort_columns, device_option, features_option, missing_option, seed_option
+from cli._options import cohort_columns, comma_list, features_option, missing_option
+from mil_crcrs.cutoff import CUTOFF_METHODS
+from mil_crcrs.errors import InputError
+from mil_crcrs.fit_config import (
+    SettingError,
+    read_settings_file,
+    setting_default,
+    setting_docs,
+    setting_fields,
+    setting_types,
+)
+from mil_crcrs.fitting import LOSS_NAMES
+from mil_crcrs.losses import TIES
+from mil_crcrs.models import list_models, model_options
+from mil_crcrs.training import DEVICES, MONITORS, SCHEDULES
 
 _PATH = click.Path(path_type=Path)
+
+#: The settings whose values come from a fixed list in the library.
+CHOICES = {
+    "model": list_models,
+    "schedule": lambda: SCHEDULES,
+    "loss": lambda: LOSS_NAMES,
+    "ties": lambda: TIES,
+    "monitor": lambda: MONITORS,
+    "cutoff": lambda: CUTOFF_METHODS,
+    "device": lambda: DEVICES,
+}
+
+
+def flag(name: str) -> str:
+    """The command-line flag of setting ``name``: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+class _MaxTiles(click.ParamType):
+    name = "INTEGER|all"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value is None:
+            return value
+        if str(value).lower() in ("all", "none"):
+            return "all"
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither an integer nor 'all'", param, ctx)
+
+
+class _Seeds(click.ParamType):
+    name = "INT,INT,..."
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(int(s) for s in comma_list(value))
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of integers", param, ctx)
+
+
+def _setting_option(name: str, kind: Any, help_text: str) -> Any:
+    """The click option of FitSettings field ``name`` (default None: 'not given')."""
+    default = setting_default(name)
+    shown = "all" if name == "max_tiles" and default is None else default
+    if isinstance(shown, tuple):
+        shown = ",".join(map(str, shown)) or "the one --seed"
+    help_text = f"{help_text} [default: {shown}]"
+    if kind is bool:
+        off = "--no-" + flag(name)[2:]
+        return click.option(f"{flag(name)}/{off}", name, default=None, help=help_text)
+    if name in CHOICES:
+        kind = click.Choice(list(CHOICES[name]()))
+    elif name == "max_tiles":
+        kind = _MaxTiles()
+    elif name == "seeds":
+        kind = _Seeds()
+    return click.option(flag(name), name, type=kind, default=None, help=help_text)
+
+
+def _model_option_flags() -> dict[str, tuple[type, str]]:
+    """Every hyperparameter a registered model takes: its type and a help line."""
+    found: dict[str, dict[str, Any]] = {}
+    for model in list_models():
+        for key, default in model_options(model).items():
+            found.setdefault(key, {})[model] = default
+    flags = {}
+    for key, defaults in found.items():
+        kind = float if any(isinstance(v, float) for v in defaults.values()) else int
+        said = ", ".join(f"{m} {v}" for m, v in defaults.items())
+        flags[key] = (
+            kind,
+            f"Model option (model_kwargs) of {', '.join(defaults)} [default: {said}].",
+        )
+    return flags
+
+
+def settings_options(func):
+    """Add one flag per FitSettings field and per model option."""
+    docs, kinds = setting_docs(), setting_types()
+    options = []
+    for name in setting_fields():
+        if name == "model_kwargs":
+            for key, (kind, text) in _model_option_flags().items():
+                options.append(click.option(flag(key), f"model_kwarg_{key}", type=kind, help=text))
+            continue
+        text = re.sub(r":\w+:`~?([\w.]+)`", r"\1", docs.get(name, name).replace("``", ""))
+        options.append(_setting_option(name, kinds[name], text[:1].upper() + text[1:] + "."))
+    for option in reversed(options):
+        func = option(func)
+    return func
 
 
 @click.command("fit")
@@ -26,53 +145,12 @@ _PATH = click.Path(path_type=Path)
     help="Model directory to write.",
 )
 @click.option(
-    "--model", default="abmil", show_default=True, help="Aggregator: abmil, mean, max or transmil."
-)
-@click.option("--folds", type=int, default=5, show_default=True, help="K of K-fold CV.")
-@click.option("--epochs", type=int, default=50, show_default=True, help="Most epochs per fold.")
-@click.option(
-    "--loss",
-    type=click.Choice(["cox", "discrete"]),
-    default="cox",
-    show_default=True,
-    help="Cox partial likelihood, or discrete-time hazards.",
-)
-@click.option(
-    "--ties",
-    type=click.Choice(["efron", "breslow"]),
-    default="efron",
-    show_default=True,
-    help="Tie handling of the Cox loss.",
-)
-@click.option(
-    "--cutoff",
-    type=click.Choice(["median", "maxstat"]),
-    default="median",
-    show_default=True,
-    help="High/low cutoff on the out-of-fold CRCRS.",
-)
-@click.option(
-    "--max-tiles",
-    type=int,
+    "--config",
+    "config",
+    type=_PATH,
     default=None,
-    help="Random subset of at most this many tiles per bag in training [default: all].",
-)
-@click.option(
-    "--batch-size",
-    type=int,
-    default=16,
-    show_default=True,
-    help="Bags per optimiser step (the Cox risk set).",
-)
-@click.option(
-    "--lr", type=float, default=2e-4, show_default=True, help="AdamW (peak) learning rate."
-)
-@click.option(
-    "--schedule",
-    type=click.Choice(["cosine", "onecycle"]),
-    default="cosine",
-    show_default=True,
-    help="Learning-rate schedule, stepped per batch.",
+    help="Settings file (TOML, YAML or JSON with FitSettings fields), or a model directory "
+    "(or its config.json) to repeat its run; flags given here override it.",
 )
 @missing_option
 @click.option(
@@ -87,53 +165,24 @@ _PATH = click.Path(path_type=Path)
     default=None,
     help="Feature files of the validation cohort [default: --features].",
 )
-@click.option(
-    "--progress/--no-progress", default=True, show_default=True, help="Show progress bars."
-)
-@seed_option
-@device_option
+@settings_options
 @cohort_columns
 def command(
     features,
     clinical,
     out,
-    model,
-    folds,
-    epochs,
-    loss,
-    ties,
-    cutoff,
-    max_tiles,
-    batch_size,
-    lr,
-    schedule,
+    config,
     missing,
     val_clinical,
     val_features,
-    progress,
-    seed,
-    device,
     columns,
     time_unit,
+    **given,
 ) -> None:
     """Train K fold models; write weights, config, metrics.json and oof_predictions.csv."""
-    from mil_crcrs.fitting import FitSettings, fit
+    from mil_crcrs.fitting import fit
 
-    settings = FitSettings(
-        model=model,
-        folds=folds,
-        epochs=epochs,
-        loss=loss,
-        ties=ties,
-        cutoff=cutoff,
-        max_tiles=max_tiles,
-        batch_size=batch_size,
-        lr=lr,
-        schedule=schedule,
-        seed=seed,
-        device=device,
-        progress=progress,
-    )
+    settings = build_settings(config, given)
     crcrs = fit(
         features,
         clinical,
@@ -145,14 +194,56 @@ def command(
         val_features=val_features,
     )
     crcrs.save(out)
+    _summarise(crcrs, out)
+
+
+def build_settings(config: Path | None, given: dict[str, Any]) -> Any:
+    """FitSettings from the defaults, then ``config`` (a file), then the flags given.
+
+    Raises
+    ------
+    InputError
+        naming the flag, or the file and setting, of a bad value
+    """
+    from mil_crcrs.fitting import FitSettings
+
+    values = read_settings_file(config) if config is not None else {}
+    model_kwargs = dict(values.get("model_kwargs", {}))
+    flags: dict[str, str] = {}  # setting -> the flag it came from
+    for key, value in given.items():
+        if value is None:
+            continue
+        if key.startswith("model_kwarg_"):
+            option = key.removeprefix("model_kwarg_")
+            model_kwargs[option] = value
+            flags.setdefault("model_kwargs", flag(option))
+        else:
+            values[key] = None if (key == "max_tiles" and value == "all") else value
+            flags[key] = flag(key)
+    values["model_kwargs"] = model_kwargs
+    try:
+        return FitSettings(**values)
+    except SettingError as exc:
+        where = flags.get(exc.setting) or (f"{config}: {exc.setting}" if config else exc.setting)
+        raise InputError(f"{where} {exc.problem}") from None
+
+
+def _summarise(crcrs: Any, out: Path) -> None:
     m = crcrs.metrics
+    seeds = m.get("seeds", [])
     per_fold = "  ".join(f"{c:.3f}" for c in m["harrell_c_per_fold"])
+    over = f"{len(m['harrell_c_per_fold'])} folds"
+    if len(seeds) > 1:
+        over = f"{len(seeds)} seeds x {len(m['harrell_c_per_fold']) // len(seeds)} folds"
     click.echo(f"Harrell C per fold: {per_fold}")
     click.echo(
         f"Harrell C: {m['harrell_c_mean']:.3f} +- {m['harrell_c_sd']:.3f} (mean +- sd over "
-        f"{len(m['harrell_c_per_fold'])} folds); pooled out-of-fold: {m['harrell_c_oof']:.3f} "
+        f"{over}); pooled out-of-fold: {m['harrell_c_oof']:.3f} "
         f"({m['n_patients']} patients, {m['n_events']} events)"
     )
+    if len(seeds) > 1:
+        per_seed = "  ".join(f"{c:.3f}" for c in m["harrell_c_oof_per_seed"])
+        click.echo(f"pooled out-of-fold C per seed ({json.dumps(seeds)}): {per_seed}")
     rule = crcrs.cutoff_rule
     click.echo(
         f"cutoff ({rule.method} of the out-of-fold CRCRS): {rule.value:.4g} "

@@ -112,17 +112,14 @@ class TileCAM:
 
 
 def ensemble_crcrs(model: CRCRSModel, features: Tensor, grid: Tensor | None = None) -> Tensor:
-    """The CRCRS of bags ``features`` (B, N, D): ``mean_k (risk_k - offset_k)``, shape (B,).
+    """The CRCRS of bags ``features`` (B, N, D), shape (B,): :meth:`CRCRSModel.ensemble_risk`.
 
     Differentiable in ``features``; ``grid`` (B, N, 2) or (N, 2) tile-grid positions (used by
     transmil) or None. Every tile is real (no padding).
     """
     if grid is not None and grid.ndim == 2:
         grid = grid.unsqueeze(0).expand(features.shape[0], -1, -1)
-    total = features.new_zeros(features.shape[0], dtype=torch.float64)
-    for fold_model, offset in zip(model.fold_models, model.offsets, strict=True):
-        total = total + (fold_model(features, grid=grid).risk.double() - offset)
-    return total / len(model.fold_models)
+    return model.ensemble_risk(features, grid=grid)[0]
 
 
 def _bag_tensors(model: CRCRSModel, bag: PatientBag, device: torch.device) -> tuple[Tensor, Tensor]:

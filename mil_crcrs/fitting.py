@@ -1,31 +1,47 @@
 """``fit``: cross-validated training of the CRCRS model.
 
-What :func:`fit` does, in order:
+What :func:`fit` does, in order (:mod:`mil_crcrs.crossval` runs steps 2-4):
 
 1. reads the cohort and its feature files; every patient's slides form one bag;
-2. splits the patients into K folds stratified by event (:func:`~mil_crcrs.splits.kfold_splits`);
-   each fold's training part also gives up an inner validation split for early stopping;
+2. for each seed in ``seeds`` (one, ``seed``, by default): splits the patients into K folds
+   stratified by event (:func:`~mil_crcrs.splits.kfold_splits`); each fold's training part also
+   gives up an inner validation split for early stopping;
 3. trains one model per fold on the other K - 1 folds (:func:`~mil_crcrs.training.train_model`),
-   early-stopping on the inner validation split (its C or its loss, optionally smoothed over
-   epochs and with the last epochs' weights averaged), never on the fold it reports;
-4. scores each fold with the model that never saw it: the **out-of-fold** CRCRS, and the
-   cross-validated Harrell C per fold (mean and sd over folds);
+   optionally on features standardised with that training part's statistics
+   (:mod:`mil_crcrs.standardize`), early-stopping on the inner validation split (its C or its
+   loss, optionally smoothed over epochs and with the last epochs' weights averaged), never on
+   the fold it reports;
+4. standardises each model's risk on its own training part and scores each fold with the model
+   that never saw it: the **out-of-fold** CRCRS (mean over seeds), and the Harrell C of every
+   fold (mean and sd over seeds and folds);
 5. fixes the high/low cutoff on the **out-of-fold** CRCRS of the training cohort;
-6. optionally scores an external validation cohort with the finished ensemble.
+6. calibrates the ensemble onto the out-of-fold scale (below);
+7. optionally scores an external validation cohort with the finished ensemble.
 
-The delivered model is the **ensemble of the K fold models**; the CRCRS of a new patient is the
-mean of the fold models' centred risks (see :mod:`mil_crcrs.model_dir`).
+The delivered model is the **ensemble of every fold model of every seed**.
+
+**One scale for out-of-fold and ensemble scores.** Each model's risk is standardised on the
+patients it was trained on, ``z_m = (risk_m - mean_m) / sd_m``: a Cox likelihood fixes neither
+the centre nor, on a small cohort, the spread of a fold model's risk, so raw risks of different
+fold models would pool onto one ranking unevenly. A patient's out-of-fold CRCRS is ``z`` of the
+model that held them out. The ensemble's raw score is the mean of every model's ``z``; where the
+models disagree (little signal) that mean shrinks towards its centre, by up to ``1/sqrt(M)``, and a
+cutoff fixed on out-of-fold scores would then put nearly every new patient in one group. So the
+ensemble's score is mapped linearly, ``crcrs = a * mean_m z_m + b``, with ``a`` and ``b`` chosen so
+that its scores of the training cohort have the mean and sd of the out-of-fold scores. A new
+patient from the training population then falls above the cutoff about as often as a training
+patient did (tested on cohorts with no, weak and strong signal); ranks and additive tile
+contributions are unchanged by the map. ``metrics.json`` records the spreads under ``scale``.
 
 Why the cutoff comes from the out-of-fold scores rather than the ensemble's scores of the training
 patients: each training patient was seen by K - 1 of the K models, so the ensemble's scores of
 them are *apparent*, fitted to their own outcomes. A cutoff searched on them (maxstat above all)
 would be placed where the training outcomes happen to separate, and the high/low split of the
 training cohort would look better than it is. An out-of-fold score is what a model says about a
-patient it has not seen, which is the situation the cutoff is later applied in. The fold models'
-risks are centred on a common baseline (their mean over the training cohort), so out-of-fold
-scores and ensemble scores sit on the same scale; the ensemble averages K models and so spreads
-its scores somewhat less than a single model, which matters little for the median (near 0 for
-both) and is the price of an honest cutoff.
+patient it has not seen, which is the situation the cutoff is later applied in. (The calibration
+above uses only the mean and sd of the apparent scores, not their relation to outcomes; where
+models overfit, apparent scores spread more than new ones, and new patients then land somewhat
+less often far from the centre: a median cutoff is not affected, a maxstat one slightly.)
 """
 
 from __future__ import annotations
@@ -40,24 +56,16 @@ import pandas as pd
 
 from mil_crcrs.bags import PatientBags
 from mil_crcrs.cohort import TIME_UNITS, Cohort, Columns, read_cohort
+from mil_crcrs.crossval import CrossValidation, cross_validate
 from mil_crcrs.cutoff import CUTOFF_METHODS, choose_cutoff, risk_group
 from mil_crcrs.errors import InputError
-from mil_crcrs.losses import TIES, cox_nll, discrete_time_nll, make_time_bins
+from mil_crcrs.fit_config import SettingError, coerce_setting, setting_fields
+from mil_crcrs.losses import TIES, cox_nll, discrete_time_nll
 from mil_crcrs.metrics import harrell_c
 from mil_crcrs.model_dir import CRCRSModel
-from mil_crcrs.models import create_model, list_models
-from mil_crcrs.splits import describe_folds, kfold_splits
-from mil_crcrs.standardize import attach_feature_norm, feature_moments
+from mil_crcrs.models import list_models, model_options
 from mil_crcrs.store import FeatureStore
-from mil_crcrs.training import (
-    MONITORS,
-    SCHEDULES,
-    LossFn,
-    predict_risk,
-    resolve_device,
-    seeded,
-    train_model,
-)
+from mil_crcrs.training import DEVICES, MONITORS, SCHEDULES, LossFn, resolve_device
 
 LOSS_NAMES = ("cox", "discrete")
 #: Smallest share of patients in either group for the maxstat cutoff.
@@ -75,7 +83,8 @@ class FitSettings:
     folds : K of the K-fold cross-validation (at least 2)
     epochs : the most epochs per fold model
     batch_size : the smallest number of bags per optimiser step (the Cox risk set)
-    lr, weight_decay : AdamW's learning rate and decoupled weight decay
+    lr : AdamW's (peak) learning rate
+    weight_decay : AdamW's decoupled weight decay
     schedule : "cosine" or "onecycle", stepped per batch
     clip_norm : gradient-norm clip (0 = none)
     max_tiles : random subset of at most this many tiles per bag in training (None = all);
@@ -98,6 +107,10 @@ class FitSettings:
         one (1 = that epoch's own weights); see :class:`~mil_crcrs.training.EarlyStopping`
     cutoff : "median" or "maxstat" (each group at least 10% of patients)
     seed : seeds folds, initialisation, shuffling, subsampling and dropout
+    seeds : repeated cross-validation: one full K-fold run per seed (its own folds and
+        training randomness); empty = ``(seed,)``. C is reported as mean and sd over seeds and
+        folds, each patient's out-of-fold CRCRS is the mean over seeds, and the delivered
+        ensemble holds every model
     device : "auto", "cpu" or "cuda"
     progress : show progress bars
     """
@@ -124,54 +137,76 @@ class FitSettings:
     average_epochs: int = 1
     cutoff: str = "median"
     seed: int = 0
+    seeds: tuple[int, ...] = ()
     device: str = "auto"
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.model not in list_models():
-            raise InputError(
-                f"unknown model {self.model!r}; known models: {', '.join(list_models())}"
+        for name in setting_fields():  # types first: a list of seeds becomes a tuple, 1 -> 1.0
+            object.__setattr__(self, name, coerce_setting(name, getattr(self, name)))
+        choices = {
+            "model": list_models(),
+            "schedule": SCHEDULES,
+            "loss": LOSS_NAMES,
+            "ties": TIES,
+            "monitor": MONITORS,
+            "cutoff": CUTOFF_METHODS,
+        }
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            raise SettingError("device", f"must be one of {', '.join(DEVICES)} (or cuda:N)")
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise SettingError(
+                    name, f"must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
+                )
+        at_least = {
+            "folds": 2,
+            "epochs": 1,
+            "batch_size": 2,
+            "n_bins": 2,
+            "patience": 1,
+            "min_epochs": 1,
+            "smooth_epochs": 1,
+            "average_epochs": 1,
+        }
+        for name, low in at_least.items():
+            if getattr(self, name) < low:
+                raise SettingError(name, f"must be at least {low}, got {getattr(self, name)}")
+        if self.max_tiles is not None and self.max_tiles < 1:
+            raise SettingError("max_tiles", f"must be at least 1 (or none), got {self.max_tiles}")
+        if not self.lr > 0:
+            raise SettingError("lr", f"must be positive, got {self.lr}")
+        for name in ("weight_decay", "clip_norm"):
+            if not getattr(self, name) >= 0:
+                raise SettingError(name, f"must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.inner_val_fraction < 0.5:
+            raise SettingError(
+                "inner_val_fraction", f"must be in [0, 0.5), got {self.inner_val_fraction}"
             )
-        checks = [
-            (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
-            (self.loss in LOSS_NAMES, f"--loss must be one of {', '.join(LOSS_NAMES)}"),
-            (self.ties in TIES, f"--ties must be one of {', '.join(TIES)}"),
-            (self.cutoff in CUTOFF_METHODS, f"--cutoff must be one of {', '.join(CUTOFF_METHODS)}"),
-            (self.folds >= 2, f"--folds must be at least 2, got {self.folds}"),
-            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
-            (self.batch_size >= 2, f"--batch-size must be at least 2, got {self.batch_size}"),
-            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
-            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
-            (self.clip_norm >= 0, f"clip norm must be >= 0, got {self.clip_norm}"),
-            (
-                self.max_tiles is None or self.max_tiles >= 1,
-                f"--max-tiles must be at least 1, got {self.max_tiles}",
-            ),
-            (self.n_bins >= 2, f"n_bins must be at least 2, got {self.n_bins}"),
-            (
-                0 <= self.inner_val_fraction < 0.5,
-                f"inner_val_fraction must be in [0, 0.5), got {self.inner_val_fraction}",
-            ),
-            (self.patience >= 1, f"patience must be at least 1, got {self.patience}"),
-            (self.monitor in MONITORS, f"monitor must be one of {', '.join(MONITORS)}"),
-            (self.min_epochs >= 1, f"min_epochs must be at least 1, got {self.min_epochs}"),
-            (
-                self.smooth_epochs >= 1,
-                f"smooth_epochs must be at least 1, got {self.smooth_epochs}",
-            ),
-            (
-                self.average_epochs >= 1,
-                f"average_epochs must be at least 1, got {self.average_epochs}",
-            ),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise InputError(message)
+        if (
+            self.seed < 0
+            or any(s < 0 for s in self.seeds)
+            or len(set(self.seeds)) < len(self.seeds)
+        ):
+            raise SettingError("seeds", f"must be distinct non-negative integers, got {self.seeds}")
         reserved = {"name", "in_dim", "n_outputs"} & set(self.model_kwargs)
         if reserved:
-            raise InputError(
-                f"model_kwargs may not set {', '.join(sorted(reserved))}; fit chooses them"
+            raise SettingError(
+                "model_kwargs", f"may not set {', '.join(sorted(reserved))}; fit chooses them"
             )
+        takes = model_options(self.model)
+        unknown = sorted(set(self.model_kwargs) - set(takes))
+        if unknown:
+            raise SettingError(
+                "model_kwargs",
+                f"{', '.join(unknown)}: not an option of {self.model} (it takes "
+                f"{', '.join(takes)})",
+            )
+
+    @property
+    def run_seeds(self) -> tuple[int, ...]:
+        """The seeds the cross-validation runs with: ``seeds``, or ``(seed,)``."""
+        return self.seeds or (self.seed,)
 
 
 def make_loss(settings: FitSettings, edges: np.ndarray | None = None) -> LossFn:
@@ -240,77 +275,10 @@ def fit(
         raise InputError(f"{features}: no feature files (.h5 or .pt) found")
     cohort = clinical if isinstance(clinical, Cohort) else read_cohort(clinical, columns, time_unit)
     cohort = cohort.require_outcome().match_features(store.slide_ids, missing).require_outcome()
-    folds = kfold_splits(
-        cohort.event, settings.folds, settings.inner_val_fraction, settings.seed, cohort.source
-    )
     bags = PatientBags(cohort, store, cache=True)
     time, event = cohort.time, cohort.event
-    n = len(cohort)
-    n_outputs = settings.n_bins if settings.loss == "discrete" else 1
-
-    fold_seeds = [
-        s.generate_state(2) for s in np.random.SeedSequence(settings.seed).spawn(len(folds))
-    ]
-    models, offsets, fold_rows, time_bins = [], [], [], []
-    oof = np.full(n, np.nan)
-    oof_fold = np.zeros(n, dtype=np.int64)
-    for fold, (init_seed, train_seed) in zip(folds, fold_seeds, strict=True):
-        edges = None
-        if settings.loss == "discrete":
-            edges = make_time_bins(time[fold.train], event[fold.train], settings.n_bins)
-            time_bins.append(np.asarray(edges).tolist())
-        with seeded(int(init_seed), device):
-            model = create_model(
-                settings.model,
-                in_dim=bags.feature_dim,
-                n_outputs=n_outputs,
-                **settings.model_kwargs,
-            )
-        if settings.standardize:
-            # Training and inner-validation patients only: the reported fold stays unseen.
-            training_part = np.concatenate([fold.train, fold.inner_val])
-            attach_feature_norm(model, *feature_moments(bags, training_part))
-        result = train_model(
-            model,
-            bags,
-            time,
-            event,
-            fold.train,
-            fold.inner_val,
-            make_loss(settings, edges),
-            epochs=settings.epochs,
-            batch_size=settings.batch_size,
-            lr=settings.lr,
-            weight_decay=settings.weight_decay,
-            schedule=settings.schedule,
-            clip_norm=settings.clip_norm,
-            max_tiles=settings.max_tiles,
-            patience=settings.patience,
-            monitor=settings.monitor,
-            min_epochs=settings.min_epochs,
-            smooth_epochs=settings.smooth_epochs,
-            average_epochs=settings.average_epochs,
-            seed=int(train_seed),
-            device=device,
-            progress=settings.progress,
-            desc=f"fold {fold.index + 1}/{len(folds)}",
-        )
-        risk = predict_risk(result.model, bags, batch_size=settings.batch_size, device=device)
-        offset = float(risk.mean())
-        oof[fold.test] = risk[fold.test] - offset
-        oof_fold[fold.test] = fold.index + 1
-        models.append(result.model.cpu())
-        offsets.append(offset)
-        fold_rows.append(
-            {
-                "fold": fold.index + 1,
-                "harrell_c": harrell_c(time[fold.test], event[fold.test], risk[fold.test]),
-                "best_epoch": result.best_epoch,
-                "epochs_run": len(result.history),
-                "inner_val_c": result.best_val_c,
-            }
-        )
-
+    cv = cross_validate(settings, bags, time, event, cohort.source, device)
+    oof = cv.oof
     cutoff = choose_cutoff(settings.cutoff, oof, time, event, MAXSTAT_MIN_FRACTION)
     oof_predictions = pd.DataFrame(
         {
@@ -319,36 +287,28 @@ def fit(
             "risk_group": risk_group(oof, cutoff),
             "time": time,
             "event": event,
-            "fold": oof_fold,
+            "fold": cv.oof_fold,
         }
     )
-    per_fold = np.array([row["harrell_c"] for row in fold_rows])
-    split_rows = describe_folds(folds, event)
-    for row, split in zip(fold_rows, split_rows, strict=True):
-        row.update({k: v for k, v in split.items() if k != "fold"})
-    metrics: dict[str, Any] = {
-        "harrell_c_per_fold": per_fold.tolist(),
-        "harrell_c_mean": float(np.nanmean(per_fold)),
-        "harrell_c_sd": float(np.nanstd(per_fold, ddof=1)) if len(per_fold) > 1 else 0.0,
-        "harrell_c_oof": harrell_c(time, event, oof),
-        "n_patients": n,
-        "n_events": int(event.sum()),
-        "folds": fold_rows,
-        "note": "each fold's C is scored by the model that never saw that fold; early stopping "
-        "used an inner validation split of the training folds",
-    }
+    scale, shift = _ensemble_calibration(oof, cv.ensemble_train)
+    time_bins = [run.time_bins for run in cv.runs if run.time_bins is not None]
+    extra: dict[str, Any] = {"runs": [{"seed": r.seed, "fold": r.fold} for r in cv.runs]}
+    if time_bins:
+        extra["time_bins"] = time_bins
     model = CRCRSModel(
-        models,
-        offsets,
+        [run.model for run in cv.runs],
+        [run.centre for run in cv.runs],
         cutoff,
+        scales=[run.scale for run in cv.runs],
+        calibration=(scale, shift),
         feature_dim=bags.feature_dim,
         encoder=bags.encoder,
         time_unit=time_unit,
         settings=settings,
         training_cohort=_summary(cohort, bags, time_unit),
-        metrics=metrics,
+        metrics=_metrics(cv, time, event, scale, shift),
         oof_predictions=oof_predictions,
-        extra={"time_bins": time_bins} if time_bins else None,
+        extra=extra,
     )
     if val_clinical is not None:
         val_store = store if val_features is None else val_features
@@ -370,6 +330,44 @@ def fit(
             "n_high": int((table["risk_group"] == "high").sum()),
         }
     return model
+
+
+def _ensemble_calibration(oof: np.ndarray, ensemble_train: np.ndarray) -> tuple[float, float]:
+    """``(scale, shift)`` that give the ensemble's scores of the training cohort the mean and sd
+    of its out-of-fold scores (scale 1 where the ensemble is constant)."""
+    sd_ensemble = float(np.std(ensemble_train))
+    scale = float(np.std(oof)) / sd_ensemble if sd_ensemble > 1e-12 else 1.0
+    return scale, float(np.mean(oof) - scale * np.mean(ensemble_train))
+
+
+def _metrics(
+    cv: CrossValidation, time: np.ndarray, event: np.ndarray, scale: float, shift: float
+) -> dict[str, Any]:
+    """``metrics.json``: C per model, mean and sd over seeds and folds, pooled out-of-fold C."""
+    per_model = np.array([run.row["harrell_c"] for run in cv.runs])
+    per_seed = [harrell_c(time, event, row) for row in cv.oof_per_seed]
+    sd = float(np.nanstd(per_model, ddof=1)) if len(per_model) > 1 else 0.0
+    return {
+        "harrell_c_per_fold": per_model.tolist(),
+        "harrell_c_mean": float(np.nanmean(per_model)),
+        "harrell_c_sd": sd,
+        "harrell_c_oof": harrell_c(time, event, cv.oof),
+        "seeds": list(cv.seeds),
+        "harrell_c_oof_per_seed": per_seed,
+        "n_patients": len(time),
+        "n_events": int(np.sum(event)),
+        "folds": [{"seed": run.seed, **run.row} for run in cv.runs],
+        "scale": {
+            "oof_mean": float(np.mean(cv.oof)),
+            "oof_sd": float(np.std(cv.oof)),
+            "ensemble_sd_before_calibration": float(np.std(cv.ensemble_train)),
+            "ensemble_scale": scale,
+            "ensemble_shift": shift,
+        },
+        "note": "each fold's C is scored by the model that never saw that fold; mean and sd are "
+        "over seeds and folds; early stopping used an inner validation split of the training "
+        "folds",
+    }
 
 
 def _summary(cohort: Cohort, bags: PatientBags, time_unit: str) -> dict[str, Any]:

@@ -1,14 +1,28 @@
 """A trained CRCRS model: the ensemble of fold models, its cutoff, and its model directory.
 
-The CRCRS of a patient is the **mean over the K fold models** of each model's centred risk::
+The CRCRS of a patient is a calibrated **mean over the fold models** of each model's
+standardised risk::
 
-    crcrs = mean_k (risk_k(bag) - offset_k)
+    z_m(bag) = (risk_m(bag) - fold_offsets[m]) / fold_scales[m]
+    crcrs    = ensemble_scale * mean_m z_m(bag) + ensemble_shift
 
-where ``risk_k`` is fold model ``k``'s log-hazard-scale risk and ``offset_k`` is that model's mean
-risk over the training cohort. A Cox partial likelihood does not pin down an additive constant
-(each fold model's head bias is arbitrary), so without centring the fold models' scores would
-sit on different baselines; centred, every model says "log hazard ratio against the average
-training patient", and the ensemble's mean over the training cohort is exactly 0.
+- ``risk_m`` is model ``m``'s log-hazard-scale risk; ``fold_offsets[m]`` and ``fold_scales[m]``
+  are the mean and sd of that risk over the patients model ``m`` was trained on (see
+  :mod:`mil_crcrs.crossval`). A Cox partial likelihood pins down neither an additive constant nor
+  a common spread, so raw risks of different fold models are not comparable; standardised,
+  each is in sd units above the average patient it learnt from.
+- A patient's **out-of-fold** CRCRS is ``z`` of the model that held them out (mean over seeds).
+- The mean of M models that partly disagree spreads less than any one of them: with no signal,
+  M independent opinions shrink by about ``1/sqrt(M)`` and the ensemble's scores bunch up
+  around its centre, so a cutoff fixed on out-of-fold scores would put almost every new patient
+  on one side. ``ensemble_scale`` and ``ensemble_shift`` undo that: they are set so that the
+  ensemble's scores of the training cohort have the mean and sd of its out-of-fold scores. Out-of-fold
+  scores, ensemble scores and the cutoff then share one scale, and the high share of a new
+  cohort from the same population matches the training cohort's. The map is linear, so ranks and
+  additive tile contributions are kept.
+
+Model directories of format version 1 (centring only) load with scales of 1 and no calibration,
+which is what they computed.
 
 The model directory holds:
 
@@ -51,7 +65,7 @@ from mil_crcrs.store import FeatureStore
 from mil_crcrs.training import eval_batches, resolve_device
 
 MODEL_FORMAT = "mil_crcrs.model"
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2
 CONFIG_NAME = "config.json"
 METRICS_NAME = "metrics.json"
 OOF_NAME = "oof_predictions.csv"
@@ -68,8 +82,10 @@ class CRCRSModel:
     Parameters
     ----------
     fold_models : the K trained models (put in eval mode)
-    offsets : (K,) each model's mean risk over the training cohort, subtracted before averaging
+    offsets : (M,) each model's mean risk over its training part, subtracted before averaging
     cutoff : the high/low cutoff fixed on the training cohort
+    scales : (M,) each model's risk sd over its training part (None = all 1)
+    calibration : ``(ensemble_scale, ensemble_shift)`` applied to the mean of standardised risks
     feature_dim : feature dimension the models read
     encoder : the encoder named in the training feature files (None where they do not say)
     time_unit : unit of the training cohort's times
@@ -90,6 +106,8 @@ class CRCRSModel:
         offsets: Sequence[float],
         cutoff: Cutoff,
         *,
+        scales: Sequence[float] | None = None,
+        calibration: tuple[float, float] = (1.0, 0.0),
         feature_dim: int,
         encoder: str | None,
         time_unit: str = "days",
@@ -106,6 +124,10 @@ class CRCRSModel:
         for model in self.fold_models:
             model.eval()
         self.offsets = [float(o) for o in offsets]
+        self.scales = [1.0] * len(offsets) if scales is None else [float(v) for v in scales]
+        if len(self.scales) != len(self.offsets) or not all(v > 0 for v in self.scales):
+            raise ValueError("need one positive scale per fold model")
+        self.calibration = (float(calibration[0]), float(calibration[1]))
         self.cutoff_rule = cutoff
         self.feature_dim = int(feature_dim)
         self.encoder = encoder
@@ -142,11 +164,15 @@ class CRCRSModel:
             "model": self.model_config,
             "feature_dim": self.feature_dim,
             "encoder": self.encoder,
-            "n_folds": len(self.fold_models),
+            "n_models": len(self.fold_models),
             "weights": [_weights_name(k + 1) for k in range(len(self.fold_models))],
             "fold_offsets": self.offsets,
+            "fold_scales": self.scales,
+            "ensemble_scale": self.calibration[0],
+            "ensemble_shift": self.calibration[1],
             "feature_norm": has_feature_norm(self.fold_models[0]),
-            "ensemble": "crcrs = mean over fold models of (risk_k - fold_offsets[k])",
+            "ensemble": "crcrs = ensemble_scale * mean over models m of "
+            "(risk_m - fold_offsets[m]) / fold_scales[m] + ensemble_shift",
             "time_unit": self.time_unit,
             "cutoff": self.cutoff_rule.to_dict(),
             "training_cohort": self.training_cohort,
@@ -161,6 +187,54 @@ class CRCRSModel:
         )
 
     # -- scoring ----------------------------------------------------------------------------------
+    def ensemble_risk(
+        self,
+        features: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        grid: torch.Tensor | None = None,
+        tiles: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """The CRCRS of a padded batch, differentiable in ``features``.
+
+        Parameters
+        ----------
+        features : (B, N, D) float on the fold models' device
+        mask : (B, N) bool, True for a real tile (None = all real)
+        grid : (B, N, 2) long tile-grid positions, or None
+        tiles : also return the mean attention and each tile's additive share of the CRCRS
+
+        Returns
+        -------
+        crcrs : (B,) float64
+        attention : (B, N) float64 mean attention of the fold models, or None
+        contribution : (B, N) float64 tile shares, or None; they sum, with
+            :meth:`contribution_baseline`, to ``crcrs`` (exactly for abmil and mean with a Cox
+            loss, see ``MILModel.tile_contributions``)
+        """
+        gain = self.calibration[0] / len(self.fold_models)
+        total = features.new_zeros(features.shape[0], dtype=torch.float64)
+        attention = contribution = None
+        for model, offset, scale in zip(self.fold_models, self.offsets, self.scales, strict=True):
+            out = model(features, mask=mask, grid=grid)
+            total = total + (out.risk.double() - offset) / scale
+            if tiles:
+                share = model.tile_contributions(features, mask, grid).double() * (gain / scale)
+                weight = out.attention.double() / len(self.fold_models)
+                contribution = share if contribution is None else contribution + share
+                attention = weight if attention is None else attention + weight
+        return total * gain + self.calibration[1], attention, contribution
+
+    def contribution_baseline(self) -> float:
+        """What the tile contributions of :meth:`ensemble_risk` add up to short of the CRCRS:
+        the fold models' head biases, standardised, averaged and calibrated (Cox models)."""
+        terms = [
+            (float(model.head.bias.detach()[0]) - offset) / scale
+            for model, offset, scale in zip(
+                self.fold_models, self.offsets, self.scales, strict=True
+            )
+        ]
+        return self.calibration[0] * float(np.mean(terms)) + self.calibration[1]
+
     @torch.no_grad()
     def _score(
         self,
@@ -172,28 +246,21 @@ class CRCRSModel:
         """Ensemble risk (n_bags,) and, with ``tiles``, per-bag attention and contributions."""
         for model in self.fold_models:
             model.to(device).eval()
-        k = len(self.fold_models)
         risk = np.empty(len(bags), dtype=np.float64)
         attention: list[np.ndarray] = [np.empty(0)] * len(bags)
         contribution: list[np.ndarray] = [np.empty(0)] * len(bags)
         for positions, batch in eval_batches(bags, batch_size):
             batch = batch.to(device)
-            total_risk = total_attention = total_contribution = 0.0
-            for model, offset in zip(self.fold_models, self.offsets, strict=True):
-                out = model(batch.features, mask=batch.mask, grid=batch.grid)
-                total_risk = total_risk + (out.risk.double() - offset)
-                if tiles:
-                    total_attention = total_attention + out.attention.double()
-                    share = model.tile_contributions(batch.features, batch.mask, batch.grid)
-                    total_contribution = total_contribution + share.double()
-            risk[positions] = (total_risk / k).cpu().numpy()
-            if tiles:
-                mean_attention = (total_attention / k).cpu().numpy()
-                mean_contribution = (total_contribution / k).cpu().numpy()
+            crcrs, mean_attention, share = self.ensemble_risk(
+                batch.features, batch.mask, batch.grid, tiles=tiles
+            )
+            risk[positions] = crcrs.cpu().numpy()
+            if mean_attention is not None and share is not None:
+                mean_attention, share = mean_attention.cpu().numpy(), share.cpu().numpy()
                 for row, pos in enumerate(positions):
                     n = bags[pos].n_tiles
                     attention[pos] = mean_attention[row, :n]
-                    contribution[pos] = mean_contribution[row, :n]
+                    contribution[pos] = share[row, :n]
         return risk, attention, contribution
 
     def patient_attention(
@@ -209,9 +276,9 @@ class CRCRSModel:
         -------
         crcrs : float
         attention : (n_tiles,) float64, the fold models' mean attention (sums to 1)
-        contributions : (n_tiles,) float64, the fold models' mean additive share of the risk;
-            for abmil and mean (Cox loss) ``contributions.sum() + mean_k(bias_k - offset_k)``
-            equals ``crcrs`` exactly; for max and transmil it is an approximation (see
+        contributions : (n_tiles,) float64, each tile's additive share of the CRCRS; for abmil
+            and mean (Cox loss) ``contributions.sum() + contribution_baseline()`` equals
+            ``crcrs`` exactly; for max and transmil it is an approximation (see
             ``MILModel.tile_contributions``)
         """
         risk, attention, contribution = self._score([bag], 1, resolve_device(device), tiles=True)
@@ -390,8 +457,12 @@ class CRCRSModel:
             "feature_dim",
             "encoder",
             "n_folds",
+            "n_models",
             "weights",
             "fold_offsets",
+            "fold_scales",
+            "ensemble_scale",
+            "ensemble_shift",
             "feature_norm",
             "ensemble",
             "time_unit",
@@ -402,20 +473,27 @@ class CRCRSModel:
         metrics = {}
         if (directory / METRICS_NAME).is_file():
             metrics = json.loads((directory / METRICS_NAME).read_text())
-        return cls(
-            models,
-            config["fold_offsets"],
-            Cutoff.from_dict(config["cutoff"]),
-            feature_dim=config["feature_dim"],
-            encoder=config.get("encoder"),
-            time_unit=config.get("time_unit", "days"),
-            settings=_settings_from_dict(config.get("settings")),
-            training_cohort=config.get("training_cohort"),
-            metrics=metrics,
-            oof_predictions=_read_optional_csv(directory / OOF_NAME),
-            validation_predictions=_read_optional_csv(directory / VALIDATION_NAME),
-            extra={k: v for k, v in config.items() if k not in known},
-        )
+        oof = _read_optional_csv(directory / OOF_NAME)
+        validation = _read_optional_csv(directory / VALIDATION_NAME)
+        try:
+            return cls(
+                models,
+                config["fold_offsets"],
+                Cutoff.from_dict(config["cutoff"]),
+                scales=config.get("fold_scales"),
+                calibration=(config.get("ensemble_scale", 1.0), config.get("ensemble_shift", 0.0)),
+                feature_dim=config["feature_dim"],
+                encoder=config.get("encoder"),
+                time_unit=config.get("time_unit", "days"),
+                settings=_settings_from_dict(config.get("settings")),
+                training_cohort=config.get("training_cohort"),
+                metrics=metrics,
+                oof_predictions=oof,
+                validation_predictions=validation,
+                extra={k: v for k, v in config.items() if k not in known},
+            )
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"{config_path}: {exc}") from None
 
 
 def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu") -> CRCRSModel:

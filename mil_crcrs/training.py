@@ -48,6 +48,8 @@ LossFn = Callable[[object, torch.Tensor, torch.Tensor], torch.Tensor]
 Batch = tuple[PaddedBatch, torch.Tensor, torch.Tensor]
 
 SCHEDULES = ("cosine", "onecycle")
+#: Where to train: "auto" picks cuda when available.
+DEVICES = ("auto", "cpu", "cuda")
 #: What early stopping watches on the inner split: Harrell's C, or the training loss.
 MONITORS = ("c", "loss")
 #: Prediction pads at most this many tiles per batch (batch size x longest bag), so that a

@@ -142,10 +142,16 @@ def test_predict_without_a_table_scores_each_feature_file(sim, model_dir, tmp_pa
 def test_fit_bad_inputs_end_in_one_line(sim, tmp_path):
     base = ["fit", "--features", sim.features_dir, "--out", tmp_path / "m", *FAST]
     assert_one_line_error(run(*base, "--clinical", tmp_path / "nope.csv"), "nope.csv")
+    unknown = run(*base, "--clinical", sim.clinical_csv, "--model", "perceiver")
+    assert unknown.exit_code == 2 and "Traceback" not in unknown.output
+    assert "'perceiver' is not one of 'abmil'" in unknown.output  # the registry's names
     assert_one_line_error(
-        run(*base, "--clinical", sim.clinical_csv, "--model", "perceiver"),
-        "unknown model 'perceiver'",
-        "abmil",
+        run(*base, "--clinical", sim.clinical_csv, "--batch-size", "1"),
+        "error: --batch-size must be at least 2, got 1",
+    )
+    assert_one_line_error(
+        run(*base, "--clinical", sim.clinical_csv, "--heads", "2"),
+        "--heads heads: not an option of abmil",
     )
     censored = pd.read_csv(sim.clinical_csv).assign(event=0)
     censored.to_csv(tmp_path / "censored.csv", index=False)

@@ -116,18 +116,21 @@ def test_harrell_c_matches_lifelines_with_the_sign_flipped():
 
 
 def test_unknown_model_names_the_known_ones():
-    with pytest.raises(InputError, match="unknown model 'resnet'.*abmil"):
+    with pytest.raises(InputError, match="model must be one of abmil.*got 'resnet'"):
         FitSettings(model="resnet")
 
 
 @pytest.mark.parametrize(
     "kw, message",
     [
-        ({"folds": 1}, "--folds must be at least 2"),
-        ({"loss": "mse"}, "--loss must be one of"),
-        ({"cutoff": "mean"}, "--cutoff must be one of"),
-        ({"lr": 0.0}, "--lr must be positive"),
+        ({"folds": 1}, "^folds must be at least 2"),
+        ({"loss": "mse"}, "^loss must be one of cox, discrete"),
+        ({"cutoff": "mean"}, "^cutoff must be one of"),
+        ({"lr": 0.0}, "^lr must be positive"),
+        ({"lr": "fast"}, "^lr must be a number, got 'fast'"),
+        ({"seeds": (1, 1)}, "^seeds must be distinct"),
         ({"model_kwargs": {"in_dim": 3}}, "may not set in_dim"),
+        ({"model_kwargs": {"heads": 3}}, "heads: not an option of abmil"),
     ],
 )
 def test_bad_settings_are_clear(kw, message):
@@ -195,7 +198,7 @@ def test_early_stopping_never_scores_the_reported_fold(cohort, monkeypatch):
         scored[-1].extend(b.patient_id for b in bags)
         return real_evaluate(model, bags, *args, **kw)
 
-    monkeypatch.setattr("mil_crcrs.fitting.train_model", spy_train)
+    monkeypatch.setattr("mil_crcrs.crossval.train_model", spy_train)
     monkeypatch.setattr(training, "evaluate", spy_evaluate)
     model = fit(features, clinical, tiny(epochs=2))
     oof = model.oof_predictions.set_index("patient_id")
@@ -216,7 +219,7 @@ def test_oof_predictions_and_metrics(fitted):
     per_fold = [
         harrell_c(g["time"], g["event"], g["crcrs"]) for _, g in oof.groupby("fold", sort=True)
     ]
-    assert m["harrell_c_per_fold"] == pytest.approx(per_fold)  # centring does not change ranks
+    assert m["harrell_c_per_fold"] == pytest.approx(per_fold)  # scaling does not change ranks
     assert m["harrell_c_mean"] == pytest.approx(np.mean(per_fold))
     assert m["harrell_c_sd"] == pytest.approx(np.std(per_fold, ddof=1))
     assert m["harrell_c_oof"] == pytest.approx(harrell_c(oof["time"], oof["event"], oof["crcrs"]))
@@ -228,17 +231,28 @@ def test_cutoff_is_the_median_of_the_oof_crcrs(fitted):
     assert (oof["risk_group"] == np.where(oof["crcrs"] > fitted.cutoff, "high", "low")).all()
 
 
-def test_crcrs_is_the_mean_of_centred_fold_risks(cohort, fitted):
+def test_crcrs_is_the_calibrated_mean_of_standardised_fold_risks(cohort, fitted):
     features, clinical = cohort
     c = read_cohort(clinical)
     bags = PatientBags(c, FeatureStore(features))
-    per_model = [
-        predict_risk(m, bags, device="cpu") - off
-        for m, off in zip(fitted.fold_models, fitted.offsets, strict=True)
-    ]
+    oof = fitted.oof_predictions
+    per_model = []
+    for k, (m, centre, scale) in enumerate(
+        zip(fitted.fold_models, fitted.offsets, fitted.scales, strict=True), start=1
+    ):
+        risk = predict_risk(m, bags, device="cpu")
+        trained_on = (oof["fold"] != k).to_numpy()  # centre and scale from the training part
+        assert centre == pytest.approx(risk[trained_on].mean())
+        assert scale == pytest.approx(risk[trained_on].std())
+        z = (risk - centre) / scale
+        np.testing.assert_allclose(oof["crcrs"][~trained_on], z[~trained_on], atol=1e-5)  # OOF
+        per_model.append(z)
+    gain, shift = fitted.calibration
     table = fitted.predict(features, clinical, device="cpu")
-    assert np.allclose(table["crcrs"], np.mean(per_model, axis=0), atol=1e-10)
-    assert abs(table["crcrs"].mean()) < 1e-6  # centred on the training cohort
+    assert np.allclose(table["crcrs"], gain * np.mean(per_model, axis=0) + shift, atol=1e-10)
+    # Calibrated: over the training cohort the ensemble has the out-of-fold mean and sd.
+    assert table["crcrs"].mean() == pytest.approx(oof["crcrs"].mean(), abs=1e-5)
+    assert table["crcrs"].std() == pytest.approx(oof["crcrs"].std(), rel=1e-4)
     assert (table["risk_group"] == np.where(table["crcrs"] > fitted.cutoff, "high", "low")).all()
 
 
@@ -360,13 +374,7 @@ def test_attention_files_and_patient_attention(tmp_path, cohort, fitted):
     risk, attention, contribution = fitted.patient_attention(bag)
     assert risk == pytest.approx(table["crcrs"].iloc[5], abs=1e-6)
     assert attention.sum() == pytest.approx(1.0) and attention.shape == (bag.n_tiles,)
-    bias = np.mean(
-        [
-            float(m.head.bias.detach()) - off
-            for m, off in zip(fitted.fold_models, fitted.offsets, strict=True)
-        ]
-    )
-    assert contribution.sum() + bias == pytest.approx(risk, abs=1e-5)
+    assert contribution.sum() + fitted.contribution_baseline() == pytest.approx(risk, abs=1e-5)
     with h5py.File(tmp_path / "att" / f"{bag.slide_ids[0]}.h5") as f:
         assert np.array_equal(f["coords"][...], bag.coords)
         assert np.allclose(f["attention"][...], attention, atol=1e-6)

@@ -7,13 +7,14 @@ per-tile attention.
 
 from mil_crcrs.models import abmil, pooling, transmil  # noqa: F401  (registers the models)
 from mil_crcrs.models._base import MILModel, MILOutput, risk_from_logits
-from mil_crcrs.models._registry import create_model, list_models, register_model
+from mil_crcrs.models._registry import create_model, list_models, model_options, register_model
 
 __all__ = [
     "MILModel",
     "MILOutput",
     "create_model",
     "list_models",
+    "model_options",
     "register_model",
     "risk_from_logits",
 ]

@@ -32,6 +32,19 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
+def model_options(name: str) -> dict[str, Any]:
+    """The hyperparameters model ``name`` takes besides ``in_dim`` and ``n_outputs``, with their
+    defaults (what ``FitSettings.model_kwargs`` may set)."""
+    if name not in _MODELS:
+        raise InputError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    parameters = inspect.signature(_MODELS[name]).parameters
+    return {
+        key: p.default
+        for key, p in parameters.items()
+        if key not in ("in_dim", "n_outputs") and p.kind is p.POSITIONAL_OR_KEYWORD
+    }
+
+
 def create_model(name: str = "abmil", **kwargs: Any) -> MILModel:
     """Build a registered model.
 
