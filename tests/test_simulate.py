@@ -279,7 +279,8 @@ def test_uneven_scales_and_offsets_change_the_units_not_the_signal():
     assert uneven.settings.encoder == "simulated-64-s100-o3"
     x, y = (np.concatenate(list(c.features.values())) for c in (even, uneven))
     sd = y.std(0)
-    assert 30 < sd.max() / sd.min() < 100 and np.abs(y.mean(0) / sd).max() > 2
+    assert 30 < sd.max() / sd.min() < 150 and np.abs(y.mean(0) / sd).max() > 2
+    # (scales span 100x; each dimension of the tiles themselves has sd about 1)
     # Per dimension, the same tiles up to an affine map: standardising undoes it.
     z = lambda a: (a - a.mean(0)) / a.std(0)  # noqa: E731
     np.testing.assert_allclose(z(x), z(y), atol=1e-3)
