@@ -9,10 +9,11 @@ from pathlib import Path
 import click
 
 from mil_crcrs.cohort import TIME_UNITS, Columns
+from mil_crcrs.store import ReadSettings
 
 
 def cohort_columns(func: Callable) -> Callable:
-    """Add ``--patient-col/--slide-col/--time-col/--event-col/--time-unit``.
+    """Add ``--patient-col/--slide-col/--time-col/--event-col/--censor-col/--time-unit``.
 
     The command receives ``columns`` (a :class:`~mil_crcrs.cohort.Columns`) and ``time_unit``.
     """
@@ -39,6 +40,13 @@ def cohort_columns(func: Callable) -> Callable:
             help="Column with the event indicator: 1 = event observed, 0 = censored.",
         ),
         click.option(
+            "--censor-col",
+            default=None,
+            help="Column with a censoring indicator instead (1 = censored, CLAM's "
+            "'censorship'), inverted into the event [default: 'censorship' when the table has "
+            "no event column].",
+        ),
+        click.option(
             "--time-unit",
             type=click.Choice(TIME_UNITS),
             default="days",
@@ -49,8 +57,8 @@ def cohort_columns(func: Callable) -> Callable:
 
     # functools.wraps carries the options already applied beneath this decorator.
     @functools.wraps(func)
-    def wrapper(*args, patient_col, slide_col, time_col, event_col, **kwargs):
-        kwargs["columns"] = Columns(patient_col, slide_col, time_col, event_col)
+    def wrapper(*args, patient_col, slide_col, time_col, event_col, censor_col, **kwargs):
+        kwargs["columns"] = Columns(patient_col, slide_col, time_col, event_col, censor_col)
         return func(*args, **kwargs)
 
     for option in reversed(options):
@@ -71,8 +79,68 @@ features_option = click.option(
     "--features",
     required=True,
     type=click.Path(path_type=Path),
-    help="Folder of feature files (.h5/.pt; CLAM and TRIDENT files too).",
+    help="Folder of feature files (.h5/.pt; CLAM, TRIDENT, STAMP and slideflow files too).",
 )
+slide_table_option = click.option(
+    "--slide-table",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Separate table of (patient, slide) rows joined to a one-row-per-patient clinical "
+    "table, as STAMP keeps them (e.g. --patient-col PATIENT --slide-col FILENAME).",
+)
+progress_option = click.option(
+    "--progress/--no-progress",
+    default=True,
+    show_default=True,
+    help="Show progress: bars on a terminal, one plain line per step (with the time left) "
+    "when stderr is a file; --no-progress prints results and warnings only.",
+)
+
+
+def command_line() -> str:
+    """The running command and its parameters, for a run.log."""
+    ctx = click.get_current_context()
+    params = " ".join(f"{k}={v}" for k, v in ctx.params.items() if v is not None)
+    return f"{ctx.command_path} {params}".strip()
+
+
+def read_settings(func: Callable) -> Callable:
+    """Add ``--encoder/--tile-size/--slide-mpp``: what feature files may not record.
+
+    The command receives ``read_settings`` (a :class:`~mil_crcrs.store.ReadSettings`).
+    """
+    options = [
+        click.option(
+            "--encoder",
+            default=ReadSettings.encoder,
+            help="Encoder that made the features, for files that do not name it (CLAM, "
+            "slideflow); a file that names another is an error.",
+        ),
+        click.option(
+            "--tile-size",
+            type=int,
+            default=ReadSettings.tile_size_level0,
+            help="Tile edge in level-0 pixels, for files that do not record it.",
+        ),
+        click.option(
+            "--slide-mpp",
+            type=float,
+            default=ReadSettings.slide_mpp,
+            help="Slides' level-0 microns per pixel, to place coordinates stored in microns "
+            "(STAMP).",
+        ),
+    ]
+
+    @functools.wraps(func)
+    def wrapper(*args, encoder, tile_size, slide_mpp, **kwargs):
+        kwargs["read_settings"] = ReadSettings(encoder, tile_size, slide_mpp)
+        return func(*args, **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
 missing_option = click.option(
     "--missing",
     type=click.Choice(["error", "warn"]),

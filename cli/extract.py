@@ -180,9 +180,10 @@ def command(
         if result.shard.world_size > 1
         else ""
     )
+    busy = f"{len(result.busy)} left to another running process, " if result.busy else ""
     click.echo(
         f"{rank}{len(result.done)} extracted ({result.n_tiles} tiles), {len(result.skipped)} "
-        f"already done, {len(result.failed)} failed, in {result.seconds:.1f} s -> {out_dir}"
+        f"already done, {busy}{len(result.failed)} failed, in {result.seconds:.1f} s -> {out_dir}"
     )
     if result.failed:
         first_id, first = next(iter(result.failed.items()))

@@ -17,7 +17,15 @@ from typing import Any
 
 import click
 
-from cli._options import cohort_columns, comma_list, features_option, missing_option
+from cli._options import (
+    cohort_columns,
+    comma_list,
+    command_line,
+    features_option,
+    missing_option,
+    read_settings,
+    slide_table_option,
+)
 from mil_crcrs.cutoff import CUTOFF_METHODS
 from mil_crcrs.errors import InputError
 from mil_crcrs.fit_config import (
@@ -136,8 +144,10 @@ def settings_options(func):
     "--clinical",
     required=True,
     type=_PATH,
-    help="Cohort table: one row per slide with patient, slide, time and event.",
+    help="Cohort table (CSV or .xlsx): one row per slide with patient, slide, time and event "
+    "(or CLAM's censorship).",
 )
+@slide_table_option
 @click.option(
     "--out",
     required=True,
@@ -166,35 +176,46 @@ def settings_options(func):
     help="Feature files of the validation cohort [default: --features].",
 )
 @settings_options
+@read_settings
 @cohort_columns
 def command(
     features,
     clinical,
+    slide_table,
     out,
     config,
     missing,
     val_clinical,
     val_features,
+    read_settings,
     columns,
     time_unit,
     **given,
 ) -> None:
-    """Train K fold models; write weights, config, metrics.json and oof_predictions.csv."""
+    """Train K fold models; write weights, config, metrics.json, oof_predictions.csv, run.log."""
+    from mil_crcrs.cohort import read_cohort
     from mil_crcrs.fitting import fit
+    from mil_crcrs.runlog import RUN_LOG_NAME, RunLog
+    from mil_crcrs.store import FeatureStore
 
     settings = build_settings(config, given)
-    crcrs = fit(
-        features,
-        clinical,
-        settings,
-        columns=columns,
-        time_unit=time_unit,
-        missing=missing,
-        val_clinical=val_clinical,
-        val_features=val_features,
-    )
-    crcrs.save(out)
-    _summarise(crcrs, out)
+    with RunLog(out / RUN_LOG_NAME, command_line(), progress=settings.progress) as run_log:
+        cohort = read_cohort(clinical, columns, time_unit, slide_table=slide_table)
+        crcrs = fit(
+            FeatureStore(features, settings=read_settings),
+            cohort,
+            settings,
+            columns=columns,
+            time_unit=time_unit,
+            missing=missing,
+            val_clinical=val_clinical,
+            val_features=val_features and FeatureStore(val_features, settings=read_settings),
+        )
+        crcrs.save(out)
+        for line in _summary(crcrs):
+            click.echo(line)
+            run_log.note(line)
+    click.echo(f"model: {out}")
 
 
 def build_settings(config: Path | None, given: dict[str, Any]) -> Any:
@@ -228,31 +249,31 @@ def build_settings(config: Path | None, given: dict[str, Any]) -> Any:
         raise InputError(f"{where} {exc.problem}") from None
 
 
-def _summarise(crcrs: Any, out: Path) -> None:
+def _summary(crcrs: Any) -> list[str]:
     m = crcrs.metrics
     seeds = m.get("seeds", [])
     per_fold = "  ".join(f"{c:.3f}" for c in m["harrell_c_per_fold"])
     over = f"{len(m['harrell_c_per_fold'])} folds"
     if len(seeds) > 1:
         over = f"{len(seeds)} seeds x {len(m['harrell_c_per_fold']) // len(seeds)} folds"
-    click.echo(f"Harrell C per fold: {per_fold}")
-    click.echo(
+    lines = [
+        f"Harrell C per fold: {per_fold}",
         f"Harrell C: {m['harrell_c_mean']:.3f} +- {m['harrell_c_sd']:.3f} (mean +- sd over "
         f"{over}); pooled out-of-fold: {m['harrell_c_oof']:.3f} "
-        f"({m['n_patients']} patients, {m['n_events']} events)"
-    )
+        f"({m['n_patients']} patients, {m['n_events']} events)",
+    ]
     if len(seeds) > 1:
         per_seed = "  ".join(f"{c:.3f}" for c in m["harrell_c_oof_per_seed"])
-        click.echo(f"pooled out-of-fold C per seed ({json.dumps(seeds)}): {per_seed}")
+        lines.append(f"pooled out-of-fold C per seed ({json.dumps(seeds)}): {per_seed}")
     rule = crcrs.cutoff_rule
-    click.echo(
+    lines.append(
         f"cutoff ({rule.method} of the out-of-fold CRCRS): {rule.value:.4g} "
         f"({rule.n_high} high, {rule.n_low} low)"
     )
     if "validation" in m:
         v = m["validation"]
-        click.echo(
+        lines.append(
             f"validation {v['source']}: Harrell C {v['harrell_c']:.3f} "
             f"({v['n_patients']} patients, {v['n_events']} events, {v['n_high']} high)"
         )
-    click.echo(f"model: {out}")
+    return lines

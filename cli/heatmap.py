@@ -64,6 +64,25 @@ _PATH = click.Path(path_type=Path)
     default=None,
     help="The encoder's weights file, when extraction used one (for --gradcam).",
 )
+@click.option(
+    "--encoder",
+    default=None,
+    help="The encoder's registry name, for feature files that do not record it (CLAM's): "
+    "needed by --gradcam, checked against the model's encoder.",
+)
+@click.option(
+    "--tile-size",
+    default=None,
+    help="Tile edge for feature files that record none (and have no CLAM patches/ file "
+    "beside them): PX in level-0 pixels (e.g. 256), or PX@MPP in pixels at MPP um/px "
+    "(e.g. 224@0.5: tiles read at that size, as the encoder saw them).",
+)
+@click.option(
+    "--geojson",
+    is_flag=True,
+    help="Also write <patient>/<slide>.geojson per slide: the tiles as QuPath objects with "
+    "attention and contribution as measurements (level-0 pixel coordinates).",
+)
 @click.option("--patients", default=None, help="Comma-separated patient ids [default: all].")
 @click.option(
     "--clinical",
@@ -117,6 +136,9 @@ def command(
     gradcam,
     integrated_gradients,
     weights,
+    encoder,
+    tile_size,
+    geojson,
     patients,
     clinical,
     cmap,
@@ -133,7 +155,7 @@ def command(
     from feature_extraction.gradcam import GradCAMSettings
     from feature_extraction.heatmaps import make_heatmaps
     from mil_crcrs.errors import InputError
-    from mil_crcrs.heatmap import HeatmapSettings
+    from mil_crcrs.heatmap import HeatmapSettings, TileSize
 
     try:
         low, high = (float(p) for p in percentiles.split(","))
@@ -164,6 +186,9 @@ def command(
         settings=settings,
         gradcam=GradCAMSettings(integrated_gradients=integrated_gradients) if gradcam else None,
         weights=weights,
+        encoder=encoder,
+        tile_size=None if tile_size is None else TileSize.parse(tile_size),
+        geojson=geojson,
         device=device,
         missing=missing,
     )

@@ -9,6 +9,7 @@ exit status 2, never a traceback.
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 import warnings
 
@@ -16,6 +17,7 @@ import click
 
 from mil_crcrs._version import __version__
 from mil_crcrs.errors import InputError
+from mil_crcrs.runlog import LOGGER, console_handler
 
 COMMANDS = {
     "extract": "Tile slides and cache per-tile features to HDF5.",
@@ -24,6 +26,7 @@ COMMANDS = {
     "report": "Survival statistics, nomogram and plots as one HTML report.",
     "heatmap": "Attention and Grad-CAM heatmaps per slide.",
     "demo": "Offline end-to-end run on a semi-synthetic cohort of real H&E tissue.",
+    "inspect": "What a feature folder or a model directory holds.",
 }
 
 
@@ -53,10 +56,11 @@ _shown: set[str] = set()
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     # One line per distinct warning: libraries (lifelines) repeat multi-line advice per fit.
+    # Through the log, so that a run.log keeps it too (mil_crcrs.runlog prints "warning: ...").
     text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
     if text not in _shown:
         _shown.add(text)
-        click.echo(f"warning: {text}", err=True)
+        logging.getLogger(LOGGER).warning(text)
 
 
 @click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -64,6 +68,7 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 def cli() -> None:
     """mil-crcrs: a prognostic risk score (CRCRS) from whole-slide images."""
     warnings.showwarning = _show_warning
+    console_handler()  # the library's notes and progress lines, one plain line each
 
 
 def main() -> None:

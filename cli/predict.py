@@ -8,10 +8,14 @@ import click
 
 from cli._options import (
     cohort_columns,
+    command_line,
     device_option,
     features_option,
     missing_option,
     model_dir_option,
+    progress_option,
+    read_settings,
+    slide_table_option,
 )
 
 _PATH = click.Path(path_type=Path)
@@ -24,14 +28,16 @@ _PATH = click.Path(path_type=Path)
     "--clinical",
     type=_PATH,
     default=None,
-    help="Cohort table (patient, slide, and optionally time and event) "
+    help="Cohort table, CSV or .xlsx (patient, slide, and optionally time and event) "
     "[default: each feature file is one patient].",
 )
+@slide_table_option
 @click.option(
     "--out",
     required=True,
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Predictions CSV to write: patient_id, crcrs, risk_group[, time, event].",
+    help="Predictions CSV to write: the patient id (the table's own column name), crcrs, "
+    "risk_group[, time, event]; <name>.run.log beside it.",
 )
 @click.option(
     "--attention",
@@ -44,6 +50,8 @@ _PATH = click.Path(path_type=Path)
 @click.option(
     "--batch-size", type=int, default=16, show_default=True, help="Bags per forward pass."
 )
+@progress_option
+@read_settings
 @device_option
 @cohort_columns
 def command(
@@ -54,30 +62,46 @@ def command(
     attention_dir,
     missing,
     batch_size,
+    progress,
+    read_settings,
     device,
     columns,
     time_unit,
+    slide_table,
 ) -> None:
     """Score patients with a trained model; one row per patient."""
     from mil_crcrs._io import write_csv
+    from mil_crcrs.cohort import read_cohort
     from mil_crcrs.model_dir import load_model
+    from mil_crcrs.runlog import RunLog
+    from mil_crcrs.store import FeatureStore
 
-    model = load_model(model_dir)
-    table = model.predict(
-        features,
-        clinical,
-        columns=columns,
-        attention_dir=attention_dir,
-        time_unit=time_unit,
-        missing=missing,
-        batch_size=batch_size,
-        device=device,
-    )
-    write_csv(out, table)
-    n_high = int((table["risk_group"] == "high").sum())
-    click.echo(
-        f"{len(table)} patients ({n_high} high, {len(table) - n_high} low at cutoff "
-        f"{model.cutoff:.4g}): {out}"
-    )
-    if attention_dir is not None:
-        click.echo(f"attention: {attention_dir}")
+    with RunLog(out.with_name(f"{out.stem}.run.log"), command_line(), progress) as run_log:
+        model = load_model(model_dir)
+        cohort = None
+        if clinical is not None:
+            unit = time_unit or model.time_unit
+            cohort = read_cohort(
+                clinical, columns, unit, require_outcome=False, slide_table=slide_table
+            )
+        elif slide_table is not None:
+            raise click.UsageError("--slide-table needs --clinical")
+        table = model.predict(
+            FeatureStore(features, settings=read_settings),
+            cohort,
+            attention_dir=attention_dir,
+            missing=missing,
+            batch_size=batch_size,
+            device=device,
+        )
+        write_csv(out, table)
+        n_high = int((table["risk_group"] == "high").sum())
+        lines = [
+            f"{len(table)} patients ({n_high} high, {len(table) - n_high} low at cutoff "
+            f"{model.cutoff:.4g}): {out}"
+        ]
+        if attention_dir is not None:
+            lines.append(f"attention: {attention_dir}")
+        for line in lines:
+            click.echo(line)
+            run_log.note(line)

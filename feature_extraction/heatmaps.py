@@ -47,13 +47,18 @@ from mil_crcrs._version import __version__
 from mil_crcrs.bags import PatientBag, PatientBags
 from mil_crcrs.cohort import Cohort, Columns, cohort_from_slides, read_cohort
 from mil_crcrs.errors import InputError
+from mil_crcrs.geojson import tiles_geojson, write_geojson
 from mil_crcrs.heatmap import (
     HeatmapSettings,
     TileScores,
+    TileSize,
     canvas_downsample,
+    check_coords_known,
+    complete_tiling,
     heatmap_figure,
     select_tiles,
     slide_heatmaps,
+    tile_edge_level0,
     tile_gallery_figure,
     tile_scores,
     write_png,
@@ -133,7 +138,8 @@ def read_tiles(slide: Slide, coords_level0: np.ndarray, info: BagInfo) -> np.nda
 
     if not info.tile_size_level0 or not info.tile_size_px:
         raise InputError(
-            f"{info.path}: the feature file records no tile size; cannot cut its tiles"
+            f"{info.path}: the feature file records no tile size and no CLAM patches/ file "
+            "beside it does; cannot cut its tiles (give --tile-size)"
         )
     reader = TileBlocks(slide.path, slide.mpp, [], info.tile_size_level0, info.tile_size_px)
     coords = np.asarray(coords_level0, dtype=np.int64).reshape(-1, 2)
@@ -159,26 +165,41 @@ def extraction_record(path: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def encoder_for_features(info: BagInfo, weights: str | os.PathLike | None = None) -> Encoder:
-    """Build the encoder named in a feature file, with its preprocessing.
+def encoder_for_features(
+    info: BagInfo, weights: str | os.PathLike | None = None, name: str | None = None
+) -> Encoder:
+    """Build the encoder named in a feature file (or by the user), with its preprocessing.
 
     Where the file records the extraction settings (our format), the encoder's weights and
     preprocessing must match them: weights from a file need that file (``weights``) and its
     checksum must agree. The final word is :func:`~feature_extraction.gradcam.check_reembedding`.
 
+    Parameters
+    ----------
+    info : the feature file's description
+    weights : the encoder's weights file, when extraction used one
+    name : the encoder's registry name for files that do not record it (``--encoder``; CLAM's
+        files never do); a name that contradicts the file's own is an error
+
     Raises
     ------
     InputError
-        if the file names no encoder, needs a weights file that was not given, or the encoder
-        built differs from the recorded one.
+        if neither the file nor ``name`` names an encoder, they disagree, a weights file is
+        needed but not given, or the encoder built differs from the recorded one.
     """
-    from feature_extraction.encoders import RANDOM, create_encoder
+    from feature_extraction.encoders import RANDOM, create_encoder, list_encoders
 
     record = extraction_record(info.path) if info.layout == "mil_crcrs" else None
-    name = (record or {}).get("encoder") or info.encoder
+    recorded = (record or {}).get("encoder") or info.encoder
+    if recorded and name and recorded != name:
+        raise InputError(
+            f"{info.path}: features were made by encoder '{recorded}', not '{name}' (--encoder)"
+        )
+    name = recorded or name
     if not name:
         raise InputError(
-            f"{info.path}: the feature file does not name its encoder; Grad-CAM needs it"
+            f"{info.path}: the feature file does not name its encoder; Grad-CAM needs it: give "
+            f"--encoder NAME (one of {', '.join(list_encoders())}) and --weights if needed"
         )
     spec = (record or {}).get("encoder_spec") or {}
     label = str(spec.get("weights") or "")
@@ -231,7 +252,7 @@ def _safe(name: str) -> str:
 
 def _caption(row: pd.Series, n_tiles: int) -> str:
     return (
-        f"{row['slide_id']} ({row['x']},{row['y']})\n"
+        f"{row['slide_id']}\n({row['x']}, {row['y']})\n"
         f"att {row['attention'] * n_tiles:.3g}x  contr {row['contribution']:+.3g}"
     )
 
@@ -276,6 +297,9 @@ def make_heatmaps(
     settings: HeatmapSettings = HeatmapSettings(),
     gradcam: GradCAMSettings | None = None,
     weights: str | os.PathLike | None = None,
+    encoder: str | None = None,
+    tile_size: TileSize | None = None,
+    geojson: bool = False,
     device: str = "auto",
     missing: str = "error",
 ) -> HeatmapResult:
@@ -295,6 +319,12 @@ def make_heatmaps(
     settings : how to paint and which tiles to select
     gradcam : Grad-CAM of the top tiles through the encoder (needs ``slides``); None = none
     weights : the encoder's weights file, when extraction used one (for Grad-CAM)
+    encoder : the encoder's registry name where the feature files do not record it (CLAM's);
+        checked against the model's encoder, used by Grad-CAM
+    tile_size : the tile edge where the feature files do not record it (and no CLAM
+        ``patches/`` file sits beside them)
+    geojson : also write ``<patient>/<slide_id>.geojson`` per slide, the tiles with their
+        attention and contribution for QuPath (:mod:`mil_crcrs.geojson`)
     device : "auto", "cpu" or "cuda"
     missing : "error" or "warn" for slides in the table without a feature file
 
@@ -318,12 +348,12 @@ def make_heatmaps(
         store, clinical, columns, time_unit or model.time_unit, patients, missing
     )
     bags = PatientBags(cohort, store)
-    model.check_features(bags.feature_dim, bags.encoder, str(features))
+    model.check_features(bags.feature_dim, bags.encoder or encoder, str(features))
     if "integrated_gradients" in settings.maps and not (gradcam and gradcam.integrated_gradients):
         raise InputError("an integrated-gradients map needs Grad-CAM with integrated gradients")
     files = slide_files(slides)
     torch_device = resolve_device(device)
-    encoder = None
+    net = None
     if gradcam is not None:
         needed = [s for p in cohort.patient_ids for s in cohort.slides[p]]
         absent = [s for s in needed if s not in files]
@@ -333,14 +363,15 @@ def make_heatmaps(
                 + (", ..." if len(absent) > 5 else "")
                 + (" in --slides" if slides is not None else " (give --slides)")
             )
-        encoder = encoder_for_features(store.info(needed[0]), weights).to(torch_device)
+        net = encoder_for_features(store.info(needed[0]), weights, encoder).to(torch_device)
 
     image_rows: list[dict[str, Any]] = []
     tile_tables: list[pd.DataFrame] = []
     for i in range(len(bags)):
         bag = bags[i]
+        tiling = _Tiling(tile_size, geojson)
         rows, table = _one_patient(
-            model, bag, store, files, out_dir, settings, gradcam, encoder, torch_device
+            model, bag, store, files, out_dir, settings, gradcam, net, torch_device, tiling
         )
         image_rows.extend(rows)
         tile_tables.append(table)
@@ -361,6 +392,8 @@ def make_heatmaps(
             "slides": sorted(str(p) for p in files.values()),
             "n_patients": len(cohort),
             "heatmap_settings": asdict(settings),
+            "encoder_given": encoder,
+            "tile_size_given": None if tile_size is None else str(tile_size),
             "gradcam_settings": None if gradcam is None else asdict(gradcam),
             "note": "attention is the fold models' mean attention, normalised over all of a "
             "patient's tiles; contribution is each tile's additive share of the CRCRS; maps of "
@@ -368,6 +401,12 @@ def make_heatmaps(
         },
     )
     return HeatmapResult(out_dir=out_dir, images=images, tiles=tiles)
+
+
+@dataclass(frozen=True)
+class _Tiling:
+    tile_size: TileSize | None
+    geojson: bool
 
 
 def _one_patient(
@@ -380,6 +419,7 @@ def _one_patient(
     gradcam: GradCAMSettings | None,
     encoder: Any,
     device: Any,
+    tiling: _Tiling,
 ) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     folder = out_dir / _safe(bag.patient_id)
     scores = tile_scores(model, bag, device=str(device))
@@ -391,22 +431,15 @@ def _one_patient(
         scores = replace(scores, extra={"integrated_gradients": attribution.per_tile})
         maps = tuple(dict.fromkeys((*maps, "integrated_gradients")))
     infos = {sid: store.info(sid) for sid in bag.slide_ids}
-
-    # Thumbnails and the tiles to show, read with the slide open once.
-    selected = select_tiles(scores, settings.top_k, settings.by)
-    thumbnails: dict[str, tuple[np.ndarray, float]] = {}
-    tile_pixels: dict[int, np.ndarray] = {}
     for sid in bag.slide_ids:
-        if sid not in files:
-            continue
-        with open_slide(files[sid], infos[sid]) as slide:
-            thumbnails[sid] = thumbnail(slide, settings.max_side_px)
-            mine = selected[selected["slide_id"] == sid]
-            if len(mine):
-                pixels = read_tiles(slide, mine[["x", "y"]].to_numpy(), infos[sid])
-                tile_pixels.update(zip(mine["bag_index"], pixels, strict=True))
+        check_coords_known(infos[sid], bag.coords[bag.tile_slide == bag.slide_ids.index(sid)])
+
+    selected = select_tiles(scores, settings.top_k, settings.by)
+    thumbnails, tile_pixels = _read_slides(bag, files, infos, selected, settings, tiling)
 
     rows = []
+    if tiling.geojson:
+        rows.extend(_geojson(scores, infos, folder))
     for heatmap in slide_heatmaps(scores, infos, replace(settings, maps=maps), thumbnails):
         path = folder / f"{_safe(heatmap.slide_id)}_{heatmap.kind}.png"
         write_png(path, heatmap_figure(heatmap))
@@ -468,6 +501,54 @@ def _one_patient(
     return rows, selected
 
 
+def _read_slides(
+    bag: PatientBag,
+    files: Mapping[str, Path],
+    infos: dict[str, BagInfo],
+    selected: pd.DataFrame,
+    settings: HeatmapSettings,
+    tiling: _Tiling,
+) -> tuple[dict[str, tuple[np.ndarray, float]], dict[int, np.ndarray]]:
+    """Thumbnails and the selected tiles' pixels, each slide opened once; completes ``infos``
+    with the tile size the files lack (from the slide's levels, or ``--tile-size``)."""
+    thumbnails: dict[str, tuple[np.ndarray, float]] = {}
+    tile_pixels: dict[int, np.ndarray] = {}
+    for sid in bag.slide_ids:
+        if sid not in files:
+            infos[sid] = complete_tiling(infos[sid], tiling.tile_size)
+            continue
+        with open_slide(files[sid], infos[sid]) as slide:
+            infos[sid] = complete_tiling(
+                infos[sid], tiling.tile_size, slide.mpp, slide.level_downsamples
+            )
+            thumbnails[sid] = thumbnail(slide, settings.max_side_px)
+            mine = selected[selected["slide_id"] == sid]
+            if len(mine):
+                pixels = read_tiles(slide, mine[["x", "y"]].to_numpy(), infos[sid])
+                tile_pixels.update(zip(mine["bag_index"], pixels, strict=True))
+    return thumbnails, tile_pixels
+
+
+def _geojson(
+    scores: TileScores, infos: Mapping[str, BagInfo], folder: Path
+) -> list[dict[str, Any]]:
+    rows = []
+    for sid in scores.slide_ids:
+        size = tile_edge_level0(infos[sid], scores.coords[scores.slide_rows(sid)])
+        path = folder / f"{_safe(sid)}.geojson"
+        write_geojson(path, tiles_geojson(scores, sid, size))
+        rows.append(
+            {
+                "patient_id": scores.patient_id,
+                "slide_id": sid,
+                "kind": "geojson",
+                "path": str(path),
+                "background": "",
+            }
+        )
+    return rows
+
+
 def _gradcam(
     model: CRCRSModel,
     bag: PatientBag,
@@ -502,7 +583,7 @@ def _gradcam(
         path = folder / "gradcam" / f"{_safe(row['slide_id'])}_{int(row['tile'])}.png"
         write_png(path, image)
         overlays.append(image)
-        captions.append(f"{row['slide_id']} ({row['x']},{row['y']})\nmax {cam.cam_max:.2g}")
+        captions.append(f"{row['slide_id']}\n({row['x']}, {row['y']})\nmax {cam.cam_max:.2g}")
         selected.loc[row_index, "reembed_error"] = cam.reembed_error
         selected.loc[row_index, "gradcam_path"] = str(path)
         rows.append(

@@ -25,7 +25,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from feature_extraction import failures
+from feature_extraction.claims import try_claim
 from feature_extraction.encoders import Encoder, create_encoder
 from feature_extraction.grid import TileGrid, make_grid
 from feature_extraction.sharding import Shard, current_shard, shard_items
@@ -145,6 +146,7 @@ class ExtractResult:
     settings_hash : hash of the settings the features depend on
     done : slide ids extracted now
     skipped : slide ids whose file already existed
+    busy : slide ids that another live process was extracting (its claim was kept)
     failed : slide id -> one-line reason, for slides that failed now
     n_tiles : tiles encoded now
     seconds : wall time
@@ -158,6 +160,7 @@ class ExtractResult:
     settings_hash: str
     done: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     n_tiles: int = 0
     seconds: float = 0.0
@@ -451,9 +454,16 @@ def _loader(dataset: TileBlocks, num_workers: int, pin: bool) -> torch.utils.dat
 
 
 def _encode(
-    runner: EncoderRunner, loader: Iterator[dict[str, Any]], writer: FeatureWriter, bar
+    runner: EncoderRunner,
+    loader: Iterator[dict[str, Any]],
+    writer: FeatureWriter,
+    bar,
+    heartbeat: Callable[[], None] | None = None,
 ) -> int:
-    """Encode every item and stream it to ``writer``, one batch ahead of the copy back."""
+    """Encode every item and stream it to ``writer``, one batch ahead of the copy back.
+
+    ``heartbeat`` is called once per batch (it keeps this process's claim on the slide fresh).
+    """
     pending: tuple[torch.Tensor, torch.Tensor] | None = None
     n = 0
 
@@ -468,6 +478,8 @@ def _encode(
             reason, message = item["error"]
             raise SlideError(message, reason)
         features = runner(item["tiles"])
+        if heartbeat is not None:
+            heartbeat()
         if pending is not None:
             n += flush(pending)
         pending = (features, item["coords"])
@@ -481,7 +493,11 @@ def _encode(
 
 
 def _remove_leftovers(out_dir: Path, slide_id: str) -> None:
-    """Temporary files a killed run left for this slide (only its owner process gets here)."""
+    """Temporary files a killed run left for this slide.
+
+    Only the process holding the slide's claim (:mod:`feature_extraction.claims`) gets here, and
+    every process writing a slide's files holds its claim, so these files are nobody's.
+    """
     name = glob.escape(slide_id)
     for pattern in (f".{name}.h5.*.h5.tmp", f"{QC_DIR}/.{name}.png.*.png"):
         for path in out_dir.glob(pattern):
@@ -497,8 +513,11 @@ def extract_slide(
     digest: str,
     num_workers: int,
     tqdm_kwargs: dict[str, Any] | None = None,
+    heartbeat: Callable[[], None] | None = None,
 ) -> int:
     """Extract one slide to ``out_dir/<stem>.h5``; returns the number of tiles.
+
+    The caller must hold the slide's claim; ``heartbeat`` keeps it fresh while encoding.
 
     Raises
     ------
@@ -557,10 +576,59 @@ def extract_slide(
         ) as writer,
     ):
         try:
-            n = _encode(runner, iter(loader), writer, bar)
+            n = _encode(runner, iter(loader), writer, bar, heartbeat)
         finally:
             dataset.close()
     return n
+
+
+def _extract_claimed(
+    path: Path,
+    out_dir: Path,
+    runner: EncoderRunner,
+    settings: ExtractSettings,
+    record: dict[str, Any],
+    digest: str,
+    num_workers: int,
+    result: ExtractResult,
+    bar,
+    disable: bool | None,
+) -> None:
+    """Extract one slide unless it is done or claimed by a live process; record the outcome."""
+    slide_id = path.stem
+    target = out_dir / f"{slide_id}.h5"
+    if target.exists():
+        result.skipped.append(slide_id)
+        return
+    claim = try_claim(out_dir, slide_id)
+    if claim is None:
+        result.busy.append(slide_id)
+        return
+    try:
+        if target.exists():  # finished by another process between the check and the claim
+            result.skipped.append(slide_id)
+            return
+        result.n_tiles += extract_slide(
+            path,
+            out_dir,
+            runner,
+            settings,
+            record,
+            digest,
+            num_workers,
+            tqdm_kwargs={"disable": disable, "position": 1},
+            heartbeat=claim.heartbeat,
+        )
+    except SlideError as exc:
+        result.failed[slide_id] = str(exc)
+        failures.record_failure(out_dir, slide_id, path, exc.reason, str(exc), result.shard.rank)
+        if not bar.disable:
+            bar.write(f"failed: {exc}")
+    else:
+        result.done.append(slide_id)
+        failures.clear_failure(out_dir, slide_id)
+    finally:
+        claim.release()
 
 
 def extract(
@@ -618,30 +686,9 @@ def extract(
         disable=disable,
     ) as bar:
         for path in mine:
-            slide_id = path.stem
-            if (out_dir / f"{slide_id}.h5").exists():
-                result.skipped.append(slide_id)
-                bar.update(1)
-                continue
-            try:
-                result.n_tiles += extract_slide(
-                    path,
-                    out_dir,
-                    runner,
-                    settings,
-                    record,
-                    digest,
-                    num_workers,
-                    tqdm_kwargs={"disable": disable, "position": 1},
-                )
-            except SlideError as exc:
-                result.failed[slide_id] = str(exc)
-                failures.record_failure(out_dir, slide_id, path, exc.reason, str(exc), shard.rank)
-                if not bar.disable:
-                    bar.write(f"failed: {exc}")
-            else:
-                result.done.append(slide_id)
-                failures.clear_failure(out_dir, slide_id)
+            _extract_claimed(
+                path, out_dir, runner, settings, record, digest, num_workers, result, bar, disable
+            )
             bar.update(1)
     result.errors_report = failures.write_report(out_dir)
     result.slides_seconds = time.perf_counter() - slides_start

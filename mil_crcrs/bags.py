@@ -29,6 +29,7 @@ class PatientBag:
     grid : (n_tiles, 2) int64 tile-grid (col, row); a patient's slides sit side by side
     slide_ids : the patient's slides, in order
     tile_slide : (n_tiles,) int64 index into ``slide_ids`` of each tile's slide
+    coords_notes : per slide, why its level-0 coords are unknown ('' where they are known)
     """
 
     patient_id: str
@@ -37,6 +38,7 @@ class PatientBag:
     grid: np.ndarray
     slide_ids: tuple[str, ...]
     tile_slide: np.ndarray
+    coords_notes: tuple[str, ...] = ()
 
     @property
     def n_tiles(self) -> int:
@@ -93,7 +95,7 @@ class PatientBags(Sequence[PatientBag]):
 
     def _load(self, patient_id: str) -> PatientBag:
         slide_ids = self.cohort.slides[patient_id]
-        feats, coords, grids, owner = [], [], [], []
+        feats, coords, grids, owner, notes = [], [], [], [], []
         col_offset = 0
         for k, sid in enumerate(slide_ids):
             bag = self.store.load(sid)
@@ -101,6 +103,8 @@ class PatientBags(Sequence[PatientBag]):
             xy = bag.coords if bag.coords is not None else np.full((n, 2), -1, dtype=np.int64)
             if bag.coords is not None:
                 grid = grid_positions(xy, bag.info.tile_size_level0)
+            elif bag.coords_native is not None:  # microns or centres: the layout is still known
+                grid = grid_positions(np.rint(bag.coords_native))
             else:  # no coords: lay tiles out in a square, the best PPEG can do
                 side = int(np.ceil(np.sqrt(n)))
                 grid = np.stack([np.arange(n) % side, np.arange(n) // side], axis=1)
@@ -110,6 +114,7 @@ class PatientBags(Sequence[PatientBag]):
             coords.append(xy)
             grids.append(grid)
             owner.append(np.full(n, k, dtype=np.int64))
+            notes.append(bag.info.coords_note)
         return PatientBag(
             patient_id=patient_id,
             features=np.concatenate(feats) if len(feats) > 1 else feats[0],
@@ -117,6 +122,7 @@ class PatientBags(Sequence[PatientBag]):
             grid=np.concatenate(grids).astype(np.int64),
             slide_ids=tuple(slide_ids),
             tile_slide=np.concatenate(owner),
+            coords_notes=tuple(notes),
         )
 
 

@@ -30,6 +30,7 @@ from mil_crcrs.bags import PatientBags
 from mil_crcrs.losses import make_time_bins
 from mil_crcrs.metrics import harrell_c
 from mil_crcrs.models import MILModel, create_model
+from mil_crcrs.runlog import Eta, progress_log
 from mil_crcrs.splits import Fold, describe_folds, kfold_splits
 from mil_crcrs.standardize import attach_feature_norm, feature_moments
 from mil_crcrs.training import predict_risk, seeded, train_model
@@ -109,6 +110,7 @@ def cross_validate(
     oof_per_seed = np.full((len(seeds), n), np.nan)
     oof_fold = np.zeros(n, dtype=np.int64)
     ensemble_sum = np.zeros(n)
+    eta = Eta(len(seeds) * settings.folds)
     for r, seed in enumerate(seeds):
         folds = kfold_splits(event, settings.folds, settings.inner_val_fraction, seed, source)
         fold_seeds = [s.generate_state(2) for s in np.random.SeedSequence(seed).spawn(len(folds))]
@@ -128,6 +130,16 @@ def cross_validate(
             if r == 0:
                 oof_fold[fold.test] = fold.index + 1
             runs.append(run)
+            where = f" (seed {seed}, fold {fold.index + 1})" if len(seeds) > 1 else ""
+            progress_log.info(
+                "%s %s%s: Harrell C %.3f, best epoch %d of %d",
+                "model" if len(seeds) > 1 else "fold",
+                eta.step(),
+                where,
+                run.row["harrell_c"],
+                run.row["best_epoch"],
+                run.row["epochs_run"],
+            )
     return CrossValidation(
         runs=runs,
         oof=oof_per_seed.mean(axis=0),

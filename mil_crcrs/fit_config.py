@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import numbers
 import os
 import re
 import tomllib
@@ -125,17 +126,17 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
         if not isinstance(value, bool):
             raise SettingError(name, f"must be true or false, got {value!r}")
         return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
+    if kind is int:  # numpy integers too
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise SettingError(name, f"must be an integer, got {value!r}")
-        return value
+        return int(value)
     if kind is float:
         if isinstance(value, str):  # YAML reads 1e-3 (no dot) as a string
             try:
                 return float(value)
             except ValueError:
                 pass
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise SettingError(name, f"must be a number, got {value!r}")
         return float(value)
     if kind is str and not isinstance(value, str):

@@ -112,7 +112,8 @@ class FitSettings:
         folds, each patient's out-of-fold CRCRS is the mean over seeds, and the delivered
         ensemble holds every model
     device : "auto", "cpu" or "cuda"
-    progress : show progress bars
+    progress : show progress: bars on a terminal, one plain line per step (with the time left)
+        when stderr is a file; False prints results and warnings only
     """
 
     model: str = "abmil"
@@ -282,7 +283,7 @@ def fit(
     cutoff = choose_cutoff(settings.cutoff, oof, time, event, MAXSTAT_MIN_FRACTION)
     oof_predictions = pd.DataFrame(
         {
-            "patient_id": cohort.patient_ids,
+            cohort.id_column: cohort.patient_ids,
             "crcrs": oof,
             "risk_group": risk_group(oof, cutoff),
             "time": time,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -458,7 +458,7 @@ def slide_heatmaps(
         for slide_id in scores.slide_ids:
             info = infos[slide_id]
             rows = scores.slide_rows(slide_id)
-            tile = _tile_size_level0(info, scores.coords[rows])
+            tile = tile_edge_level0(info, scores.coords[rows])
             if info.level0_width and info.level0_height:
                 level0_size = (info.level0_width, info.level0_height)
             else:
@@ -492,17 +492,126 @@ def slide_heatmaps(
     return out
 
 
-def _tile_size_level0(info: BagInfo, coords: np.ndarray) -> float:
+def check_coords_known(info: BagInfo, coords: np.ndarray) -> None:
+    """Raise :class:`InputError` when a slide's tile coordinates are unknown (stored as -1)."""
     if not info.has_coords or (coords.size and (coords < 0).all()):
-        raise InputError(f"{info.path}: the feature file has no tile coords; cannot draw a map")
+        raise InputError(
+            f"{info.path}: tile coordinates unknown ({info.coords_note or 'stored as -1'}); a "
+            "map needs them"
+        )
+
+
+def tile_edge_level0(info: BagInfo, coords: np.ndarray) -> float:
+    """A slide's tile edge in level-0 pixels: recorded, else the step of the coords' grid.
+
+    Raises
+    ------
+    InputError
+        if the coordinates are unknown, or neither recorded nor guessable.
+    """
+    check_coords_known(info, coords)
     if info.tile_size_level0:
         return float(info.tile_size_level0)
     # CLAM and others may not record it: the grid step is the best guess.
     steps = [np.diff(np.unique(coords[:, axis])) for axis in (0, 1)]
     steps = np.concatenate([s[s > 0] for s in steps])
     if steps.size == 0:
-        raise InputError(f"{info.path}: the feature file records no tile size; cannot draw a map")
+        raise InputError(
+            f"{info.path}: the feature file records no tile size; cannot draw a map "
+            "(give --tile-size)"
+        )
     return float(steps.min())
+
+
+@dataclass(frozen=True)
+class TileSize:
+    """A tile edge stated by the user for feature files that do not record it (``--tile-size``).
+
+    Parameters
+    ----------
+    px : the tile edge in pixels
+    mpp : the resolution of those pixels in microns per pixel; None = level-0 pixels
+    """
+
+    px: int
+    mpp: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.px < 1:
+            raise InputError(f"--tile-size must be a positive number of pixels, got {self.px}")
+        if self.mpp is not None and not self.mpp > 0:
+            raise InputError(f"--tile-size resolution must be positive um/px, got {self.mpp}")
+
+    @classmethod
+    def parse(cls, text: str) -> TileSize:
+        """``"256"`` (level-0 pixels) or ``"224@0.5"`` (224 pixels at 0.5 um/px)."""
+        size, at, mpp = str(text).partition("@")
+        try:
+            return cls(int(size), float(mpp) if at else None)
+        except ValueError:
+            raise InputError(
+                f"--tile-size must be PX (level-0 pixels) or PX@MPP (pixels at MPP um/px), "
+                f"e.g. 256 or 224@0.5; got {text!r}"
+            ) from None
+
+    def __str__(self) -> str:
+        return f"{self.px}" if self.mpp is None else f"{self.px}@{self.mpp:g}"
+
+    def level0(self, slide_mpp: float | None, source: str) -> int:
+        """The edge in level-0 pixels, given the slide's level-0 resolution (um/px)."""
+        if self.mpp is None:
+            return self.px
+        if not slide_mpp:
+            raise InputError(
+                f"{source}: --tile-size {self} needs the slide's resolution, which neither the "
+                "feature file nor a slide file gives; give --slides or the size in level-0 px"
+            )
+        return int(round(self.px * self.mpp / slide_mpp))
+
+
+def complete_tiling(
+    info: BagInfo,
+    tile_size: TileSize | None = None,
+    slide_mpp: float | None = None,
+    level_downsamples: Sequence[float] | None = None,
+) -> BagInfo:
+    """``info`` with the tile size it lacks filled in.
+
+    A file that names its tile size at a pyramid level but not in level-0 pixels (CLAM's
+    ``patch_level`` without ``downsample``) gets it from the slide's ``level_downsamples``; a
+    file that names none gets ``tile_size``. A stated size that contradicts the file's own is an
+    error, never silently preferred.
+
+    Parameters
+    ----------
+    info : the feature file's description
+    tile_size : the user's ``--tile-size``, or None
+    slide_mpp : the slide's level-0 resolution (um/px) when a slide file is open
+    level_downsamples : the open slide's downsample of each level
+
+    Returns
+    -------
+    BagInfo with ``tile_size_level0`` and ``tile_size_px`` set where they can be known
+    """
+    size0, size_px = info.tile_size_level0, info.tile_size_px
+    if size0 is None and size_px and info.level is not None and level_downsamples is not None:
+        if info.level >= len(level_downsamples):
+            raise InputError(
+                f"{info.path}: tiles were cut at pyramid level {info.level} but the slide has "
+                f"{len(level_downsamples)} level(s); is it the right slide?"
+            )
+        size0 = int(round(size_px * float(level_downsamples[info.level])))
+    if tile_size is not None:
+        stated = tile_size.level0(slide_mpp or info.slide_mpp, str(info.path))
+        if size0 is not None and abs(stated - size0) > 1:
+            raise InputError(
+                f"{info.path}: the file records tiles of {size0} level-0 px but --tile-size "
+                f"{tile_size} is {stated} level-0 px; drop --tile-size or correct it"
+            )
+        size0 = size0 or stated
+        if size_px is None:
+            size_px = tile_size.px if tile_size.mpp is not None else stated
+    return replace(info, tile_size_level0=size0, tile_size_px=size_px)
 
 
 # --------------------------------------------------------------------------------------------
@@ -692,23 +801,40 @@ def _figure(width: float, height: float, dpi: int = 100) -> Figure:
 
 
 def heatmap_figure(heatmap: SlideHeatmap, title: str | None = None) -> Figure:
-    """The heatmap with a colorbar labelled in the values' own units, and a title."""
+    """The heatmap with a colorbar labelled in the values' own units, and a title.
+
+    The figure is laid out in inches around the image's own aspect ratio, so the image fills its
+    axes: no blank band above or below it, however wide or tall the slide.
+    """
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
 
     height, width = heatmap.image.shape[:2]
     dpi = 100
-    scale = min(1.0, 1400.0 / max(width, height))  # keep figures a sensible size
-    fig = _figure(width * scale / dpi + 1.6, height * scale / dpi + 0.8, dpi=dpi)
-    ax = fig.add_axes((0.02, 0.02, 0.78, 0.86))
-    ax.imshow(heatmap.image, interpolation="nearest")
+    # Longest side 400-1400 px: small canvases are enlarged (nearest), large ones reduced.
+    scale = min(1400.0 / max(width, height), max(1.0, 400.0 / max(width, height)))
+    img_w, img_h = width * scale / dpi, height * scale / dpi
+    pad, title_h, gap, bar_w, labels_w = 0.1, 0.6, 0.25, 0.2, 1.2
+    fig_w = pad + img_w + gap + bar_w + labels_w
+    fig_h = pad + img_h + title_h
+    fig = _figure(fig_w, fig_h, dpi=dpi)
+    ax = fig.add_axes((pad / fig_w, pad / fig_h, img_w / fig_w, img_h / fig_h))
+    ax.imshow(heatmap.image, interpolation="nearest", aspect="auto")
     ax.set_xticks([])
     ax.set_yticks([])
     for spine in ax.spines.values():  # a thin frame shows the slide's extent on a blank canvas
         spine.set_edgecolor("#bbbbbb")
-    cax = fig.add_axes((0.84, 0.1, 0.03, 0.7))
+    bar_h = min(img_h, 4.0)
+    cax = fig.add_axes(
+        (
+            (pad + img_w + gap) / fig_w,
+            (pad + (img_h - bar_h) / 2) / fig_h,
+            bar_w / fig_w,
+            bar_h / fig_h,
+        )
+    )
     bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), colormap(heatmap.cmap)), cax=cax)
-    ticks = np.linspace(0.0, 1.0, 5)
+    ticks = np.linspace(0.0, 1.0, 5 if bar_h >= 2.0 else 3)
     s = heatmap.scale
     bar.set_ticks(ticks, labels=tick_labels(s.low + ticks * (s.high - s.low)))
     labels = {
@@ -718,9 +844,11 @@ def heatmap_figure(heatmap: SlideHeatmap, title: str | None = None) -> Figure:
     bar.set_label(labels.get(heatmap.kind, heatmap.kind))
     fig.suptitle(
         title
-        or f"{heatmap.patient_id} / {heatmap.slide_id}: {heatmap.kind}, "
+        or f"{heatmap.patient_id} / {heatmap.slide_id}\n{heatmap.kind}, "
         f"CRCRS {heatmap.crcrs:.3f}, {heatmap.n_tiles} tiles",
         fontsize=10,
+        y=1.0 - 0.08 / fig_h,
+        va="top",
     )
     return fig
 
@@ -739,6 +867,10 @@ def tile_gallery_figure(
 ) -> Figure:
     """Rows of tile images with a caption under each tile.
 
+    Caption lines too long for a tile's width are wrapped (at hyphens and dots first, as in
+    slide ids) and rows are spaced for the longest caption, so captions never overlap each other
+    or the next row.
+
     Parameters
     ----------
     rows : per row, (row title, tile images (h, w, 3) uint8, one caption per tile)
@@ -751,20 +883,53 @@ def tile_gallery_figure(
     rows = [r for r in rows if len(r[1])]
     n_cols = max((len(r[1]) for r in rows), default=1)
     n_rows = max(1, len(rows))
-    fig = _figure(n_cols * tile_inches + 0.4, n_rows * (tile_inches + 0.75) + 0.2)
-    grid = fig.add_gridspec(n_rows, n_cols, hspace=0.55, wspace=0.08)
-    for r, (title, images, captions) in enumerate(rows):
+    font, gap = 7, 0.15
+    chars = max(8, int((tile_inches + 0.8 * gap) * 72 / (0.62 * font)))
+    wrapped = [[_wrap_caption(c, chars) for c in r[2]] for r in rows]
+    n_lines = max((c.count("\n") + 1 for r in wrapped for c in r), default=1)
+    top, title_h, caption_h = 0.5, 0.3, 0.1 + n_lines * font * 1.3 / 72
+    row_h = title_h + tile_inches + caption_h
+    fig_w = 0.4 + n_cols * tile_inches + (n_cols - 1) * gap
+    fig_h = top + n_rows * row_h
+    fig = _figure(fig_w, fig_h)
+    for r, ((title, images, _), captions) in enumerate(zip(rows, wrapped, strict=True)):
+        bottom = fig_h - top - r * row_h - title_h - tile_inches
         for c, (image, caption) in enumerate(zip(images, captions, strict=True)):
-            ax = fig.add_subplot(grid[r, c])
-            ax.imshow(image, interpolation="nearest")
+            left = 0.2 + c * (tile_inches + gap)
+            ax = fig.add_axes(
+                (left / fig_w, bottom / fig_h, tile_inches / fig_w, tile_inches / fig_h)
+            )
+            ax.imshow(image, interpolation="nearest", aspect="auto")
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.set_xlabel(caption, fontsize=7)
+            ax.set_xlabel(caption, fontsize=font, labelpad=3)
             if c == 0:
                 ax.set_title(title, fontsize=9, loc="left")
     if not rows:
         fig.text(0.5, 0.5, "no tiles", ha="center")
     return fig
+
+
+def _wrap_caption(caption: str, width: int) -> str:
+    """``caption`` with every line wrapped to ``width`` characters (ids broken after - . _)."""
+    import re
+
+    out = []
+    for line in caption.split("\n"):
+        current = ""
+        for token in re.findall(r"[^-._ ]*[-._ ]|[^-._ ]+$", line):
+            while len(token) > width:  # a piece longer than a line is cut
+                if current:
+                    out.append(current.rstrip())
+                    current = ""
+                out.append(token[:width])
+                token = token[width:]
+            if len((current + token).rstrip()) > width:
+                out.append(current.rstrip())
+                current = ""
+            current += token
+        out.append(current.rstrip())
+    return "\n".join(out)
 
 
 def write_png(path: str | os.PathLike, image: np.ndarray | Figure) -> None:

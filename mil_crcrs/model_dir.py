@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, is_dataclass
 from datetime import UTC, datetime
@@ -56,7 +57,7 @@ import torch
 from mil_crcrs._io import atomic_path, write_csv, write_json
 from mil_crcrs._version import __version__
 from mil_crcrs.bags import PatientBag, PatientBags
-from mil_crcrs.cohort import Cohort, Columns, cohort_from_slides, read_cohort
+from mil_crcrs.cohort import Cohort, Columns, DataWarning, cohort_from_slides, read_cohort
 from mil_crcrs.cutoff import Cutoff, risk_group
 from mil_crcrs.errors import InputError
 from mil_crcrs.models import MILModel, create_model
@@ -164,6 +165,7 @@ class CRCRSModel:
             "model": self.model_config,
             "feature_dim": self.feature_dim,
             "encoder": self.encoder,
+            "n_folds": _n_folds(settings, len(self.fold_models)),
             "n_models": len(self.fold_models),
             "weights": [_weights_name(k + 1) for k in range(len(self.fold_models))],
             "fold_offsets": self.offsets,
@@ -314,7 +316,8 @@ class CRCRSModel:
 
         Returns
         -------
-        DataFrame with one row per patient: ``patient_id``, ``crcrs``, ``risk_group``, and
+        DataFrame with one row per patient: the patient id (under the table's own name for it,
+        e.g. ``case_id``; ``patient_id`` without a table), ``crcrs``, ``risk_group``, and
         ``time``, ``event`` when the table has them.
 
         Raises
@@ -345,7 +348,7 @@ class CRCRSModel:
         )
         table = pd.DataFrame(
             {
-                "patient_id": cohort.patient_ids,
+                cohort.id_column: cohort.patient_ids,
                 "crcrs": risk,
                 "risk_group": risk_group(risk, self.cutoff_rule),
             }
@@ -354,6 +357,7 @@ class CRCRSModel:
             table["time"] = cohort.time
             table["event"] = cohort.event
         if attention_dir is not None:
+            _warn_unknown_coords(store, [s for p in cohort.patient_ids for s in cohort.slides[p]])
             for i in range(len(bags)):
                 bag = bags[i]
                 _write_attention(
@@ -378,6 +382,17 @@ class CRCRSModel:
             raise InputError(
                 f"{source}: features come from encoder {encoder!r} but the model was trained on "
                 f"{self.encoder!r}; extract with the same encoder"
+            )
+        if bool(encoder) != bool(self.encoder):
+            said = (
+                f"features in {source} do not name their encoder; the model was trained on "
+                f"'{self.encoder}' features (pass --encoder to say which made them)"
+                if self.encoder
+                else f"the model does not record its encoder; features in {source} come from "
+                f"'{encoder}'"
+            )
+            warnings.warn(
+                f"{said}: scoring them as the same encoder's features", DataWarning, stacklevel=2
             )
 
     # -- the model directory ----------------------------------------------------------------------
@@ -524,10 +539,30 @@ def _load_state(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
+def _n_folds(settings: Any, n_models: int) -> int:
+    """K of the cross-validation, from the settings (dict or dataclass); else one per model."""
+    folds = settings.get("folds") if isinstance(settings, Mapping) else None
+    return int(folds) if isinstance(folds, int) else n_models
+
+
 def _read_optional_csv(path: Path) -> pd.DataFrame | None:
     if not path.is_file():
         return None
-    return pd.read_csv(path, dtype={"patient_id": str})
+    id_column = pd.read_csv(path, nrows=0).columns[0]  # patient_id, or the table's own name
+    return pd.read_csv(path, dtype={id_column: str})
+
+
+def _warn_unknown_coords(store: FeatureStore, slide_ids: Sequence[str]) -> None:
+    """One warning for the slides whose attention files cannot say where the tiles are."""
+    unknown = [s for s in slide_ids if not store.info(s).has_coords]
+    if unknown:
+        warnings.warn(
+            f"{len(unknown)} of {len(slide_ids)} slide(s) have no level-0 tile coordinates "
+            f"(e.g. {unknown[0]}: {store.info(unknown[0]).coords_note}); their attention files "
+            "hold coords -1 and no heatmap can be drawn from them",
+            DataWarning,
+            stacklevel=3,
+        )
 
 
 def _settings_from_dict(data: Mapping[str, Any] | None) -> Any:
@@ -556,9 +591,13 @@ def _write_attention(
 
     for k, slide_id in enumerate(bag.slide_ids):
         rows = bag.tile_slide == k
+        note = bag.coords_notes[k] if k < len(bag.coords_notes) else ""
         with atomic_path(folder / f"{slide_id}.h5", suffix=".h5.tmp") as tmp:
             with h5py.File(tmp, "w") as f:
                 f.create_dataset("coords", data=bag.coords[rows].astype(np.int64))
+                f.attrs["coords_known"] = not note
+                if note:
+                    f.attrs["coords_note"] = f"coords are -1: {note}"
                 f.create_dataset("attention", data=attention[rows].astype(np.float32))
                 f.create_dataset("contribution", data=contribution[rows].astype(np.float32))
                 f.attrs.update(

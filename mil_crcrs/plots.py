@@ -64,8 +64,11 @@ def km_figure(km: KaplanMeier, title: str, unit_per_year: float) -> Figure:
         unit) gives the ticks of the at-risk table
     unit_per_year : the cohort's time units in a year (365.25 for days)
     """
-    fig = _figure(7.0, 5.6)
     n_groups = len(km.fitters)
+    # The legend and the log-rank p sit in a band above the curves, never on them.
+    legend_in = 0.12 + 0.2 * n_groups
+    height = 5.4 + legend_in
+    fig = _figure(7.0, height)
     grid = fig.add_gridspec(
         2,
         1,
@@ -73,7 +76,7 @@ def km_figure(km: KaplanMeier, title: str, unit_per_year: float) -> Figure:
         hspace=0.45,
         left=0.12,
         right=0.96,
-        top=0.93,
+        top=1.0 - (0.4 + legend_in) / height,
         bottom=0.04,
     )
     ax = fig.add_subplot(grid[0])
@@ -110,16 +113,22 @@ def km_figure(km: KaplanMeier, title: str, unit_per_year: float) -> Figure:
             )
     ax.set_ylim(0, 1.02)
     ax.set_ylabel("Survival probability")
-    ax.set_title(title)
+    fig.suptitle(title, y=1.0 - 0.12 / height, va="top")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left", frameon=False, fontsize=9)
+    ax.legend(
+        loc="lower left",
+        bbox_to_anchor=(0.0, 1.01),
+        borderaxespad=0.0,
+        frameon=False,
+        fontsize=9,
+    )
     ax.text(
-        0.98,
-        0.96,
+        1.0,
+        1.02,
         f"log-rank {_format_p(km.logrank_p)}",
         transform=ax.transAxes,
         ha="right",
-        va="top",
+        va="bottom",
         fontsize=10,
     )
     ticks = km.at_risk.index.to_numpy() / unit_per_year

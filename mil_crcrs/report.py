@@ -172,16 +172,24 @@ class Report:
 # ---------------------------------------------------------------------------------------------
 
 
-def read_predictions(path: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
+def read_predictions(
+    path: str | os.PathLike | pd.DataFrame, id_column: str = "patient_id"
+) -> pd.DataFrame:
     """Read and check a predictions table; returns it indexed by ``patient_id`` (str).
 
-    Required columns: ``patient_id``, ``crcrs`` (finite numbers), ``risk_group`` ("high" or
-    "low"); ``time`` and ``event`` are checked when present.
+    Required columns: the patient id (``id_column``, as ``crcrs predict`` keeps the table's own
+    name for it, e.g. ``case_id``; ``patient_id`` is accepted too), ``crcrs`` (finite numbers),
+    ``risk_group`` ("high" or "low"); ``time`` and ``event`` are checked when present.
     """
     if isinstance(path, pd.DataFrame):
         table, source = path.reset_index(drop=True), "<predictions>"
     else:
         table, source = read_table(path), str(path)
+    if id_column not in table.columns and "patient_id" in table.columns:
+        id_column = "patient_id"
+    if id_column != "patient_id":
+        table = table.drop(columns=["patient_id"], errors="ignore")
+        table = table.rename(columns={id_column: "patient_id"})
     missing = [c for c in ("patient_id", "crcrs", "risk_group") if c not in table.columns]
     if missing:
         raise InputError(
@@ -228,7 +236,7 @@ def load_patients(
     info : ``source``, ``n_predictions``, ``n_clinical``
     notes : warnings for the report
     """
-    pred = read_predictions(predictions)
+    pred = read_predictions(predictions, settings.columns.patient)
     clin = read_cohort(clinical, settings.columns, settings.time_unit, require_outcome=False)
     pred_src = "<predictions>" if isinstance(predictions, pd.DataFrame) else str(predictions)
     source = clin.source
@@ -682,7 +690,8 @@ h1{font-size:1.6em}h2{border-bottom:1px solid #ccc;padding-bottom:.2em;margin-to
 table.t{border-collapse:collapse;font-size:.85em;margin:.5em 0 1.2em}
 table.t th,table.t td{border:1px solid #ddd;padding:.2em .5em;text-align:right}
 table.t th{background:#f3f3f3}table.t td:first-child{text-align:left}
-figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
+.scroll{overflow-x:auto;max-width:100%}table.v td{overflow-wrap:anywhere;max-width:40em}
+table.v th{text-align:left}figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555}.warn{background:#fff4e5;border-left:4px solid #f0a020;
 padding:.5em 1em}.note{font-size:.85em;color:#444}
 """
@@ -764,7 +773,22 @@ def _table_html(frame: pd.DataFrame, hidden: set[str] = HIDDEN_COLUMNS) -> str:
         "<tr>" + "".join(f"<td>{_fmt(row[c], c)}</td>" for c in cols) + "</tr>"
         for _, row in frame.iterrows()
     )
-    return f'<table class="t"><tr>{head}</tr>{body}</table>'
+    return f'<div class="scroll"><table class="t"><tr>{head}</tr>{body}</table></div>'
+
+
+def _vertical_table_html(frame: pd.DataFrame, key: str) -> str:
+    """A table turned on its side: one column per row of ``frame`` (named by ``key``), one row
+    per other column, so that a few records with many fields (and long paths) fit the page."""
+    esc = html.escape
+    head = f"<th>{esc(key)}</th>" + "".join(f"<th>{esc(str(v))}</th>" for v in frame[key])
+    body = "".join(
+        f"<tr><th>{esc(str(c))}</th>"
+        + "".join(f"<td>{_fmt(v, c)}</td>" for v in frame[c])
+        + "</tr>"
+        for c in frame.columns
+        if c != key
+    )
+    return f'<div class="scroll"><table class="t v"><tr>{head}</tr>{body}</table></div>'
 
 
 def _img(data: bytes, mime: str, caption: str) -> str:
@@ -794,7 +818,7 @@ def _html(
         f"resamples (seed {settings.seed}). The numbers are also in the CSV files and "
         "results.json beside this page.</p>",
         "<h2>Cohorts</h2>",
-        _table_html(tables["cohorts"], hidden=set()),
+        _vertical_table_html(tables["cohorts"], "cohort"),
     ]
     if notes:
         items = "".join(f"<li>{esc(n)}</li>" for n in notes)

@@ -136,7 +136,9 @@ def inner_split(
     if n_events < 2 or n - n_val < 2:
         raise InputError(
             f"{source}: {n} patient(s) with {n_events} event(s) are too few for an inner "
-            "validation split (early stopping); use fewer folds or a larger cohort"
+            "validation split (early stopping); use more folds (each fold then trains on more "
+            "patients), a smaller --inner-val-fraction, or --inner-val-fraction 0 (no early "
+            "stopping)"
         )
     rng = np.random.default_rng(seed)
     val = []

@@ -1,4 +1,4 @@
-"""Per-slide feature bags on disk: our HDF5 format, and the layouts of CLAM and TRIDENT.
+"""Per-slide feature bags on disk: our HDF5 format, and every peer's layout, read by one reader.
 
 Our format (``FORMAT_VERSION`` 1) is one HDF5 file per slide:
 
@@ -9,12 +9,13 @@ Our format (``FORMAT_VERSION`` 1) is one HDF5 file per slide:
   ``target_mpp``, ``slide_mpp``, ``level0_width``, ``level0_height``, ``settings_hash``,
   ``package_version``, and ``settings`` (the extraction settings as JSON).
 
-:func:`read_bag` and :func:`read_info` also open, detecting the layout from the content:
-
-- CLAM ``h5_files/<slide>.h5``: ``features`` float32 + ``coords`` int32/int64, no attributes;
-- CLAM ``pt_files/<slide>.pt``: the features tensor alone (coords are taken from a sibling
-  ``h5_files/<slide>.h5`` when there is one);
-- TRIDENT ``features_<encoder>/<slide>.h5``: attributes on the ``features`` and ``coords`` datasets.
+:func:`read_bag` and :func:`read_info` also open, detecting the layout from the content, the
+files of CLAM (``h5_files/``, ``pt_files/``, with tile size and level from ``patches/``),
+TRIDENT (``.h5``, ``.pt``), STAMP (``feats``, coordinates in microns) and slideflow (``.pt`` +
+``.index.npz``); :mod:`mil_crcrs._peers` knows their layouts. Coordinates are returned in
+level-0 pixels where that can be known, and otherwise carried as stored, with their unit
+(:attr:`Bag.coords_native`, :attr:`BagInfo.coords_unit`). What a file does not record (its
+encoder, tile size, the slide's resolution) can be supplied with :class:`ReadSettings`.
 
 Every problem with a file raises :class:`~mil_crcrs.errors.InputError` naming the file.
 """
@@ -24,13 +25,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
+from mil_crcrs import _peers
 from mil_crcrs._io import atomic_path
 from mil_crcrs._version import __version__
 from mil_crcrs.errors import InputError
@@ -43,6 +45,45 @@ LAYOUT_OURS = "mil_crcrs"
 LAYOUT_CLAM_H5 = "clam_h5"
 LAYOUT_CLAM_PT = "clam_pt"
 LAYOUT_TRIDENT = "trident"
+LAYOUT_STAMP = "stamp"
+LAYOUT_SLIDEFLOW = "slideflow"
+LAYOUTS = (
+    LAYOUT_OURS,
+    LAYOUT_CLAM_H5,
+    LAYOUT_CLAM_PT,
+    LAYOUT_TRIDENT,
+    LAYOUT_STAMP,
+    LAYOUT_SLIDEFLOW,
+)
+COORDS_UNITS = ("px", "um")
+
+_attr = _peers.attr
+
+
+@dataclass(frozen=True)
+class ReadSettings:
+    """What the user knows about feature files that may not record it (peers' files often don't).
+
+    A file's own value always wins; a setting that contradicts the file (another encoder) is an
+    error, never a silent override.
+
+    Parameters
+    ----------
+    encoder : the encoder that made the features (``--encoder``)
+    tile_size_level0 : tile edge in level-0 pixels (``--tile-size``), for heatmaps
+    slide_mpp : the slides' level-0 resolution in microns per pixel (``--slide-mpp``), to put
+        coordinates stored in microns (STAMP) into level-0 pixels
+    """
+
+    encoder: str | None = None
+    tile_size_level0: int | None = None
+    slide_mpp: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.tile_size_level0 is not None and self.tile_size_level0 < 1:
+            raise InputError(f"--tile-size must be at least 1, got {self.tile_size_level0}")
+        if self.slide_mpp is not None and not self.slide_mpp > 0:
+            raise InputError(f"--slide-mpp must be positive, got {self.slide_mpp}")
 
 
 @dataclass(frozen=True)
@@ -108,6 +149,26 @@ class BagInfo:
     settings_hash: str | None = None
     format_version: int | None = None
     has_coords: bool = True
+    tool: str | None = None
+    tile_size_um: float | None = None
+    coords_unit: str | None = "px"
+    coords_anchor: str = "top-left"
+
+    @property
+    def coords_note(self) -> str:
+        """Why level-0 coordinates are unknown ('' when they are known)."""
+        return "" if self.has_coords else _level0_note(self) or "unknown"
+
+
+BagInfo.__doc__ = (
+    (BagInfo.__doc__ or "")
+    + """
+    ``has_coords`` is True when the tiles' level-0 pixel coordinates are known;
+    ``coords_unit`` is the unit the file stores them in ("px" level-0 pixels, "um" microns, None
+    when it has none) and ``coords_anchor`` the point of the tile they name ("top-left", or
+    "centre" for slideflow); ``tool`` names what wrote the file.
+    """
+)
 
 
 @dataclass
@@ -117,13 +178,24 @@ class Bag:
     Attributes
     ----------
     features : (n_tiles, dim) float16 or float32 array
-    coords : (n_tiles, 2) int64 array of level-0 top-left (x, y), or None if the file has none
+    coords : (n_tiles, 2) int64 array of level-0 top-left (x, y), or None where unknown
+        (``info.coords_note`` says why)
     info : BagInfo
+    coords_native : (n_tiles, 2) float64 coordinates as the file stores them (unit
+        ``info.coords_unit``), or None if it has none
     """
 
     features: np.ndarray
     coords: np.ndarray | None
     info: BagInfo
+    coords_native: np.ndarray | None = None
+
+    def level0(self, slide_mpp: float | None = None) -> np.ndarray | None:
+        """Level-0 top-left coordinates, using ``slide_mpp`` (e.g. read from the slide) where
+        the file stores microns and does not know the slide's resolution itself."""
+        if self.coords is not None or slide_mpp is None:
+            return self.coords
+        return to_level0(self.coords_native, replace(self.info, slide_mpp=slide_mpp))
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,23 +333,6 @@ def write_bag(
 # Reading
 
 
-def _attr(attrs: Mapping[str, Any], key: str, kind: type) -> Any:
-    """An attribute converted to ``kind``, or None where absent or 'None' (TRIDENT writes that)."""
-    if key not in attrs:
-        return None
-    value = attrs[key]
-    if isinstance(value, bytes):
-        value = value.decode()
-    if isinstance(value, np.ndarray) and value.size == 1:
-        value = value.item()
-    if value is None or (isinstance(value, str) and value in ("None", "")):
-        return None
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        return None
-
-
 def _open_h5(path: Path) -> h5py.File:
     if not path.exists():
         raise InputError(f"{path}: no such feature file")
@@ -304,86 +359,64 @@ def _check_shapes(path: Path, features_shape: tuple, coords_shape: tuple | None)
             )
 
 
-def _detect_h5_layout(path: Path, f: h5py.File) -> str:
+def _our_fields(path: Path, f: h5py.File) -> dict[str, Any]:
+    a = f.attrs
+    version = _attr(a, "format_version", int)
+    if version is None or version > FORMAT_VERSION:
+        raise InputError(
+            f"{path}: feature format version {version} is newer than this mil-crcrs "
+            f"({__version__}) reads (up to {FORMAT_VERSION}); upgrade mil-crcrs"
+        )
+    made_by = _attr(a, "package_version", str)
+    return {
+        "layout": LAYOUT_OURS,
+        "tool": f"mil-crcrs {made_by}" if made_by else "mil-crcrs",
+        "slide_id": _attr(a, "slide_id", str),
+        "encoder": _attr(a, "encoder", str),
+        "tile_size_px": _attr(a, "tile_size_px", int),
+        "tile_size_level0": _attr(a, "tile_size_level0", int),
+        "target_mpp": _attr(a, "target_mpp", float),
+        "slide_mpp": _attr(a, "slide_mpp", float),
+        "level0_width": _attr(a, "level0_width", int),
+        "level0_height": _attr(a, "level0_height", int),
+        "settings_hash": _attr(a, "settings_hash", str),
+        "format_version": version,
+        "level": 0,
+        "coords_unit": "px",
+    }
+
+
+def _h5_fields(path: Path, f: h5py.File) -> tuple[dict[str, Any], str]:
+    """The layout's BagInfo fields and the name of the features dataset."""
     if _attr(f.attrs, "format", str) == FORMAT_NAME:
-        return LAYOUT_OURS
+        return _our_fields(path, f), "features"
+    if _peers.is_stamp(f):
+        return _peers.stamp_fields(path, f), "feats"
     if "features" not in f:
         names = ", ".join(sorted(f.keys())) or "nothing"
         raise InputError(f"{path}: missing dataset 'features' (the file holds {names})")
     if not isinstance(f["features"], h5py.Dataset):
         raise InputError(f"{path}: 'features' is not a dataset")
-    coords_attrs = f["coords"].attrs if "coords" in f else {}
-    if len(f["features"].attrs) or "patch_size_level0" in coords_attrs:
-        return LAYOUT_TRIDENT
-    return LAYOUT_CLAM_H5
+    if _peers.is_trident(f):
+        return _peers.trident_fields(path, f), "features"
+    return _peers.clam_fields(path, f), "features"
 
 
-def _info_from_h5(path: Path, f: h5py.File) -> BagInfo:
-    layout = _detect_h5_layout(path, f)
-    if "features" not in f:
-        raise InputError(f"{path}: missing dataset 'features'")
-    if "coords" not in f:
-        raise InputError(f"{path}: missing dataset 'coords'")
-    feats, coords = f["features"], f["coords"]
-    _check_shapes(path, feats.shape, coords.shape)
-    if feats.dtype.kind != "f":
-        raise InputError(f"{path}: 'features' must be floating point, got {feats.dtype}")
-    base = dict(
-        path=path,
-        layout=layout,
-        n_tiles=int(feats.shape[0]),
-        feature_dim=int(feats.shape[1]),
-        dtype=str(feats.dtype),
-    )
-    if layout == LAYOUT_OURS:
-        a = f.attrs
-        version = _attr(a, "format_version", int)
-        if version is None or version > FORMAT_VERSION:
-            raise InputError(
-                f"{path}: feature format version {version} is newer than this mil-crcrs "
-                f"({__version__}) reads (up to {FORMAT_VERSION}); upgrade mil-crcrs"
-            )
-        return BagInfo(
-            **base,
-            slide_id=_attr(a, "slide_id", str) or path.stem,
-            encoder=_attr(a, "encoder", str),
-            tile_size_px=_attr(a, "tile_size_px", int),
-            tile_size_level0=_attr(a, "tile_size_level0", int),
-            target_mpp=_attr(a, "target_mpp", float),
-            slide_mpp=_attr(a, "slide_mpp", float),
-            level0_width=_attr(a, "level0_width", int),
-            level0_height=_attr(a, "level0_height", int),
-            settings_hash=_attr(a, "settings_hash", str),
-            format_version=version,
-            level=0,
-        )
-    if layout == LAYOUT_TRIDENT:
-        fa, ca = feats.attrs, coords.attrs
-        mag0 = _attr(ca, "level0_magnification", float)
-        target_mag = _attr(ca, "target_magnification", float)
-        return BagInfo(
-            **base,
-            slide_id=_attr(ca, "name", str) or path.stem,
-            encoder=_attr(fa, "encoder", str) or _attr(fa, "name", str),
-            tile_size_px=_attr(ca, "patch_size", int),
-            tile_size_level0=_attr(ca, "patch_size_level0", int),
-            magnification=target_mag,
-            slide_mpp=(10.0 / mag0) if mag0 else None,
-            target_mpp=(10.0 / target_mag) if target_mag else None,
-            level0_width=_attr(ca, "level0_width", int),
-            level0_height=_attr(ca, "level0_height", int),
-        )
-    # CLAM h5_files carry no attributes; the patches file's attributes may have been kept.
-    ca = coords.attrs
-    level = _attr(ca, "patch_level", int)
-    size = _attr(ca, "patch_size", int)
-    return BagInfo(
-        **base,
-        slide_id=path.stem,
-        tile_size_px=size,
-        level=level,
-        tile_size_level0=size if level == 0 else None,
-    )
+def _read_h5(path: Path, with_data: bool) -> tuple[dict[str, Any], Any, Any]:
+    with _open_h5(path) as f:
+        fields, name = _h5_fields(path, f)
+        if "coords" not in f:
+            raise InputError(f"{path}: missing dataset 'coords'")
+        feats, coords = f[name], f["coords"]
+        _check_shapes(path, feats.shape, coords.shape)
+        if feats.dtype.kind != "f":
+            raise InputError(f"{path}: '{name}' must be floating point, got {feats.dtype}")
+        fields.update(n_tiles=int(feats.shape[0]), feature_dim=int(feats.shape[1]))
+        fields["dtype"] = str(feats.dtype)
+        if not with_data:
+            return fields, None, None
+        native = np.asarray(coords[...], dtype=np.float64) * fields.pop("coords_scale", 1.0)
+        return fields, feats[...], native
 
 
 def _load_pt(path: Path) -> np.ndarray:
@@ -402,33 +435,105 @@ def _load_pt(path: Path) -> np.ndarray:
     return obj.detach().float().numpy() if obj.dtype == torch.bfloat16 else obj.detach().numpy()
 
 
-def _clam_h5_sibling(path: Path) -> Path | None:
-    sibling = path.parent.parent / "h5_files" / f"{path.stem}.h5"
-    return sibling if sibling.exists() else None
+def _read_pt(path: Path) -> tuple[dict[str, Any], Any, Any]:
+    """A ``.pt`` bag, with coordinates from the file beside it that holds them."""
+    features = _load_pt(path)
+    kind, companion = _peers.pt_companion(path)
+    fields = _peers.pt_fields(kind, path)
+    native = None
+    if kind == "slideflow":
+        native = _peers.read_npz_coords(companion)
+    elif companion is not None:
+        theirs, _, native = _read_h5_coords(companion)
+        fields.update({k: v for k, v in theirs.items() if fields.get(k) is None})
+    if features.ndim == 2 and features.shape[0] == 0:
+        raise InputError(f"{path}: zero tiles")
+    _check_shapes(path, features.shape, None if native is None else native.shape)
+    fields.update(n_tiles=features.shape[0], feature_dim=features.shape[1])
+    fields["dtype"] = str(features.dtype)
+    return fields, features, native
 
 
-def read_info(path: str | os.PathLike) -> BagInfo:
-    """Describe a feature file (any supported layout) without reading its features."""
-    path = Path(path)
-    if path.suffix == ".pt":
-        features = _load_pt(path)
-        coords_shape = None
-        sibling = _clam_h5_sibling(path)
-        if sibling is not None:
-            with _open_h5(sibling) as f:
-                coords_shape = f["coords"].shape if "coords" in f else None
-        _check_shapes(path, features.shape, coords_shape)
-        return BagInfo(
-            path=path,
-            layout=LAYOUT_CLAM_PT,
-            slide_id=path.stem,
-            n_tiles=features.shape[0],
-            feature_dim=features.shape[1],
-            dtype=str(features.dtype),
-            has_coords=coords_shape is not None,
-        )
+def _read_h5_coords(path: Path) -> tuple[dict[str, Any], None, np.ndarray | None]:
+    """Coordinates (and what is known about them) from a CLAM/TRIDENT h5 or patches file."""
     with _open_h5(path) as f:
-        return _info_from_h5(path, f)
+        if "coords" not in f:
+            return {}, None, None
+        if "features" in f:
+            fields, _ = _h5_fields(path, f)
+        else:  # a patches file
+            fields = {**_peers.patches_fields(path), "coords_unit": "px"}
+            ca = f["coords"].attrs
+            theirs = _peers.trident_coords_fields(ca) if "patch_size_level0" in ca else {}
+            fields.update({k: v for k, v in theirs.items() if v is not None and k != "name"})
+            fields.update({k: v for k, v in _peers.clam_coords_fields(ca).items() if v is not None})
+        for key in ("layout", "tool", "slide_id", "format_version"):
+            fields.pop(key, None)
+        return fields, None, np.asarray(f["coords"][...], dtype=np.float64)
+
+
+def _describe(path: Path, fields: dict[str, Any], native_known: bool, s: ReadSettings) -> BagInfo:
+    """A BagInfo from a layout's fields, with what ``s`` supplies where the file is silent."""
+    fields = {k: v for k, v in fields.items() if k in BagInfo.__dataclass_fields__}
+    if s.encoder and fields.get("encoder") and s.encoder != fields["encoder"]:
+        raise InputError(
+            f"{path}: the file names encoder '{fields['encoder']}' but --encoder says '{s.encoder}'"
+        )
+    fields["encoder"] = fields.get("encoder") or s.encoder
+    fields["slide_mpp"] = fields.get("slide_mpp") or s.slide_mpp
+    size = fields.get("tile_size_level0") or s.tile_size_level0
+    if size is None and fields.get("tile_size_um") and fields["slide_mpp"]:
+        size = int(round(fields["tile_size_um"] / fields["slide_mpp"]))
+    fields["tile_size_level0"] = size
+    fields["slide_id"] = fields.get("slide_id") or path.stem
+    fields.setdefault("coords_unit", "px" if native_known else None)
+    info = BagInfo(path=path, **fields)
+    return replace(info, has_coords=native_known and _level0_note(info) == "")
+
+
+def _level0_note(info: BagInfo) -> str:
+    """Why the level-0 pixel coordinates of a file are unknown ('' when they are known)."""
+    if info.coords_unit is None:
+        return (
+            "the file holds features only; put CLAM's h5_files/ or patches/ folder beside pt_files/"
+        )
+    if info.coords_unit == "um" and not info.slide_mpp:
+        return "coordinates are in microns and the slide's resolution is unknown (--slide-mpp)"
+    if info.coords_anchor == "centre" and not info.tile_size_level0:
+        return "coordinates are tile centres and the tile size is unknown (--tile-size)"
+    return ""
+
+
+def to_level0(native: np.ndarray | None, info: BagInfo) -> np.ndarray | None:
+    """(n_tiles, 2) int64 level-0 top-left pixels from coordinates as a file stores them.
+
+    Returns None where they cannot be known (see :attr:`BagInfo.coords_note`).
+    """
+    if native is None or _level0_note(info):
+        return None
+    xy = native / info.slide_mpp if info.coords_unit == "um" else native
+    if info.coords_anchor == "centre":
+        xy = xy - info.tile_size_level0 / 2.0
+    return np.rint(xy).astype(np.int64)
+
+
+def _read(path: Path, settings: ReadSettings, with_data: bool) -> tuple[BagInfo, Any, Any]:
+    if path.suffix == ".pt":
+        fields, features, native = _read_pt(path)
+        known = native is not None
+    else:
+        fields, features, native = _read_h5(path, with_data)
+        known = True
+    fields.pop("coords_scale", None)
+    return _describe(path, fields, known, settings), features, native
+
+
+def read_info(path: str | os.PathLike, settings: ReadSettings | None = None) -> BagInfo:
+    """Describe a feature file (any supported layout) without reading its features.
+
+    (A ``.pt`` file holds nothing but its features, so those are read.)
+    """
+    return _read(Path(path), settings or ReadSettings(), with_data=False)[0]
 
 
 def _check_finite(path: Path, features: np.ndarray) -> None:
@@ -438,56 +543,79 @@ def _check_finite(path: Path, features: np.ndarray) -> None:
         raise InputError(f"{path}: features contain NaN or inf (first at tile {row})")
 
 
-def read_bag(path: str | os.PathLike, dtype: str | None = None) -> Bag:
+def read_bag(
+    path: str | os.PathLike, dtype: str | None = None, settings: ReadSettings | None = None
+) -> Bag:
     """Read one feature file of any supported layout.
 
     Parameters
     ----------
-    path : path to a ``.h5`` (ours, CLAM, TRIDENT) or ``.pt`` (CLAM) file
+    path : a ``.h5`` (ours, CLAM, TRIDENT, STAMP) or ``.pt`` (CLAM, TRIDENT, slideflow) file
     dtype : "float16" or "float32" to cast the features, or None to keep the stored dtype
+    settings : what the user knows that the file may not record (encoder, tile size, mpp)
 
     Returns
     -------
-    Bag with ``features`` (n_tiles, dim), ``coords`` (n_tiles, 2) int64 or None, and ``info``.
+    Bag with ``features`` (n_tiles, dim), ``coords`` (n_tiles, 2) int64 level-0 top-left or
+    None where unknown, ``coords_native`` as stored, and ``info``.
     """
     path = Path(path)
-    if path.suffix == ".pt":
-        info = read_info(path)
-        features = _load_pt(path)
-        coords = None
-        sibling = _clam_h5_sibling(path)
-        if sibling is not None:
-            with _open_h5(sibling) as f:
-                coords = np.asarray(f["coords"][...], dtype=np.int64)
-    else:
-        with _open_h5(path) as f:
-            info = _info_from_h5(path, f)
-            features = f["features"][...]
-            coords = np.asarray(f["coords"][...], dtype=np.int64)
+    info, features, native = _read(path, settings or ReadSettings(), with_data=True)
     _check_finite(path, features)
     if dtype is not None:
         features = features.astype(dtype, copy=False)
-    return Bag(features=features, coords=coords, info=info)
+    return Bag(features=features, coords=to_level0(native, info), info=info, coords_native=native)
 
 
 # --------------------------------------------------------------------------------------------
 # A folder of feature files
 
 
+def _direct_files(folder: Path) -> list[Path]:
+    return [
+        child
+        for child in sorted(folder.iterdir())
+        if child.is_file() and child.suffix in FEATURE_SUFFIXES and not child.name.startswith(".")
+    ]
+
+
+def _nested_feature_folder(folder: Path) -> Path | None:
+    """The one folder below ``folder`` (two levels at most) that holds feature files.
+
+    STAMP writes ``<out>/<extractor>-<hash>/``, TRIDENT ``<job>/<mag>x_<ps>px_.../features_<enc>/``;
+    ``patches/`` folders hold coordinates, not features. Several candidates is an error.
+    """
+    found, level = [], [folder]
+    for _ in range(2):
+        level = [
+            d
+            for parent in level
+            for d in sorted(parent.iterdir())
+            if d.is_dir() and not d.name.startswith(".") and d.name != "patches"
+        ]
+        found = [d for d in level if _direct_files(d)]
+        if found:
+            break
+    if len(found) > 1:
+        names = ", ".join(str(d.relative_to(folder)) for d in found[:4])
+        raise InputError(
+            f"{folder}: feature files in several folders ({names}); point --features at one"
+        )
+    return found[0] if found else None
+
+
 def _feature_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
     for p in map(Path, paths):
         if p.is_dir():
-            # A CLAM output folder keeps its features in h5_files/ (and pt_files/).
-            for sub in ("h5_files", "pt_files"):
-                if (p / sub).is_dir():
-                    yield from _feature_files([p / sub])
-            for child in sorted(p.iterdir()):
-                if (
-                    child.is_file()
-                    and child.suffix in FEATURE_SUFFIXES
-                    and not child.name.startswith(".")
-                ):
-                    yield child
+            clam = [p / sub for sub in ("h5_files", "pt_files") if (p / sub).is_dir()]
+            direct = _direct_files(p)
+            if clam or direct:
+                # A CLAM output folder keeps its features in h5_files/ (and pt_files/).
+                for sub in clam:
+                    yield from _feature_files([sub])
+                yield from direct
+            elif (nested := _nested_feature_folder(p)) is not None:
+                yield from _direct_files(nested)
         elif p.is_file():
             yield p
         else:
@@ -504,14 +632,20 @@ class FeatureStore:
     ----------
     paths : a folder (or folders, or files) of feature files
     dtype : cast loaded features to this dtype ("float16" halves memory), or None
+    settings : what the user knows that the files may not record (:class:`ReadSettings`)
     """
 
     def __init__(
-        self, paths: str | os.PathLike | Sequence[str | os.PathLike], dtype: str | None = None
+        self,
+        paths: str | os.PathLike | Sequence[str | os.PathLike],
+        dtype: str | None = None,
+        settings: ReadSettings | None = None,
     ):
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         self.dtype = dtype
+        self.settings = settings or ReadSettings()
+        self._roots = paths = [Path(p) for p in paths]
         self._paths: dict[str, Path] = {}
         for path in _feature_files(paths):
             # Where a CLAM folder has both h5_files/x.h5 and pt_files/x.pt, the h5 wins (coords).
@@ -519,6 +653,9 @@ class FeatureStore:
                 continue
             self._paths[path.stem] = path
         self._infos: dict[str, BagInfo] = {}
+
+    def __str__(self) -> str:
+        return ", ".join(map(str, self._roots))
 
     @property
     def slide_ids(self) -> list[str]:
@@ -538,11 +675,11 @@ class FeatureStore:
 
     def info(self, slide_id: str) -> BagInfo:
         if slide_id not in self._infos:
-            self._infos[slide_id] = read_info(self.path(slide_id))
+            self._infos[slide_id] = read_info(self.path(slide_id), self.settings)
         return self._infos[slide_id]
 
     def load(self, slide_id: str) -> Bag:
-        bag = read_bag(self.path(slide_id), dtype=self.dtype)
+        bag = read_bag(self.path(slide_id), dtype=self.dtype, settings=self.settings)
         self._infos[slide_id] = bag.info
         return bag
 

@@ -41,6 +41,7 @@ from mil_crcrs.bags import PaddedBatch, PatientBag, collate
 from mil_crcrs.errors import InputError
 from mil_crcrs.metrics import harrell_c
 from mil_crcrs.models import MILOutput
+from mil_crcrs.runlog import bars_wanted
 
 #: ``loss_fn(output, time, event) -> scalar``: output is the model's ``MILOutput`` for a batch,
 #: time (B,) float and event (B,) float tensors on the model's device.
@@ -408,7 +409,7 @@ def train_model(
         better)
     seed : seeds shuffling, tile subsampling and dropout
     device : where to train
-    progress : show a tqdm bar
+    progress : show a tqdm bar (on a terminal only; see :func:`mil_crcrs.runlog.bars_wanted`)
     desc : the bar's label
 
     Returns
@@ -434,7 +435,8 @@ def train_model(
         optimizer = make_optimizer(model, lr, weight_decay)
         scheduler = make_scheduler(optimizer, schedule, lr, epochs * steps_per_epoch)
         history: list[dict[str, float]] = []
-        bar = tqdm(range(1, epochs + 1), desc=desc, disable=not progress, leave=False)
+        # Bars only on a terminal: in a log file they would be carriage-return noise.
+        bar = tqdm(range(1, epochs + 1), desc=desc, disable=not bars_wanted(progress), leave=False)
         for epoch in bar:
             batches = iterate_batches(
                 bags, train_idx, time, event, batch_size, rng, max_tiles=max_tiles

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -108,3 +109,10 @@ def test_unknown_settings_file_kinds_are_refused(tmp_path):
         read_settings_file(tmp_path / "run.ini")
     with pytest.raises(InputError, match="no such settings file"):
         read_settings_file(tmp_path / "none.toml")
+
+
+def test_numpy_numbers_become_plain_settings():
+    settings = FitSettings(seed=np.int64(3), seeds=[np.int64(1), 2], lr=np.float32(0.5))
+    assert (settings.seed, settings.seeds, settings.lr) == (3, (1, 2), 0.5)
+    assert type(settings.seed) is int and type(settings.lr) is float
+    json.dumps(settings.__dict__)  # config.json can hold them

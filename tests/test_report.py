@@ -16,6 +16,7 @@ from lifelines.statistics import logrank_test
 from sksurv.metrics import concordance_index_censored
 
 from cli.main import cli
+from mil_crcrs.cohort import DataWarning
 from mil_crcrs.errors import InputError
 from mil_crcrs.report import (
     ReportSettings,
@@ -132,6 +133,14 @@ def test_html_is_self_contained_with_images(report_dir, files):
     text = re.sub(r"base64,[A-Za-z0-9+/=]+", "", html)
     assert ">nan<" not in text.lower() and "NaN" not in text and "inf<" not in text
     assert "20-year horizon was dropped" in html
+    # The cohorts table stands on its side (a column per cohort, long paths wrap) and every
+    # table scrolls inside its own box, so the page never overflows a narrow window.
+    cohorts = re.search(r'<table class="t v">(.*?)</table>', html).group(1)
+    assert re.findall(r"<tr><th>(\w+)</th><th>(\w+)</th><th>(\w+)</th>", cohorts) == [
+        ("cohort", "training", "validation")
+    ]
+    assert cohorts.count("<tr>") == 11
+    assert html.count('<div class="scroll"><table') == html.count("<table") > 10
     pngs = sorted((out / "figures").glob("*.png"))
     assert len(pngs) == 13
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in pngs)
@@ -364,3 +373,34 @@ def test_predictions_without_clinical_rows_are_dropped_with_a_note(tmp_path):
 def test_bad_settings(kwargs, message):
     with pytest.raises(InputError, match=message):
         ReportSettings(**kwargs)
+
+
+def test_hostile_ids_and_names_come_out_escaped(files, tmp_path):
+    # Patient ids, a covariate name, its levels and an image named after a slide, all carrying
+    # markup: the page must show them as text, never run or parse them.
+    evil = "<script>alert(1)</script>"
+    pred = pd.read_csv(files["train_pred"])
+    clin = pd.read_csv(files["train_clin"])
+    pred["patient_id"] = evil + pred["patient_id"]
+    clin["pid"] = evil + clin["pid"]
+    clin = clin.rename(columns={"stage": f"stage{evil}"})
+    clin[f"stage{evil}"] = clin[f"stage{evil}"] + "<u>"
+    stray = pd.DataFrame({"patient_id": [f"{evil}stray"], "crcrs": [0.0], "risk_group": ["low"]})
+    pd.concat([pred, stray]).to_csv(tmp_path / "pred.csv", index=False)
+    clin.to_csv(tmp_path / "clin.csv", index=False)
+    image = tmp_path / f"slide{evil.replace('/', '_')}.png"
+    image.write_bytes(FAKE_PNG)
+    settings = _settings(covariates=(f"stage{evil}", "age"))
+    with pytest.warns(DataWarning, match="no clinical row"):
+        report = build_report(
+            tmp_path / "pred.csv",
+            tmp_path / "clin.csv",
+            tmp_path / "out",
+            settings,
+            extra_images=[image],
+        )
+    page = report.html.read_text()
+    assert "<script" not in page and "<u>" not in page
+    text = re.sub(r"base64,[A-Za-z0-9+/=]+", "", page)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text  # shown, escaped
+    assert "stage&lt;script&gt;" in text and "&lt;u&gt;" in text

@@ -75,3 +75,14 @@ def test_inner_split_keeps_an_event_on_both_sides_and_needs_two():
     assert val.size == 3 and train.size == 7
     with pytest.raises(InputError, match="too few for an inner validation split"):
         inner_split(positions, np.eye(10, dtype=int)[0], 0.3, seed=0, source="x")
+
+
+def test_too_few_events_for_the_inner_split_advises_what_helps():
+    # 3 events in 12 patients: with 2 folds a training part can hold a single event (too few for
+    # early stopping); with 3 folds every training part holds two. The advice must say so.
+    event = np.array([1, 1, 1] + [0] * 9)
+    with pytest.raises(InputError, match="use more folds") as err:
+        kfold_splits(event, 2, inner_val_fraction=0.2, seed=0)
+    assert "fewer folds" not in str(err.value) and "--inner-val-fraction" in str(err.value)
+    folds = kfold_splits(event, 3, inner_val_fraction=0.2, seed=0)
+    assert all(event[f.inner_val].sum() >= 1 for f in folds)

@@ -1,0 +1,94 @@
+"""Tiles as GeoJSON for QuPath: review a patient's attention over the full-resolution slide.
+
+:func:`tiles_geojson` turns one slide's tiles into a GeoJSON ``FeatureCollection`` as QuPath
+(0.4 and later) imports it (File > Import objects, or drag the file onto the open slide):
+
+- each tile is a ``Feature`` whose geometry is a ``Polygon``, a closed square ring in **level-0
+  pixel** coordinates (QuPath's image coordinates, y downwards);
+- ``properties`` carry ``objectType: "tile"``, a ``name`` (slide and row in the feature file), a
+  ``classification`` (``"raises risk"`` in red or ``"lowers risk"`` in blue, by the sign of the
+  tile's contribution) and ``measurements``: ``attention`` (normalised over all of the
+  patient's tiles), ``attention_x_n`` (attention times the patient's tile count; 1 = uniform),
+  ``contribution`` (the tile's additive share of the CRCRS) and any extra per-tile values.
+
+QuPath then colours tiles by any measurement (Measure > Show measurement maps).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import numpy as np
+
+from mil_crcrs._io import atomic_path
+from mil_crcrs.heatmap import TileScores
+
+#: QuPath classification of a tile by the sign of its contribution, with its RGB colour.
+CLASSES = {"raises risk": [214, 39, 40], "lowers risk": [31, 119, 180]}
+
+
+def tile_polygon(x: float, y: float, size: float) -> dict[str, Any]:
+    """A GeoJSON Polygon: the closed square ring of a tile at level-0 top-left ``(x, y)``."""
+    x0, y0, x1, y1 = float(x), float(y), float(x + size), float(y + size)
+    ring = [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+def tiles_geojson(scores: TileScores, slide_id: str, tile_size_level0: float) -> dict[str, Any]:
+    """One slide's tiles of a patient as a QuPath-compatible GeoJSON FeatureCollection.
+
+    Parameters
+    ----------
+    scores : the patient's tile scores (all slides; only ``slide_id``'s tiles are written)
+    slide_id : the slide
+    tile_size_level0 : tile edge in level-0 pixels
+
+    Returns
+    -------
+    dict, a GeoJSON ``FeatureCollection`` (see the module docstring), in the slide file's row
+    order; its ``properties`` hold the patient id, slide id and CRCRS
+    """
+    rows = scores.slide_rows(slide_id)
+    extra = {kind: np.asarray(v, dtype=np.float64) for kind, v in scores.extra.items()}
+    features = []
+    for row_in_slide, i in enumerate(rows):
+        x, y = scores.coords[i]
+        contribution = float(scores.contribution[i])
+        label = "raises risk" if contribution > 0 else "lowers risk"
+        measurements = {
+            "attention": float(scores.attention[i]),
+            "attention_x_n": float(scores.attention[i] * scores.n_tiles),
+            "contribution": contribution,
+        }
+        measurements.update({kind: float(v[i]) for kind, v in extra.items()})
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": tile_polygon(x, y, tile_size_level0),
+                "properties": {
+                    "objectType": "tile",
+                    "name": f"{slide_id} tile {row_in_slide}",
+                    "classification": {"name": label, "color": CLASSES[label]},
+                    "isLocked": True,
+                    "measurements": measurements,
+                },
+            }
+        )
+    return {
+        "type": "FeatureCollection",
+        "properties": {
+            "patient_id": scores.patient_id,
+            "slide_id": slide_id,
+            "crcrs": float(scores.crcrs),
+            "coordinates": "level-0 pixels, top-left origin, y downwards",
+        },
+        "features": features,
+    }
+
+
+def write_geojson(path: str | os.PathLike, collection: dict[str, Any]) -> None:
+    """Write a GeoJSON object, atomically (compact: a slide may have 100,000 tiles)."""
+    with atomic_path(path, suffix=".geojson.tmp") as tmp:
+        tmp.write_text(json.dumps(collection, separators=(",", ":")) + "\n", encoding="utf-8")
