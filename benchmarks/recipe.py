@@ -390,8 +390,10 @@ def drop_rates(
     for n in bag_sizes:
         side = int(math.ceil(math.sqrt(n)))
         exact = math.comb(n - cluster, cap) / math.comb(n, cap) if n > cap else 0.0
-        random_miss = np.mean(
-            [not np.any(rng.choice(n, cap, replace=False) < cluster) for _ in range(draws)]
+        random_miss = (
+            np.mean([not np.any(rng.choice(n, cap, replace=False) < cluster) for _ in range(draws)])
+            if n > cap
+            else 0.0  # the cap keeps the whole bag
         )
         # the cluster: a 2x3 patch at a random place; blocks: 4x4 patches at random corners
         block_miss = []

@@ -29,6 +29,9 @@ def test_drop_rates_match_the_hypergeometric_formula(recipe):
     assert drops["p_miss_random_exact"].iloc[1] == pytest.approx((1 - 512 / 4000) ** 6, abs=0.01)
     # blocks of adjacent tiles cover the cluster less often than as many random tiles
     assert (drops["p_miss_blocks"] > drops["p_miss_random"]).all()
+    # a cap above the bag's size keeps every tile
+    whole = recipe.drop_rates((1000,), cap=2048, draws=10)
+    assert whole["p_miss_random"].item() == 0 and whole["p_miss_random_exact"].item() == 0
 
 
 def test_candidates_merge_model_kwargs_and_score_mean_plus_worst(recipe):
