@@ -11,8 +11,7 @@ Design (what makes it affordable on 2 shared CPU cores, and honest):
 - **Selection** is a staged, coordinate-wise search (:data:`STAGES`): each stage tries changes
   of one group of settings (learning rate and schedule with the early-stopping rule; epochs,
   batch size and width; standardisation, dropout and weight decay) to the best candidate so
-  far, and
-  keeps the best. A candidate is scored by the out-of-fold C of :func:`mil_crcrs.fitting.fit`'s
+  far, and keeps the best. A candidate is scored by the out-of-fold C of :func:`mil_crcrs.fitting.fit`'s
   own K-fold cross-validation on **development** cohorts (:data:`DEV`, simulated with seed
   :data:`DEV_SEED`; the 1,024-d uneven-scale cohort joins for the standardisation stage). Its
   score is the mean over those cohorts of the share of the oracle's margin over chance it
