@@ -129,11 +129,11 @@ class FitSettings:
     model: str = "abmil"
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     folds: int = 5
-    epochs: int = 50
+    epochs: int = 40
     batch_size: int = 16
-    lr: float = 2e-4
+    lr: float = 1e-2
     weight_decay: float = 1e-4
-    schedule: str = "cosine"
+    schedule: str = "onecycle"
     clip_norm: float = 1.0
     max_tiles: int | None = None
     standardize: bool = False

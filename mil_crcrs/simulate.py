@@ -24,7 +24,22 @@ patient quantity that depends on the scenario:
 - ``"prevalence"``: the realised prevalence fraction;
 - ``"both"``: the standardised sum of the two standardised quantities;
 - ``"null"``: zero for everyone (rare tiles and grades are still planted, unrelated to the
-  outcome).
+  outcome);
+- ``"cluster"``: the **presence** (0 or 1) of one small spatial cluster of ``cluster_tiles``
+  (4-8 by default) adjacent tiles of the rare phenotype on one of the patient's slides, planted
+  in a ``cluster_share`` of the patients (half by default); no other rare tiles are planted. The
+  cluster tiles share the background mean, so the bag mean does not move with them: a linear
+  model of mean-pooled features is blind. A bag average of a per-tile detector sees the cluster
+  only as its share of the bag, a few tiles in hundreds or thousands (a few per mille), a
+  signal diluted by the bag's size that a model must learn from; attention or max pooling can
+  single the tiles out. A random subset of a large bag's tiles often holds none of them.
+
+Feature scales: real foundation-model features are far from isotropic (some dimensions vary
+100 times more than others, most have non-zero means). ``scale_range`` > 1 multiplies each
+output dimension by a scale drawn log-uniformly over a ``scale_range``-fold range (geometric
+mean 1), and ``offset_sd`` > 0 adds a per-dimension offset of ``offset_sd`` times that
+dimension's scale times a standard normal draw; both belong to the world (see below), so they
+change nothing about the signal but its units.
 
 Survival times follow a Weibull proportional-hazards model (exponential by default) with median
 ``median_survival_days`` at zero risk; independent exponential censoring is calibrated to censor
@@ -40,7 +55,7 @@ Outputs of :func:`simulate_cohort` in ``out_dir``:
 - ``clinical.csv``: ``patient_id``, ``slide_id``, ``time``, ``event`` and two covariates,
   ``stage`` (I-IV, correlated with the true risk but not identical) and ``age`` (independent);
 - ``truth.csv``: ``patient_id``, ``true_risk``, ``rare_grade``, ``rare_fraction``,
-  ``prevalence_fraction``;
+  ``prevalence_fraction``, ``cluster_tiles``;
 - ``simulation.json``: the settings and the oracle C-index.
 """
 
@@ -61,7 +76,7 @@ from mil_crcrs.cohort import DAYS_PER_UNIT, TIME_UNITS
 from mil_crcrs.errors import InputError
 from mil_crcrs.store import FeatureMeta, write_bag
 
-SCENARIOS = ("rare", "prevalence", "both", "null")
+SCENARIOS = ("rare", "prevalence", "both", "null", "cluster")
 
 SIGNAL_DIMS = 1  # the rare phenotype lives along this many (hidden) dimensions
 MIN_DIM = 8
@@ -84,7 +99,7 @@ class SimulationSettings:
 
     Parameters
     ----------
-    scenario : "rare", "prevalence", "both" or "null" (see the module docstring)
+    scenario : "rare", "prevalence", "both", "null" or "cluster" (see the module docstring)
     n_patients : number of patients
     tiles_per_slide : (min, max) tiles per slide, drawn uniformly
     slides_per_patient : (min, max) slides per patient, drawn uniformly
@@ -100,6 +115,10 @@ class SimulationSettings:
     median_survival_days : median survival at zero risk
     weibull_shape : shape of the Weibull baseline hazard (1 = exponential)
     dtype : "float32" or "float16", the dtype of the stored features
+    cluster_tiles : (min, max) tiles of the "cluster" scenario's cluster, drawn uniformly
+    cluster_share : share of patients with a cluster, about ("cluster" scenario)
+    scale_range : ratio of the largest to the smallest per-dimension feature scale (1 = all 1)
+    offset_sd : per-dimension feature offsets, in units of each dimension's scale (0 = none)
     """
 
     scenario: str = "rare"
@@ -117,6 +136,10 @@ class SimulationSettings:
     median_survival_days: float = 1826.0
     weibull_shape: float = 1.0
     dtype: str = "float32"
+    cluster_tiles: tuple[int, int] = (4, 8)
+    cluster_share: float = 0.5
+    scale_range: float = 1.0
+    offset_sd: float = 0.0
 
     def __post_init__(self) -> None:
         def fail(what: str) -> None:
@@ -148,11 +171,22 @@ class SimulationSettings:
             fail("median_survival_days and weibull_shape must be positive")
         if self.dtype not in ("float16", "float32"):
             fail(f"dtype must be float16 or float32, got {self.dtype!r}")
+        lo, hi = self.cluster_tiles
+        if not 1 <= lo <= hi:
+            fail(f"cluster_tiles must be (min, max) with 1 <= min <= max, got {(lo, hi)}")
+        if not 0.0 < self.cluster_share < 1.0:
+            fail(f"cluster_share must be in (0, 1), got {self.cluster_share}")
+        if self.scale_range < 1.0 or self.offset_sd < 0.0:
+            fail("scale_range must be at least 1 and offset_sd non-negative")
 
     @property
     def encoder(self) -> str:
-        """The name written as the feature files' encoder: ``simulated-<dim>[-w<world_seed>]``."""
-        return f"simulated-{self.dim}" + (f"-w{self.world_seed}" if self.world_seed else "")
+        """The name written as the feature files' encoder:
+        ``simulated-<dim>[-w<world_seed>][-s<scale_range>-o<offset_sd>]``."""
+        name = f"simulated-{self.dim}" + (f"-w{self.world_seed}" if self.world_seed else "")
+        if self.scale_range != 1.0 or self.offset_sd != 0.0:
+            name += f"-s{self.scale_range:g}-o{self.offset_sd:g}"
+        return name
 
     def settings_hash(self) -> str:
         text = json.dumps(asdict(self), sort_keys=True)
@@ -193,8 +227,9 @@ class CohortDraw:
     clinical : one row per slide: ``patient_id``, ``slide_id``, ``time``, ``event``, ``stage``,
         ``age``
     truth : indexed by ``patient_id``: ``true_risk`` (log-hazard), ``rare_grade`` (how far
-        out the patient's rare tiles sit; NaN where none are planted) and the realised
-        ``rare_fraction`` and ``prevalence_fraction`` of the patient's tiles
+        out the patient's rare tiles sit; NaN where none are planted), the realised
+        ``rare_fraction`` and ``prevalence_fraction`` of the patient's tiles (the cluster's
+        tiles count as rare) and ``cluster_tiles`` (0 without a cluster)
     oracle_c : Harrell's C of the true risk against the simulated outcome
     features : slide id -> (n_tiles, dim) float32
     coords : slide id -> (n_tiles, 2) int64 level-0 top-left (x, y) on a tile grid
@@ -256,6 +291,28 @@ def _focus(grid: np.ndarray, free: np.ndarray, k: int, rng: np.random.Generator)
     return candidates[np.argsort(distance)[:k]]
 
 
+def _patch(grid: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of ``k`` tiles (fewer if the piece of tissue is smaller) forming one connected
+    patch (8-neighbourhood) grown from a random tile, one random neighbour at a time."""
+    cells = {tuple(c): i for i, c in enumerate(grid.tolist())}
+    chosen = [int(rng.integers(len(grid)))]
+    while len(chosen) < min(k, len(grid)):
+        taken = set(chosen)
+        border = sorted(
+            {
+                cells[(x + dx, y + dy)]
+                for x, y in (grid[i] for i in chosen)
+                for dx in (-1, 0, 1)
+                for dy in (-1, 0, 1)
+                if (x + dx, y + dy) in cells and cells[(x + dx, y + dy)] not in taken
+            }
+        )
+        if not border:  # an island of tissue smaller than k
+            break
+        chosen.append(border[int(rng.integers(len(border)))])
+    return np.asarray(chosen, dtype=np.int64)
+
+
 def _draw_slide(
     n: int,
     weights: np.ndarray,
@@ -264,14 +321,21 @@ def _draw_slide(
     f_prev: float,
     world: _World,
     rng: np.random.Generator,
+    n_cluster: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Features (n, dim) float64, grid (n, 2), rare mask (n,), prevalence mask (n,)."""
+    """Features (n, dim) float64, grid (n, 2), rare mask (n,), prevalence mask (n,).
+
+    With ``f_rare`` 0, ``n_cluster`` tiles of the rare phenotype are planted as one cluster of
+    adjacent tiles (the "cluster" scenario; 0 = none)."""
     dim = world.centres.shape[1]
     grid = _tile_grid(n, rng)
-    n_rare = max(1, rng.binomial(n, f_rare)) if f_rare > 0 else 0
+    n_rare = max(1, rng.binomial(n, f_rare)) if f_rare > 0 else min(n_cluster, n)
     n_prev = min(rng.binomial(n, f_prev), n - n_rare)
     rare = np.zeros(n, dtype=bool)
-    rare[_focus(grid, ~rare, n_rare, rng)] = True
+    if f_rare > 0:
+        rare[_focus(grid, ~rare, n_rare, rng)] = True
+    elif n_rare > 0:  # the "cluster" scenario's patch (no draws for other scenarios)
+        rare[_patch(grid, n_rare, rng)] = True
     prev = np.zeros(n, dtype=bool)
     prev[_focus(grid, ~rare, n_prev, rng)] = True
 
@@ -286,16 +350,31 @@ def _draw_slide(
     return features @ world.rotation.T, grid, rare, prev
 
 
+def _feature_scales(s: SimulationSettings) -> tuple[np.ndarray, np.ndarray]:
+    """(dim,) per-dimension scale and offset of the world's features (see the module docstring);
+    ones and zeros unless ``scale_range`` > 1 or ``offset_sd`` > 0."""
+    rng = np.random.default_rng([s.world_seed, s.dim, 1])
+    half = np.log(s.scale_range) / 2.0
+    scale = np.exp(rng.uniform(-half, half, s.dim)) if s.scale_range > 1.0 else np.ones(s.dim)
+    offset = s.offset_sd * scale * rng.standard_normal(s.dim)
+    return scale, offset
+
+
 def _standardise(values: np.ndarray) -> np.ndarray:
     """Per-patient values scaled to mean 0 and standard deviation 1 over the cohort."""
     sd = values.std()
     return (values - values.mean()) / sd if sd > 0 else np.zeros_like(values)
 
 
-def _true_risk(s: SimulationSettings, grade: np.ndarray, prev: np.ndarray) -> np.ndarray:
-    """The log-hazard of each patient from the rare-tile grade and the prevalence fraction."""
+def _true_risk(
+    s: SimulationSettings, grade: np.ndarray, prev: np.ndarray, cluster: np.ndarray
+) -> np.ndarray:
+    """The log-hazard of each patient from the rare-tile grade, the prevalence fraction and the
+    number of cluster tiles (whose presence is the "cluster" scenario's risk)."""
     if s.scenario == "null":
         return np.zeros_like(prev)
+    if s.scenario == "cluster":
+        return s.effect * _standardise((cluster > 0).astype(np.float64))
     if s.scenario == "rare":
         return s.effect * _standardise(grade)
     if s.scenario == "prevalence":
@@ -338,6 +417,17 @@ def _stage(risk: np.ndarray, effect: float, rng: np.random.Generator) -> np.ndar
     return np.asarray(STAGES)[np.searchsorted(cuts, latent)]
 
 
+def _cluster_draw(
+    s: SimulationSettings, n_slides: int, rng: np.random.Generator
+) -> tuple[int, int]:
+    """(tiles in the patient's cluster, the slide it is on): (0, -1) for a patient without one,
+    and for every patient outside the "cluster" scenario (which draws nothing here)."""
+    if s.scenario != "cluster" or rng.random() >= s.cluster_share:
+        return 0, -1
+    k = int(rng.integers(s.cluster_tiles[0], s.cluster_tiles[1] + 1))
+    return k, int(rng.integers(n_slides))
+
+
 def draw_cohort(settings: SimulationSettings = SimulationSettings()) -> CohortDraw:
     """Draw a cohort with a planted signal, in memory (:func:`simulate_cohort` also writes it).
 
@@ -353,6 +443,7 @@ def draw_cohort(settings: SimulationSettings = SimulationSettings()) -> CohortDr
 
     s = settings
     world = _world(s.dim, s.world_seed)
+    scale, offset = _feature_scales(s)
     rng_tiles, rng_outcome, rng_clinical = (
         np.random.default_rng(seq) for seq in np.random.SeedSequence(s.seed).spawn(3)
     )
@@ -364,27 +455,32 @@ def draw_cohort(settings: SimulationSettings = SimulationSettings()) -> CohortDr
     rare_fraction = np.zeros(s.n_patients)
     rare_grade = np.full(s.n_patients, np.nan)
     prev_fraction = np.zeros(s.n_patients)
+    cluster_tiles = np.zeros(s.n_patients, dtype=np.int64)
     for i, pid in enumerate(patient_ids):
         weights = rng_tiles.dirichlet(np.full(N_CLUSTERS, 2.0))
         f_rare = rng_tiles.uniform(*s.rare_fraction) if plant_rare else 0.0
         grade = rng_tiles.uniform(*RARE_GRADE)
         f_prev = rng_tiles.uniform(*s.prevalence_fraction) if plant_prev else 0.0
         n_slides = int(rng_tiles.integers(s.slides_per_patient[0], s.slides_per_patient[1] + 1))
+        k, on_slide = _cluster_draw(s, n_slides, rng_tiles)
         counts = np.zeros(3)  # tiles, rare, prevalence
         for j in range(n_slides):
             sid = f"{pid}-S{j + 1}"
             n = int(rng_tiles.integers(s.tiles_per_slide[0], s.tiles_per_slide[1] + 1))
-            x, grid, rare, prev = _draw_slide(n, weights, f_rare, grade, f_prev, world, rng_tiles)
-            features[sid] = x.astype(np.float32)
+            x, grid, rare, prev = _draw_slide(
+                n, weights, f_rare, grade, f_prev, world, rng_tiles, k if j == on_slide else 0
+            )
+            features[sid] = (x * scale + offset).astype(np.float32)
             coords[sid] = grid * TILE_SIZE_LEVEL0 + MARGIN_LEVEL0
             planted[sid] = rare | prev  # all False for a phenotype that is not planted
             counts += (n, rare.sum(), prev.sum())
             rows.append((pid, sid))
         rare_fraction[i], prev_fraction[i] = counts[1:] / counts[0]
+        cluster_tiles[i] = counts[1] if s.scenario == "cluster" else 0
         if plant_rare:
             rare_grade[i] = grade
 
-    risk = _true_risk(s, rare_grade, prev_fraction)
+    risk = _true_risk(s, rare_grade, prev_fraction, cluster_tiles)
     days, event = _outcome(s, risk, rng_outcome)
     if s.time_unit == "days":
         time = np.maximum(np.round(days), 1.0)
@@ -404,6 +500,7 @@ def draw_cohort(settings: SimulationSettings = SimulationSettings()) -> CohortDr
             "rare_grade": rare_grade,
             "rare_fraction": rare_fraction,
             "prevalence_fraction": prev_fraction,
+            "cluster_tiles": cluster_tiles,
         },
         index=index,
     )

@@ -236,6 +236,57 @@ def test_rare_tiles_share_the_background_mean_but_stand_out_non_linearly():
     assert roc_auc_score(planted, np.linalg.norm(signal, axis=1)) > 0.99
 
 
+def test_cluster_is_a_few_adjacent_tiles_in_half_the_patients_and_known_to_the_oracle():
+    d = draw(scenario="cluster", n_patients=300)
+    k = d.truth["cluster_tiles"]
+    present = k > 0
+    assert 0.4 < present.mean() < 0.6  # cluster_share 0.5
+    assert k[present].between(4, 8).all()
+    # The risk is the presence alone: two values, higher with a cluster.
+    risk = d.truth["true_risk"]
+    assert risk.nunique() == 2 and risk[present].min() > risk[~present].max()
+    assert d.oracle_c > 0.7  # 0.752: a binary risk leaves many ties
+    slides = d.clinical.groupby("patient_id", sort=False)["slide_id"].apply(list)
+    for p in d.truth.index:
+        on = [s for s in slides[p] if d.planted[s].any()]
+        assert len(on) == int(present[p]) and sum(d.planted[s].sum() for s in on) == k[p]
+        for s in on:  # one connected patch of grid cells (8-neighbourhood)
+            cells = d.coords[s][d.planted[s]] // TILE_SIZE_LEVEL0
+            reached, frontier = {tuple(cells[0])}, [cells[0]]
+            while frontier:
+                c = frontier.pop()
+                for other in cells:
+                    if np.abs(other - c).max() == 1 and tuple(other) not in reached:
+                        reached.add(tuple(other))
+                        frontier.append(other)
+            assert len(reached) == len(cells)
+
+
+def test_cluster_signal_is_invisible_to_mean_pooling_but_a_per_tile_maximum_finds_it():
+    d = draw(scenario="cluster", n_patients=300)
+    assert abs(mean_pooling_cox_c(d) - 0.5) < 0.08
+    present = d.truth["cluster_tiles"] > 0
+    strength = {p: np.linalg.norm(x, axis=1) for p, x in signal_coordinate(d).items()}
+    assert roc_auc_score(present, [s.max() for s in strength.values()]) > 0.99
+    # The cluster tiles are a few per cent of these bags (at most 8 of at least 40 tiles).
+    share = d.truth.loc[present, "rare_fraction"]
+    assert share.max() <= 8 / 40 and share.median() < 0.1
+
+
+def test_uneven_scales_and_offsets_change_the_units_not_the_signal():
+    even = draw(scenario="rare", n_patients=20)
+    uneven = draw(scenario="rare", n_patients=20, scale_range=100.0, offset_sd=3.0)
+    assert uneven.settings.encoder == "simulated-64-s100-o3"
+    x, y = (np.concatenate(list(c.features.values())) for c in (even, uneven))
+    sd = y.std(0)
+    assert 30 < sd.max() / sd.min() < 150 and np.abs(y.mean(0) / sd).max() > 2
+    # (scales span 100x; each dimension of the tiles themselves has sd about 1)
+    # Per dimension, the same tiles up to an affine map: standardising undoes it.
+    z = lambda a: (a - a.mean(0)) / a.std(0)  # noqa: E731
+    np.testing.assert_allclose(z(x), z(y), atol=1e-3)
+    pd.testing.assert_frame_equal(even.truth, uneven.truth)
+
+
 def test_prevalence_tiles_are_shifted():
     d = draw(scenario="prevalence", n_patients=120)
     x = np.concatenate(list(d.features.values()))
