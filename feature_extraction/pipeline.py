@@ -635,6 +635,8 @@ class _Stream:
         if plan is None or plan.dead:  # idle, or a slide that failed meanwhile
             self.flush()
             return
+        if not plan.started:  # the slide's time runs from its first item, decode included
+            plan.started = time.perf_counter()
         if "error" in out:
             reason, message = out["error"]
             self.fail(plan, SlideError(message, reason))
@@ -662,7 +664,7 @@ class _Stream:
         if plan.writer is None:
             dim, dtype = self.runner.encoder.spec.dim, self.settings.feature_dtype
             plan.writer = FeatureWriter(self.out_dir / f"{plan.slide_id}.h5", plan.meta, dim, dtype)
-            plan.bar, plan.started = self._tile_bar(plan), time.perf_counter()
+            plan.bar = self._tile_bar(plan)
         plan.writer.append(features.float().cpu().numpy(), coords.numpy())
         plan.written += len(coords)
         plan.bar.update(len(coords))
