@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from mil_crcrs.store import FeatureMeta, write_bag
 
@@ -90,3 +91,12 @@ def tiny_model(tmp_path_factory) -> Path:
     )
     fit(root / "features", root / "cohort.csv", settings).save(root / "model")
     return root
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest (and steadiest on a busy machine) on one torch thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

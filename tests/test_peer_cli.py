@@ -9,7 +9,6 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from _peer_files import write_slideflow, write_stamp
 from click.testing import CliRunner
 
@@ -21,12 +20,7 @@ from mil_crcrs.store import FeatureStore, read_info
 QUICK = ["--folds", "3", "--epochs", "2", "--batch-size", "8", "--device", "cpu"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # from conftest.py
 
 
 @pytest.fixture(scope="module")
