@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mil_crcrs.metrics import harrell_c
+from mil_crcrs.data.store import FeatureMeta, write_bag
 from mil_crcrs.simulate import SimulationSettings, draw_cohort
-from mil_crcrs.store import FeatureMeta, write_bag
+from mil_crcrs.stats.metrics import harrell_c
 
 #: Level-0 pixels per tile of the written coordinates (256 px at 0.5 um/px, 20x).
 TILE_LEVEL0 = 512
@@ -58,7 +58,7 @@ def _replicate(out: Path, template: pd.Series, copies: int, seed: int) -> pd.Dat
     """``copies`` more patients from one template: its tiles in a new order, and an outcome
     drawn afresh from its true log-hazard (exponential, median 1826 days at risk 0, about 30%
     censored). Returns their table rows (the template's own row first)."""
-    from mil_crcrs.store import read_bag
+    from mil_crcrs.data.store import read_bag
 
     bag = read_bag(out / "features" / f"{template['slide_id']}.h5")
     rng = np.random.default_rng([seed, zlib.crc32(template["slide_id"].encode()), copies])

@@ -8,7 +8,7 @@ One command::
 
 Methods, all scored on the same patient-level cross-validation folds of the same cohort:
 
-- ``abmil``, ``mean``, ``max``, ``transmil``: :func:`mil_crcrs.fitting.fit` with the registered
+- ``abmil``, ``mean``, ``max``, ``transmil``: :func:`mil_crcrs.train.fit.fit` with the registered
   aggregator of that name and otherwise identical settings (:class:`BenchSettings`);
 - ``cox``: a classic ridge-penalised Cox model (scikit-survival's ``CoxPHSurvivalAnalysis``) on
   each patient's **mean-pooled** tile features (the mean over all tiles of all the patient's
@@ -35,11 +35,11 @@ What is measured, per scenario, seed and method:
 
 - ``c_oof``: Harrell's C of the **out-of-fold** risk over the whole cohort (each patient scored
   by the fold model that never saw them, fold models centred on their mean risk as
-  :func:`~mil_crcrs.fitting.fit` does). The table reports its mean and sd over seeds. The mean
+  :func:`~mil_crcrs.train.fit.fit` does). The table reports its mean and sd over seeds. The mean
   and sd of the per-fold C are in the CSV too (``c_fold_mean``, ``c_fold_sd``).
 - ``oracle_c``: the C of the simulator's true risk on the same cohort (the best any method can do
   on that draw of outcomes); for ``demo``, of the log-hazard that the planted extent gives each
-  patient (:func:`feature_extraction.demo.oracle_c`).
+  patient (:func:`feature_extraction.synthetic.demo.oracle_c`).
 - ``train_s``: wall-clock seconds of the whole cross-validated fit (all folds, including reading
   the feature files and scoring), measured inside the worker process; ``cpu_s``: that
   process's CPU time over the same span (all its threads). On a machine shared with other work
@@ -87,14 +87,14 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout, without instal
     sys.path.insert(0, str(ROOT))
 
 from benchmarks._machine import cpu_name, usable_cores  # noqa: E402
-from feature_extraction.demo import DEMO_ENCODER, DemoSettings  # noqa: E402
-from mil_crcrs._io import atomic_path, write_csv  # noqa: E402
+from feature_extraction.synthetic.demo import DEMO_ENCODER, DemoSettings  # noqa: E402
 from mil_crcrs._version import __version__  # noqa: E402
-from mil_crcrs.cohort import Columns, read_cohort  # noqa: E402
+from mil_crcrs.atomic import atomic_path, write_csv  # noqa: E402
+from mil_crcrs.data.cohort import Columns, read_cohort  # noqa: E402
 
 if TYPE_CHECKING:
     from feature_extraction.pipeline import ExtractSettings
-    from feature_extraction.synthetic_slides import DemoCohort, DemoCohortSettings
+    from feature_extraction.synthetic.slides import DemoCohort, DemoCohortSettings
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CSV = HERE / "aggregators.csv"
@@ -122,7 +122,7 @@ class BenchSettings:
     effect : sd of the true log-hazard across patients (the simulator's ``effect``)
     folds : K of the patient-level K-fold cross-validation
     epochs, patience, lr, schedule, weight_decay, batch_size, max_tiles, inner_val_fraction : the
-        training settings shared by every MIL method (see :class:`mil_crcrs.fitting.FitSettings`);
+        training settings shared by every MIL method (see :class:`mil_crcrs.train.fit.FitSettings`);
         a one-cycle schedule peaking at 1e-2 learnt the simulated ``rare`` scenario where a cosine
         schedule at 1e-3 did not (200 patients, one seed: abmil 0.69 against 0.47-0.55)
     hidden_dim : width of every MIL model's instance MLP (TransMIL's token width)
@@ -170,8 +170,8 @@ class BenchSettings:
             raise ValueError("jobs and threads must be at least 1")
 
     def fit_settings(self, method: str, seed: int) -> Any:
-        """The :class:`~mil_crcrs.fitting.FitSettings` of MIL method ``method``."""
-        from mil_crcrs.fitting import FitSettings
+        """The :class:`~mil_crcrs.train.fit.FitSettings` of MIL method ``method``."""
+        from mil_crcrs.train.fit import FitSettings
 
         kwargs: dict[str, Any] = {"dropout": self.dropout}
         if method == "transmil":
@@ -249,13 +249,13 @@ def simulated(scenario: str) -> ScenarioFn:
 
 
 def demo_scenario(demo: DemoSettings = DemoSettings()) -> ScenarioFn:
-    """The semi-real slide cohort of ``crcrs demo`` (:mod:`feature_extraction.demo`).
+    """The semi-real slide cohort of ``crcrs demo`` (:mod:`feature_extraction.synthetic.demo`).
 
     Each call of the returned function builds the demo's cohort with ``seed`` (pyramidal TIFFs
     of real H&E tissue with a planted texture whose extent drives the simulated hazard) and
     extracts its features on the CPU, both with the demo's own settings
-    (:meth:`~feature_extraction.demo.DemoSettings.cohort_settings`,
-    :meth:`~feature_extraction.demo.DemoSettings.extract_settings`): with the default ``demo``
+    (:meth:`~feature_extraction.synthetic.demo.DemoSettings.cohort_settings`,
+    :meth:`~feature_extraction.synthetic.demo.DemoSettings.extract_settings`): with the default ``demo``
     this is, seed for seed, the cohort and the features ``crcrs demo --device cpu`` fits on.
     ``settings.n_patients``, ``tiles_per_slide``, ``dim`` and ``effect`` do not apply.
 
@@ -270,12 +270,12 @@ def demo_scenario(demo: DemoSettings = DemoSettings()) -> ScenarioFn:
     Returns
     -------
     ScenarioFn; its ``oracle_c`` is the C of each patient's true log-hazard
-    (:func:`feature_extraction.demo.oracle_c`), times are in days.
+    (:func:`feature_extraction.synthetic.demo.oracle_c`), times are in days.
     """
 
     def write(out_dir: Path, seed: int, settings: BenchSettings) -> ScenarioCohort:
-        from feature_extraction.demo import oracle_c
-        from mil_crcrs.store import FeatureStore
+        from feature_extraction.synthetic.demo import oracle_c
+        from mil_crcrs.data.store import FeatureStore
 
         mine = replace(demo, seed=seed)
         # Only run-only fields change (the features are the demo's): one process with the
@@ -312,7 +312,7 @@ def _build_apart(
     import torch
 
     from feature_extraction.pipeline import extract as run_extract
-    from feature_extraction.synthetic_slides import build_demo_cohort
+    from feature_extraction.synthetic.slides import build_demo_cohort
 
     spawn = mp.get_context("spawn")
     features_dir = out_dir / "features"
@@ -388,12 +388,12 @@ def run_cox(cohort: ScenarioCohort, settings: BenchSettings, seed: int) -> dict[
     from sksurv.linear_model import CoxPHSurvivalAnalysis
     from sksurv.util import Surv
 
-    from mil_crcrs.bags import PatientBags
-    from mil_crcrs.metrics import harrell_c
-    from mil_crcrs.splits import kfold_splits
-    from mil_crcrs.store import FeatureStore
+    from mil_crcrs.data.bags import PatientBags
+    from mil_crcrs.data.store import FeatureStore
+    from mil_crcrs.stats.metrics import harrell_c
+    from mil_crcrs.train.splits import kfold_splits
 
-    # The same cohort, in the same order, and the same folds as mil_crcrs.fitting.fit.
+    # The same cohort, in the same order, and the same folds as mil_crcrs.train.fit.fit.
     store = FeatureStore(cohort.features_dir)
     table = read_cohort(cohort.clinical_csv, Columns(), cohort.time_unit)
     table = table.require_outcome().match_features(store.slide_ids, "error").require_outcome()
@@ -441,8 +441,8 @@ def run_cox(cohort: ScenarioCohort, settings: BenchSettings, seed: int) -> dict[
 def run_mil(
     method: str, cohort: ScenarioCohort, settings: BenchSettings, seed: int
 ) -> dict[str, Any]:
-    """:func:`mil_crcrs.fitting.fit` with aggregator ``method``; same keys as :func:`run_cox`."""
-    from mil_crcrs.fitting import fit
+    """:func:`mil_crcrs.train.fit.fit` with aggregator ``method``; same keys as :func:`run_cox`."""
+    from mil_crcrs.train.fit import fit
 
     model = fit(
         cohort.features_dir,
@@ -540,7 +540,7 @@ def _warm_up() -> None:
     which takes seconds), without starting torch's thread pools, so forked workers skip it."""
     import torch
 
-    import mil_crcrs.fitting  # noqa: F401
+    import mil_crcrs.train.fit  # noqa: F401
 
     torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
 

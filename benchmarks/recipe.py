@@ -11,13 +11,13 @@ Design (what makes it affordable on 2 shared CPU cores, and honest):
 - **Selection** is a staged, coordinate-wise search (:data:`STAGES`): each stage tries changes
   of one group of settings (learning rate and schedule with the early-stopping rule; epochs,
   batch size and width; standardisation, dropout and weight decay) to the best candidate so
-  far, and keeps the best. A candidate is scored by the out-of-fold C of :func:`mil_crcrs.fitting.fit`'s
+  far, and keeps the best. A candidate is scored by the out-of-fold C of :func:`mil_crcrs.train.fit.fit`'s
   own K-fold cross-validation on **development** cohorts (:data:`DEV`, simulated with seed
   :data:`DEV_SEED`; the 1,024-d uneven-scale cohort joins for the standardisation stage). Its
   score is the mean over those cohorts of the share of the oracle's margin over chance it
   reaches, ``(C - 0.5) / (oracle - 0.5)``, plus the worst of them (best on average and never
   bad).
-- **Report**: the chosen settings (the library's :class:`~mil_crcrs.fitting.FitSettings`
+- **Report**: the chosen settings (the library's :class:`~mil_crcrs.train.fit.FitSettings`
   defaults once they are set from the selection), the old defaults, mean pooling and a ridge Cox
   on mean features (:func:`benchmarks.aggregators.run_cox`) are then scored on **fresh**
   cohorts (seeds from 0), which no selection step has seen. This is the outer loop of a nested
@@ -63,7 +63,7 @@ from benchmarks.aggregators import (  # noqa: E402
     machine_info,
     run_cox,
 )
-from mil_crcrs._io import write_csv, write_json  # noqa: E402
+from mil_crcrs.atomic import write_csv, write_json  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEV_SEED = 100
@@ -185,7 +185,7 @@ STAGE_EXTRA: dict[str, tuple[CohortSpec, ...]] = {"standardise-dropout-decay": (
 
 
 def settings_of(kwargs: dict[str, Any], seed: int, folds: int) -> Any:
-    from mil_crcrs.fitting import FitSettings
+    from mil_crcrs.train.fit import FitSettings
 
     return FitSettings(**kwargs, folds=folds, seed=seed, device="cpu", progress=False)
 
@@ -194,7 +194,7 @@ def _fit_job(args: tuple) -> dict[str, Any]:
     """One cross-validated fit in a worker process: OOF C, fold C, CPU and wall seconds."""
     import torch
 
-    from mil_crcrs.fitting import fit
+    from mil_crcrs.train.fit import fit
 
     label, kwargs, cohort, seed, folds, method = args
     torch.set_num_threads(1)
@@ -382,7 +382,7 @@ def drop_rates(
 ) -> pd.DataFrame:
     """How often a training subset of ``cap`` tiles holds none of a ``cluster``-tile cluster.
 
-    Random: ``cap`` tiles uniformly without replacement (what :func:`mil_crcrs.bags.collate`
+    Random: ``cap`` tiles uniformly without replacement (what :func:`mil_crcrs.data.bags.collate`
     does), by simulation and by the hypergeometric formula. Blocks: ``cap / 16`` random 4x4
     blocks of adjacent tiles on a square grid (a neighbourhood-preserving sampler).
     """
@@ -487,7 +487,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, work_dir: Path, log) -> tuple[list[str], pd.DataFrame]:
-    from mil_crcrs.fitting import FitSettings
+    from mil_crcrs.train.fit import FitSettings
 
     plan, stages = (QUICK if args.quick else Plan()), args.stages.split(",")
     if args.only:

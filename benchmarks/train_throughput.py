@@ -12,9 +12,9 @@ What is measured, all in one process and one run:
    model of ``../shared/reference/gpu-ceilings.md``), two ways on the same bags and the same
    model:
 
-   - ``padded``: what :mod:`mil_crcrs.training` does: the batch's bags padded into one
+   - ``padded``: what :mod:`mil_crcrs.train.loop` does: the batch's bags padded into one
      ``(B, N_max, D)`` tensor with a mask, one forward pass of the model (the padded batch is
-     built before timing; ``padded+collate`` also times :func:`mil_crcrs.bags.collate` from the
+     built before timing; ``padded+collate`` also times :func:`mil_crcrs.data.bags.collate` from the
      numpy bags). The model itself skips the padding in its per-tile layers: the instance MLP
      and the gated-attention scores run on the real tiles only, packed into one
      ``(n_real, D)`` tensor; the masked softmax and the weighted sum run on the padded layout;
@@ -60,9 +60,9 @@ sys.path.insert(0, str(HERE.parent))
 
 from benchmarks._machine import cpu_name, usable_cores  # noqa: E402
 from mil_crcrs._version import __version__  # noqa: E402
-from mil_crcrs.bags import PatientBag, collate  # noqa: E402
-from mil_crcrs.losses import cox_nll  # noqa: E402
+from mil_crcrs.data.bags import PatientBag, collate  # noqa: E402
 from mil_crcrs.models import create_model  # noqa: E402
+from mil_crcrs.train.losses import cox_nll  # noqa: E402
 
 HIDDEN_DIM, ATTN_DIM = 512, 256
 

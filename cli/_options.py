@@ -8,14 +8,14 @@ from pathlib import Path
 
 import click
 
-from mil_crcrs.cohort import TIME_UNITS, Columns
-from mil_crcrs.store import ReadSettings
+from mil_crcrs.data.cohort import TIME_UNITS, Columns
+from mil_crcrs.data.store import ReadSettings
 
 
 def cohort_columns(func: Callable) -> Callable:
     """Add ``--patient-col/--slide-col/--time-col/--event-col/--censor-col/--time-unit``.
 
-    The command receives ``columns`` (a :class:`~mil_crcrs.cohort.Columns`) and ``time_unit``.
+    The command receives ``columns`` (a :class:`~mil_crcrs.data.cohort.Columns`) and ``time_unit``.
     """
     options = [
         click.option(
@@ -107,7 +107,7 @@ def command_line() -> str:
 def read_settings(func: Callable) -> Callable:
     """Add ``--encoder/--tile-size/--slide-mpp``: what feature files may not record.
 
-    The command receives ``read_settings`` (a :class:`~mil_crcrs.store.ReadSettings`).
+    The command receives ``read_settings`` (a :class:`~mil_crcrs.data.store.ReadSettings`).
     """
     options = [
         click.option(

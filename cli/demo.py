@@ -32,7 +32,7 @@ def command(
     The slides are mosaics of real tissue shipped in pip packages with a planted tissue pattern
     whose extent drives a simulated hazard: a demonstration, not a clinical result.
     """
-    from feature_extraction.demo import DemoSettings, run_demo
+    from feature_extraction.synthetic.demo import DemoSettings, run_demo
 
     settings = DemoSettings(
         n_patients=patients, folds=folds, epochs=epochs, gradcam=gradcam, seed=seed, device=device

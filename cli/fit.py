@@ -1,6 +1,6 @@
 """``crcrs fit``: cross-validated training of the CRCRS model into a model directory.
 
-Every :class:`~mil_crcrs.fitting.FitSettings` field is a flag (``batch_size`` -> ``--batch-size``),
+Every :class:`~mil_crcrs.train.fit.FitSettings` field is a flag (``batch_size`` -> ``--batch-size``),
 built here from the dataclass itself: its defaults, its docstring for the help, and the library's
 name tuples for the choices. The aggregator's own hyperparameters (``model_kwargs``) are flags
 too, one per option any registered model takes (``--hidden-dim``, ``--attn-dim``, ``--dropout``,
@@ -28,10 +28,11 @@ from cli._options import (
     read_settings,
     slide_table_option,
 )
-from mil_crcrs.cutoff import CUTOFF_METHODS
+from mil_crcrs.data.cache import RESIDENT_CHOICES
+from mil_crcrs.device import DEVICES
 from mil_crcrs.errors import InputError
-from mil_crcrs.feature_cache import RESIDENT_CHOICES
-from mil_crcrs.fit_config import (
+from mil_crcrs.models import list_models, model_options
+from mil_crcrs.train.config import (
     SettingError,
     read_settings_file,
     setting_default,
@@ -39,10 +40,10 @@ from mil_crcrs.fit_config import (
     setting_fields,
     setting_types,
 )
-from mil_crcrs.fitting import LOSS_NAMES, PRECISIONS
-from mil_crcrs.losses import TIES
-from mil_crcrs.models import list_models, model_options
-from mil_crcrs.training import DEVICES, MONITORS, SCHEDULES
+from mil_crcrs.train.cutoff import CUTOFF_METHODS
+from mil_crcrs.train.fit import LOSS_NAMES, PRECISIONS
+from mil_crcrs.train.loop import MONITORS, SCHEDULES
+from mil_crcrs.train.losses import TIES
 
 _PATH = click.Path(path_type=Path)
 
@@ -208,11 +209,11 @@ def command(
     **given,
 ) -> None:
     """Train K fold models; write weights, config, metrics.json, oof_predictions.csv, run.log."""
-    from mil_crcrs.checkpoints import checkpoint_folder, remove_checkpoints
-    from mil_crcrs.cohort import read_cohort
-    from mil_crcrs.fitting import fit
+    from mil_crcrs.data.cohort import read_cohort
+    from mil_crcrs.data.store import FeatureStore
     from mil_crcrs.runlog import RUN_LOG_NAME, RunLog
-    from mil_crcrs.store import FeatureStore
+    from mil_crcrs.train.checkpoints import checkpoint_folder, remove_checkpoints
+    from mil_crcrs.train.fit import fit
 
     settings = build_settings(config, given)
     with RunLog(out / RUN_LOG_NAME, command_line(), progress=settings.progress) as run_log:
@@ -245,7 +246,7 @@ def build_settings(config: Path | None, given: dict[str, Any]) -> Any:
     InputError
         naming the flag, or the file and setting, of a bad value
     """
-    from mil_crcrs.fitting import FitSettings
+    from mil_crcrs.train.fit import FitSettings
 
     values = read_settings_file(config) if config is not None else {}
     model_kwargs = dict(values.get("model_kwargs", {}))

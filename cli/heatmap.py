@@ -152,10 +152,10 @@ def command(
     time_unit,
 ) -> None:
     """Attention/contribution heatmaps per slide, top-tile galleries, optional Grad-CAM."""
-    from feature_extraction.gradcam import GradCAMSettings
-    from feature_extraction.heatmaps import make_heatmaps
+    from feature_extraction.explain.gradcam import GradCAMSettings
+    from feature_extraction.explain.heatmaps import make_heatmaps
     from mil_crcrs.errors import InputError
-    from mil_crcrs.heatmap import HeatmapSettings, TileSize
+    from mil_crcrs.explain.maps import HeatmapSettings, TileSize
 
     try:
         low, high = (float(p) for p in percentiles.split(","))

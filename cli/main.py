@@ -16,7 +16,7 @@ import warnings
 import click
 
 from mil_crcrs._version import __version__
-from mil_crcrs.errors import InputError
+from mil_crcrs.errors import InputError, SettingError, first_line
 from mil_crcrs.runlog import LOGGER, console_handler
 
 COMMANDS = {
@@ -46,6 +46,9 @@ class _LazyGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except SettingError as exc:  # the library names a setting; the user typed its flag
+            click.echo(f"error: --{exc.setting.replace('_', '-')} {exc.problem}", err=True)
+            ctx.exit(2)
         except InputError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2)
@@ -57,7 +60,7 @@ _shown: set[str] = set()
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     # One line per distinct warning: libraries (lifelines) repeat multi-line advice per fit.
     # Through the log, so that a run.log keeps it too (mil_crcrs.runlog prints "warning: ...").
-    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    text = first_line(message)
     if text not in _shown:
         _shown.add(text)
         logging.getLogger(LOGGER).warning(text)

@@ -70,11 +70,11 @@ def command(
     slide_table,
 ) -> None:
     """Score patients with a trained model; one row per patient."""
-    from mil_crcrs._io import write_csv
-    from mil_crcrs.cohort import read_cohort
+    from mil_crcrs.atomic import write_csv
+    from mil_crcrs.data.cohort import read_cohort
+    from mil_crcrs.data.store import FeatureStore
     from mil_crcrs.model_dir import load_model
     from mil_crcrs.runlog import RunLog
-    from mil_crcrs.store import FeatureStore
 
     with RunLog(out.with_name(f"{out.stem}.run.log"), command_line(), progress) as run_log:
         model = load_model(model_dir)

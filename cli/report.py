@@ -104,7 +104,7 @@ def command(
     seed,
 ) -> None:
     """Kaplan-Meier, Cox, discrimination, nomogram, calibration and decision curves."""
-    from mil_crcrs.report import ReportSettings, build_report
+    from mil_crcrs.stats.report import ReportSettings, build_report
 
     settings = ReportSettings(
         covariates=comma_list(covariates),

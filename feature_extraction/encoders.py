@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mil_crcrs.errors import InputError
+from mil_crcrs.errors import InputError, first_line
 
 RANDOM = "random"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -192,11 +192,6 @@ def _weights_label(weights: str | None, default: str) -> tuple[str, str | None]:
     return f"file:{Path(weights).name}", file_sha256(weights)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return " ".join(line.strip() for line in text[:2]) if text else exc.__class__.__name__
-
-
 def _create_timm(name: str, weights: str | None, **kwargs: Any) -> nn.Module:
     """``timm.create_model`` with ``num_classes=0``, loading ``weights`` the timm way."""
     import timm
@@ -206,12 +201,12 @@ def _create_timm(name: str, weights: str | None, **kwargs: Any) -> nn.Module:
         try:
             return timm.create_model(name, pretrained=False, **kwargs)
         except Exception as exc:  # hub configs cannot be fetched offline
-            raise InputError(f"encoder '{name}': cannot build it ({_first_line(exc)})") from None
+            raise InputError(f"encoder '{name}': cannot build it ({first_line(exc)})") from None
     if weights is not None:
         try:
             model = timm.create_model(name, pretrained=False, **kwargs)
         except Exception as exc:
-            raise InputError(f"encoder '{name}': cannot build it ({_first_line(exc)})") from None
+            raise InputError(f"encoder '{name}': cannot build it ({first_line(exc)})") from None
         load_weights_file(model, weights, name)
         return model
     try:
@@ -219,7 +214,7 @@ def _create_timm(name: str, weights: str | None, **kwargs: Any) -> nn.Module:
     except Exception as exc:
         raise InputError(
             f"encoder '{name}': cannot get its pretrained weights from the model hub "
-            f"({_first_line(exc)}); pass a local weights file (--weights FILE), or use the "
+            f"({first_line(exc)}); pass a local weights file (--weights FILE), or use the "
             "offline default 'efficientnet_lite0'"
         ) from None
 
@@ -239,7 +234,7 @@ def load_weights_file(model: nn.Module, path: str | os.PathLike, name: str) -> N
     try:
         state = timm.models.load_state_dict(str(path))
     except Exception as exc:
-        raise InputError(f"{path}: not a readable weights file ({_first_line(exc)})") from None
+        raise InputError(f"{path}: not a readable weights file ({first_line(exc)})") from None
     heads = model.pretrained_cfg.get("classifier") or ()
     heads = (heads,) if isinstance(heads, str) else tuple(heads)
     state = {k: v for k, v in state.items() if not k.startswith(tuple(f"{h}." for h in heads))}
@@ -250,7 +245,7 @@ def load_weights_file(model: nn.Module, path: str | os.PathLike, name: str) -> N
         missing, unexpected = model.load_state_dict(state, strict=False)
     except Exception as exc:
         raise InputError(
-            f"{path}: these weights do not fit encoder '{name}' ({_first_line(exc)})"
+            f"{path}: these weights do not fit encoder '{name}' ({first_line(exc)})"
         ) from None
     if missing or unexpected:
         raise InputError(
@@ -330,7 +325,7 @@ def _efficientnet_lite0(weights: str | None) -> Encoder:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise InputError(f"{path}: not a readable weights file ({_first_line(exc)})") from None
+            raise InputError(f"{path}: not a readable weights file ({first_line(exc)})") from None
         if isinstance(state, dict) and "state_dict" in state:
             state = state["state_dict"]
         _load_by_position(model, state, str(path))
@@ -385,7 +380,7 @@ def _resnet50_trunc(weights: str | None) -> Encoder:
             state = timm.models.load_state_dict(weights)
         except Exception as exc:
             raise InputError(
-                f"{weights}: not a readable weights file ({_first_line(exc)})"
+                f"{weights}: not a readable weights file ({first_line(exc)})"
             ) from None
         state = {k: v for k, v in state.items() if not k.startswith(("layer4.", "fc."))}
         keep = {k for k in resnet.state_dict() if not k.startswith("layer4.")}

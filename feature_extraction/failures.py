@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from feature_extraction.claims import folder_lock
-from mil_crcrs._io import write_csv, write_json
+from mil_crcrs.atomic import write_csv, write_json
 
 RECORDS_DIR = ".extract_errors"
 REPORT_NAME = "extract_errors.csv"

@@ -15,7 +15,7 @@ For the slides of this process's shard (:mod:`feature_extraction.sharding`), as 
    tiles, decoded there in one batch with the crop and resize;
 3. the encoder runs batched (on GPU: bf16/fp16 autocast, channels_last, optional
    ``torch.compile``) while the next batch loads, and features stream into
-   :class:`~mil_crcrs.store.FeatureWriter`, which makes ``DIR/<slide>.h5`` appear atomically.
+   :class:`~mil_crcrs.data.store.FeatureWriter`, which makes ``DIR/<slide>.h5`` appear atomically.
 
 A rerun skips slides whose file exists. Every file records the settings hash; a folder that holds
 files made with other settings is refused, never mixed. A slide that fails (unreadable, no
@@ -64,14 +64,14 @@ from feature_extraction.slides import (
     READ_ERROR,
     Slide,
     SlideError,
-    _one_line,
     find_slides,
 )
 from feature_extraction.tissue import TissueMask, TissueParams, save_qc, tissue_mask
-from mil_crcrs._io import write_json
-from mil_crcrs.errors import InputError
+from mil_crcrs.atomic import write_json
+from mil_crcrs.data.store import FeatureMeta, FeatureWriter
+from mil_crcrs.device import resolve_device
+from mil_crcrs.errors import InputError, first_line
 from mil_crcrs.runlog import Eta, bars_wanted, progress_log
-from mil_crcrs.store import FeatureMeta, FeatureWriter
 
 #: Notes (a slide read with OpenSlide and why, a slide that failed); progress lines go to
 #: :data:`mil_crcrs.runlog.PROGRESS_LOGGER`. The CLI shows both and keeps them in ``run.log``.
@@ -229,18 +229,6 @@ class ExtractResult:
 
 # --------------------------------------------------------------------------------------------
 # Settings and the output folder
-
-
-def resolve_device(device: str, shard: Shard | None = None) -> torch.device:
-    """``auto`` -> cuda when available; ``cuda`` -> ``cuda:LOCAL_RANK`` under torchrun/SLURM."""
-    shard = shard or Shard()
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: no CUDA device is available")
-    if device == "cuda":
-        device = f"cuda:{shard.local_rank % max(1, torch.cuda.device_count())}"
-    return torch.device(device)
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -646,7 +634,7 @@ class _Stream:
             try:
                 tiles = decode_blocks(out["packed"], plan.meta.tile_size_px, self.runner.device)
             except RuntimeError as exc:  # nvjpeg / libjpeg on corrupt data
-                message = f"{plan.path}: cannot decode its JPEG tiles ({_one_line(exc)})"
+                message = f"{plan.path}: cannot decode its JPEG tiles ({first_line(exc)})"
                 self.fail(plan, SlideError(message, READ_ERROR))
                 return
         features = self.runner(tiles)
@@ -813,7 +801,7 @@ def extract(
     out_dir = Path(out_dir)
     paths = find_slides(slides)
     if runner is None:
-        device = resolve_device(settings.device, shard)
+        device = resolve_device(settings.device, shard.local_rank)
         precision = resolve_precision(settings.precision, device)
         encoder = create_encoder(settings.encoder, settings.weights)
     elif runner.encoder.spec.name != settings.encoder:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mil_crcrs.errors import InputError
+from mil_crcrs.errors import InputError, first_line
 
 #: File suffixes picked up when a folder is given (a file given by name is tried whatever it is).
 SLIDE_SUFFIXES = (
@@ -112,7 +112,7 @@ class Slide:
         try:
             self._osr = openslide.OpenSlide(str(self.path))
         except (openslide.OpenSlideError, OSError, ValueError) as exc:
-            what = "no such file" if not self.path.exists() else _one_line(exc)
+            what = "no such file" if not self.path.exists() else first_line(exc)
             raise SlideError(f"{self.path}: not a slide OpenSlide can read ({what})") from None
         self.mpp = self._resolve_mpp(mpp)
 
@@ -183,7 +183,7 @@ class Slide:
         except (openslide.OpenSlideError, OSError, ValueError) as exc:
             raise SlideError(
                 f"{self.path}: cannot read {size[0]}x{size[1]} px at level {level} "
-                f"from ({xy_level0[0]}, {xy_level0[1]}): {_one_line(exc)}",
+                f"from ({xy_level0[0]}, {xy_level0[1]}): {first_line(exc)}",
                 reason=READ_ERROR,
             ) from None
         return rgba_to_rgb(np.asarray(image))
@@ -263,9 +263,3 @@ def rgba_to_rgb(rgba: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(rgb)
     a = alpha[..., None].astype(np.float32) / 255.0
     return (rgb * a + 255.0 * (1.0 - a)).round().astype(np.uint8)
-
-
-def _one_line(exc: BaseException) -> str:
-    """An exception's message on one line."""
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    return "; ".join(lines) if lines else exc.__class__.__name__

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from mil_crcrs._io import atomic_path
+from mil_crcrs.atomic import atomic_path
 from mil_crcrs.errors import InputError
 
 if TYPE_CHECKING:

@@ -12,9 +12,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from mil_crcrs._version import __version__
-from mil_crcrs.cohort import Cohort, Columns, cohort_from_slides, read_cohort
-from mil_crcrs.errors import InputError
-from mil_crcrs.store import (
+from mil_crcrs.data.cohort import Cohort, Columns, cohort_from_slides, read_cohort
+from mil_crcrs.data.store import (
     Bag,
     BagInfo,
     FeatureMeta,
@@ -25,14 +24,15 @@ from mil_crcrs.store import (
     read_info,
     write_bag,
 )
+from mil_crcrs.errors import InputError
 
 _LAZY = {
-    "FitSettings": "mil_crcrs.fitting",
-    "fit": "mil_crcrs.fitting",
+    "FitSettings": "mil_crcrs.train.fit",
+    "fit": "mil_crcrs.train.fit",
     "CRCRSModel": "mil_crcrs.model_dir",
     "load_model": "mil_crcrs.model_dir",
-    "ReportSettings": "mil_crcrs.report",
-    "build_report": "mil_crcrs.report",
+    "ReportSettings": "mil_crcrs.stats.report",
+    "build_report": "mil_crcrs.stats.report",
     "SimulationSettings": "mil_crcrs.simulate",
     "simulate_cohort": "mil_crcrs.simulate",
     "create_model": "mil_crcrs.models",
@@ -40,11 +40,11 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
-    from mil_crcrs.fitting import FitSettings, fit
     from mil_crcrs.model_dir import CRCRSModel, load_model
     from mil_crcrs.models import create_model, list_models
-    from mil_crcrs.report import ReportSettings, build_report
     from mil_crcrs.simulate import SimulationSettings, simulate_cohort
+    from mil_crcrs.stats.report import ReportSettings, build_report
+    from mil_crcrs.train.fit import FitSettings, fit
 
 
 def __getattr__(name: str) -> Any:

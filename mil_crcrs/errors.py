@@ -20,3 +20,25 @@ class InputError(ValueError):
         if len(text.splitlines()) > 1 or text.endswith(("\n", "\r")):
             text = "\\n".join(text.splitlines())
         super().__init__(text, *args)
+
+
+class SettingError(InputError):
+    """A bad value of one setting: ``str(error)`` is ``"<setting> <problem>"``.
+
+    The library names the setting (a field of a settings dataclass); the CLI rewrites it with
+    the flag the user typed (``--max-tiles``) or the file the value came from.
+    """
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"{setting} {problem}")
+        self.setting = setting
+        self.problem = problem
+
+
+def first_line(error: object) -> str:
+    """The first non-blank line of an exception's (or warning's) message, for a one-line error
+    that quotes a library's; the type's name when the message is empty."""
+    for line in str(error).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(error).__name__

@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from mil_crcrs.data.inputs import open_store
+from mil_crcrs.data.store import ReadSettings
 from mil_crcrs.errors import InputError
 from mil_crcrs.model_dir import CONFIG_NAME, METRICS_NAME, MODEL_FORMAT
-from mil_crcrs.store import FeatureStore, ReadSettings
 
 _LAYOUT_NAMES = {
     "mil_crcrs": "mil-crcrs HDF5",
@@ -48,9 +49,7 @@ def describe_features(
     path: str | os.PathLike, settings: ReadSettings | None = None
 ) -> dict[str, Any]:
     """Summarise every feature file under ``path`` (attributes only; ``.pt`` files are read)."""
-    store = FeatureStore(path, settings=settings)
-    if len(store) == 0:
-        raise InputError(f"{path}: no feature files (.h5 or .pt) found")
+    store = open_store(path, settings)
     infos = [store.info(s) for s in store.slide_ids]
     tiles = np.array([i.n_tiles for i in infos])
     unknown = [i for i in infos if not i.has_coords]

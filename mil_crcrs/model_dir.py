@@ -8,7 +8,7 @@ standardised risk::
 
 - ``risk_m`` is model ``m``'s log-hazard-scale risk; ``fold_offsets[m]`` and ``fold_scales[m]``
   are the mean and sd of that risk over the patients model ``m`` was trained on (see
-  :mod:`mil_crcrs.crossval`). A Cox partial likelihood pins down neither an additive constant nor
+  :mod:`mil_crcrs.train.crossval`). A Cox partial likelihood pins down neither an additive constant nor
   a common spread, so raw risks of different fold models are not comparable; standardised,
   each is in sd units above the average patient it learnt from.
 - A patient's **out-of-fold** CRCRS is ``z`` of the model that held them out (mean over seeds).
@@ -32,7 +32,7 @@ The model directory holds:
 - ``fold_<k>.pt`` (k = 1..K): each fold model's weights as a plain ``state_dict``, read back with
   ``torch.load(weights_only=True)`` so that loading never runs pickled code; with
   ``feature_norm`` true in ``config.json`` it also holds the fold's feature standardisation,
-  ``input_norm.mean`` and ``input_norm.sd`` (see :mod:`mil_crcrs.standardize`);
+  ``input_norm.mean`` and ``input_norm.sd`` (see :mod:`mil_crcrs.train.standardize`);
 - ``metrics.json``: the cross-validated Harrell C (and the validation cohort's, if any);
 - ``oof_predictions.csv``: the out-of-fold CRCRS of every training patient
   (``validation_predictions.csv`` too when a validation cohort was given).
@@ -54,17 +54,19 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mil_crcrs._io import INCOMPLETE_MARK, atomic_dir, atomic_path, write_csv, write_json
 from mil_crcrs._version import __version__
-from mil_crcrs.bags import PatientBag, PatientBags
-from mil_crcrs.cohort import Cohort, Columns, DataWarning, cohort_from_slides, read_cohort
-from mil_crcrs.cutoff import Cutoff, risk_group
-from mil_crcrs.errors import InputError
-from mil_crcrs.feature_cache import CacheDtypeBags, to_cache_dtype
+from mil_crcrs.atomic import INCOMPLETE_MARK, atomic_dir, atomic_path, write_csv, write_json
+from mil_crcrs.data.bags import PatientBag
+from mil_crcrs.data.cache import CacheDtypeBags, to_cache_dtype
+from mil_crcrs.data.cohort import Cohort, Columns, DataWarning
+from mil_crcrs.data.inputs import open_inputs
+from mil_crcrs.data.store import FeatureStore
+from mil_crcrs.device import resolve_device
+from mil_crcrs.errors import InputError, first_line
 from mil_crcrs.models import MILModel, create_model
-from mil_crcrs.standardize import FeatureNorm, has_feature_norm
-from mil_crcrs.store import FeatureStore
-from mil_crcrs.training import eval_batches, resolve_device
+from mil_crcrs.train.cutoff import Cutoff, risk_group
+from mil_crcrs.train.loop import eval_batches
+from mil_crcrs.train.standardize import FeatureNorm, has_feature_norm
 
 MODEL_FORMAT = "mil_crcrs.model"
 MODEL_FORMAT_VERSION = 2
@@ -189,8 +191,24 @@ class CRCRSModel:
             f"feature_dim={self.feature_dim}, encoder={self.encoder!r}, cutoff={self.cutoff:.4g})"
         )
 
+    @property
+    def device(self) -> torch.device:
+        """Where the fold models are (all on one device)."""
+        return next(self.fold_models[0].parameters()).device
+
+    def to(self, device: str | torch.device) -> CRCRSModel:
+        """Move every fold model to ``device`` ("auto", "cpu", "cuda", "cuda:N"); returns self."""
+        target = resolve_device(device)
+        for model in self.fold_models:
+            model.to(target)
+        return self
+
+    def _on(self, device: str | torch.device | None) -> torch.device:
+        """The device to score on: the models' own, or ``device``, to which they then move."""
+        return self.device if device is None else self.to(device).device
+
     # -- scoring ----------------------------------------------------------------------------------
-    def ensemble_risk(
+    def risk(
         self,
         features: torch.Tensor,
         mask: torch.Tensor | None = None,
@@ -201,9 +219,10 @@ class CRCRSModel:
 
         Parameters
         ----------
-        features : (B, N, D) float on the fold models' device
+        features : (B, N, D) float on the fold models' device (see :attr:`device`)
         mask : (B, N) bool, True for a real tile (None = all real)
-        grid : (B, N, 2) long tile-grid positions, or None
+        grid : (B, N, 2) or, shared by every bag, (N, 2) long tile-grid positions (used by
+            transmil), or None
         tiles : also return the mean attention and each tile's additive share of the CRCRS
 
         Returns
@@ -214,6 +233,8 @@ class CRCRSModel:
             :meth:`contribution_baseline`, to ``crcrs`` (exactly for abmil and mean with a Cox
             loss, see ``MILModel.tile_contributions``)
         """
+        if grid is not None and grid.ndim == 2:
+            grid = grid.unsqueeze(0).expand(features.shape[0], -1, -1)
         gain = self.calibration[0] / len(self.fold_models)
         total = features.new_zeros(features.shape[0], dtype=torch.float64)
         attention = contribution = None
@@ -228,7 +249,7 @@ class CRCRSModel:
         return total * gain + self.calibration[1], attention, contribution
 
     def contribution_baseline(self) -> float:
-        """What the tile contributions of :meth:`ensemble_risk` add up to short of the CRCRS:
+        """What the tile contributions of :meth:`risk` add up to short of the CRCRS:
         the fold models' head biases, standardised, averaged and calibrated (Cox models)."""
         terms = [
             (float(model.head.bias.detach()[0]) - offset) / scale
@@ -243,18 +264,17 @@ class CRCRSModel:
         self,
         bags: Sequence[PatientBag],
         batch_size: int,
-        device: torch.device,
         tiles: bool = False,
     ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]:
-        """Ensemble risk (n_bags,) and, with ``tiles``, per-bag attention and contributions."""
-        for model in self.fold_models:
-            model.to(device).eval()
+        """Ensemble risk (n_bags,) and, with ``tiles``, per-bag attention and contributions,
+        scored where the fold models are."""
+        device = self.device
         risk = np.empty(len(bags), dtype=np.float64)
         attention: list[np.ndarray] = [np.empty(0)] * len(bags)
         contribution: list[np.ndarray] = [np.empty(0)] * len(bags)
         for positions, batch in eval_batches(bags, batch_size):
             batch = batch.to(device)
-            crcrs, mean_attention, share = self.ensemble_risk(
+            crcrs, mean_attention, share = self.risk(
                 batch.features, batch.mask, batch.grid, tiles=tiles
             )
             risk[positions] = crcrs.cpu().numpy()
@@ -267,13 +287,14 @@ class CRCRSModel:
         return risk, attention, contribution
 
     def patient_attention(
-        self, bag: PatientBag, device: str | torch.device = "cpu"
+        self, bag: PatientBag, device: str | torch.device | None = None
     ) -> tuple[float, np.ndarray, np.ndarray]:
         """One patient's CRCRS with per-tile attention and contributions, for heatmaps.
 
         Parameters
         ----------
         bag : the patient's tiles
+        device : where to score: None where the model is, else the model moves there
 
         Returns
         -------
@@ -285,7 +306,8 @@ class CRCRSModel:
             ``MILModel.tile_contributions``)
         """
         bag = to_cache_dtype(bag)  # as the fit and predict() score it
-        risk, attention, contribution = self._score([bag], 1, resolve_device(device), tiles=True)
+        self._on(device)
+        risk, attention, contribution = self._score([bag], 1, tiles=True)
         return float(risk[0]), attention[0], contribution[0]
 
     def predict(
@@ -298,7 +320,7 @@ class CRCRSModel:
         time_unit: str | None = None,
         missing: str = "error",
         batch_size: int = 16,
-        device: str | torch.device = "auto",
+        device: str | torch.device | None = None,
     ) -> pd.DataFrame:
         """The CRCRS and risk group of every patient.
 
@@ -314,7 +336,8 @@ class CRCRSModel:
         time_unit : unit of the table's times (default: the training unit)
         missing : "error" or "warn" for slides in the table without a feature file
         batch_size : bags per forward pass
-        device : "auto", "cpu" or "cuda"
+        device : where to score ("auto", "cpu", "cuda", "cuda:N"): None where the model is,
+            else the model moves there
 
         Returns
         -------
@@ -330,24 +353,16 @@ class CRCRSModel:
         """
         if batch_size < 1:
             raise InputError(f"--batch-size must be at least 1, got {batch_size}")
-        store = features if isinstance(features, FeatureStore) else FeatureStore(features)
-        if isinstance(clinical, Cohort):
-            cohort = clinical
-        elif clinical is not None:
-            cohort = read_cohort(
-                clinical, columns, time_unit or self.time_unit, require_outcome=False
-            )
-        else:
-            cohort = cohort_from_slides(store.slide_ids)
-        if len(store) == 0:
-            raise InputError(f"{features}: no feature files (.h5 or .pt) found")
-        cohort = cohort.match_features(store.slide_ids, missing=missing)
+        inputs = open_inputs(
+            features, clinical, columns, time_unit or self.time_unit, missing=missing
+        )
+        store, cohort = inputs.store, inputs.cohort
         # Read as the fit's bag cache holds them, so a patient scores as in the fit.
-        bags = CacheDtypeBags(PatientBags(cohort, store))
+        bags = CacheDtypeBags(inputs.bags)
         self.check_features(bags.feature_dim, bags.encoder, str(features))
-        device = resolve_device(device)
+        self._on(device)
         risk, attention, contribution = self._score(
-            bags, batch_size, device, tiles=attention_dir is not None
+            bags, batch_size, tiles=attention_dir is not None
         )
         table = pd.DataFrame(
             {
@@ -403,7 +418,7 @@ class CRCRSModel:
         """Write the model directory; returns its path.
 
         The files are written into a temporary folder beside ``directory``, renamed into place
-        when complete (:func:`~mil_crcrs._io.atomic_dir`): a killed save leaves no folder that
+        when complete (:func:`~mil_crcrs.atomic.atomic_dir`): a killed save leaves no folder that
         :meth:`load` would accept. An earlier model there is replaced; files that are not part
         of a model directory are kept.
         """
@@ -540,9 +555,8 @@ def _load_state(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise InputError(
-            f"{path}: refused to load, the file holds more than plain tensors ({first})"
+            f"{path}: refused to load, the file holds more than plain tensors ({first_line(exc)})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise InputError(f"{path}: not a readable weights file ({type(exc).__name__})") from None
@@ -586,7 +600,7 @@ def _warn_unknown_coords(store: FeatureStore, slide_ids: Sequence[str]) -> None:
 def _settings_from_dict(data: Mapping[str, Any] | None) -> Any:
     if data is None:
         return None
-    from mil_crcrs.fitting import FitSettings
+    from mil_crcrs.train.fit import FitSettings
 
     fields = FitSettings.__dataclass_fields__
     try:

@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from mil_crcrs._io import atomic_path
 from mil_crcrs._version import __version__
+from mil_crcrs.atomic import atomic_path
 
 LOGGER = "mil_crcrs"
 PROGRESS_LOGGER = "mil_crcrs.progress"

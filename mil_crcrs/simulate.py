@@ -49,7 +49,7 @@ serve as training and external validation cohorts.
 
 Outputs of :func:`simulate_cohort` in ``out_dir``:
 
-- ``features/<slide>.h5`` in our format (see :mod:`mil_crcrs.store`), with coords on a tile grid
+- ``features/<slide>.h5`` in our format (see :mod:`mil_crcrs.data.store`), with coords on a tile grid
   and an extra dataset ``sim_planted`` (n_tiles,) bool marking the planted tiles of the
   scenario's phenotype(s), which the feature reader ignores;
 - ``clinical.csv``: ``patient_id``, ``slide_id``, ``time``, ``event`` and two covariates,
@@ -71,10 +71,10 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from mil_crcrs._io import atomic_path, write_csv, write_json
-from mil_crcrs.cohort import DAYS_PER_UNIT, TIME_UNITS
+from mil_crcrs.atomic import atomic_path, write_csv, write_json
+from mil_crcrs.data.cohort import DAYS_PER_UNIT, TIME_UNITS
+from mil_crcrs.data.store import FeatureMeta, write_bag
 from mil_crcrs.errors import InputError
-from mil_crcrs.store import FeatureMeta, write_bag
 
 SCENARIOS = ("rare", "prevalence", "both", "null", "cluster")
 
@@ -439,7 +439,7 @@ def draw_cohort(settings: SimulationSettings = SimulationSettings()) -> CohortDr
     -------
     CohortDraw with the tiles of every slide, the cohort table and the truth.
     """
-    from mil_crcrs.metrics import harrell_c  # imports scikit-survival: only when simulating
+    from mil_crcrs.stats.metrics import harrell_c  # imports scikit-survival: only when simulating
 
     s = settings
     world = _world(s.dim, s.world_seed)

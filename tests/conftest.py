@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from mil_crcrs.store import FeatureMeta, write_bag
+from mil_crcrs.data.store import FeatureMeta, write_bag
 
 
 def make_meta(slide_id: str = "s1", encoder: str = "toy", tile: int = 256) -> FeatureMeta:

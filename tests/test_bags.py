@@ -8,10 +8,10 @@ import pytest
 import torch
 from conftest import grid_coords
 
-from mil_crcrs.bags import PatientBag, PatientBags, collate, grid_positions
-from mil_crcrs.cohort import read_cohort
+from mil_crcrs.data.bags import PatientBag, PatientBags, collate, grid_positions
+from mil_crcrs.data.cohort import read_cohort
+from mil_crcrs.data.store import FeatureStore
 from mil_crcrs.errors import InputError
-from mil_crcrs.store import FeatureStore
 
 
 @pytest.fixture

@@ -64,7 +64,7 @@ def test_tiny_run_writes_one_row_per_fit_and_a_results_section(bench, tmp_path: 
 
 def test_cox_baseline_uses_the_folds_of_fit(bench, tmp_path: Path):
     """The Cox baseline reports the same patients and events, fold by fold, as fit does."""
-    from mil_crcrs.fitting import fit
+    from mil_crcrs.train.fit import fit
 
     settings = bench.replace(bench.QUICK, n_patients=30, folds=3, epochs=1)
     cohort = bench.SCENARIOS["prevalence"](tmp_path / "c", 0, settings)
@@ -86,9 +86,9 @@ def test_unknown_scenario_or_method_is_refused(bench):
 
 def test_demo_scenario_writes_a_cohort_the_benchmark_reads(bench, tmp_path: Path):
     """The demo's slide cohort, at a tiny size: real tissue, encoded as ``crcrs demo`` does."""
-    from feature_extraction.demo import DemoSettings
-    from mil_crcrs.bags import PatientBags
-    from mil_crcrs.store import FeatureStore
+    from feature_extraction.synthetic.demo import DemoSettings
+    from mil_crcrs.data.bags import PatientBags
+    from mil_crcrs.data.store import FeatureStore
 
     tiny = bench.demo_scenario(DemoSettings(n_patients=10, slide_tiles=(3, 3)))
     settings = bench.replace(bench.QUICK, folds=2)

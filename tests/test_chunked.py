@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mil_crcrs.losses import cox_nll
 from mil_crcrs.models import create_model, list_models
+from mil_crcrs.train.losses import cox_nll
 from tests.test_fit import one_thread  # noqa: F401  (autouse: one torch thread)
 from tests.test_models import IN_DIM, SMALL
 

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mil_crcrs.cohort import (
+from mil_crcrs.data.cohort import (
     Cohort,
     Columns,
     DataWarning,

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 from lifelines.statistics import logrank_test
 
-from mil_crcrs.cutoff import (
+from mil_crcrs.errors import InputError
+from mil_crcrs.train.cutoff import (
     Cutoff,
     choose_cutoff,
     maxstat_cutoff,
     median_cutoff,
     risk_group,
 )
-from mil_crcrs.errors import InputError
 
 
 def _cohort(n: int = 40, seed: int = 0):

@@ -12,7 +12,7 @@ import re
 import pandas as pd
 import pytest
 
-from feature_extraction.demo import DemoSettings, run_demo
+from feature_extraction.synthetic.demo import DemoSettings, run_demo
 
 # A cohort small enough for the default tier; every step still runs.
 SMALL = DemoSettings(

@@ -17,7 +17,7 @@ from sksurv.metrics import (
 )
 from sksurv.util import Surv
 
-from mil_crcrs.discrimination import (
+from mil_crcrs.stats.discrimination import (
     brier_grid,
     evaluate_discrimination,
     harrell_c,

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from mil_crcrs import FitSettings, fit, load_model
-from mil_crcrs.bags import PatientBags
-from mil_crcrs.cohort import read_cohort
-from mil_crcrs.feature_cache import CacheDtypeBags
+from mil_crcrs.data.bags import PatientBags
+from mil_crcrs.data.cache import CacheDtypeBags
+from mil_crcrs.data.cohort import read_cohort
+from mil_crcrs.data.store import FeatureStore
 from mil_crcrs.simulate import SimulationSettings, simulate_cohort
-from mil_crcrs.store import FeatureStore
-from mil_crcrs.training import predict_risk
+from mil_crcrs.train.loop import predict_risk
 from tests.test_fit import cohort, fitted, one_thread, tiny  # noqa: F401  (fixtures)
 
 

@@ -23,7 +23,7 @@ from test_extract_slides import CELLS, write_tissue_slide  # noqa: E402
 from cli.main import cli  # noqa: E402
 from feature_extraction.pipeline import extract  # noqa: E402
 from feature_extraction.slides import Slide  # noqa: E402
-from mil_crcrs.store import read_bag  # noqa: E402
+from mil_crcrs.data.store import read_bag  # noqa: E402
 
 MEAN = replace(
     FAST, encoder="test_slow_mean", feature_dtype="float32", batch_size=64, reader="openslide"

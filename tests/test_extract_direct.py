@@ -45,8 +45,8 @@ from feature_extraction.reading import (  # noqa: E402
 from feature_extraction.schedule import DONE, Lookahead  # noqa: E402
 from feature_extraction.slides import Slide  # noqa: E402
 from feature_extraction.tissue import TissueParams, tissue_mask  # noqa: E402
+from mil_crcrs.data.store import read_bag  # noqa: E402
 from mil_crcrs.errors import InputError  # noqa: E402
-from mil_crcrs.store import read_bag  # noqa: E402
 
 RGB_JPEG = {
     "compression": "jpeg",

@@ -50,8 +50,8 @@ from feature_extraction.pipeline import (  # noqa: E402
 from feature_extraction.sharding import Shard, current_shard, shard_items  # noqa: E402
 from feature_extraction.slides import Slide  # noqa: E402
 from feature_extraction.tissue import TissueParams, tissue_mask  # noqa: E402
+from mil_crcrs.data.store import FeatureStore, read_bag  # noqa: E402
 from mil_crcrs.errors import InputError  # noqa: E402
-from mil_crcrs.store import FeatureStore, read_bag  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ExtractSettings(

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from mil_crcrs import FitSettings, fit
-from mil_crcrs.bags import PatientBags, collate
-from mil_crcrs.cohort import read_cohort
-from mil_crcrs.feature_cache import BagCache, default_cache_gb, open_training_bags
-from mil_crcrs.packed import PackedBags
+from mil_crcrs.data.bags import PatientBags, collate
+from mil_crcrs.data.cache import BagCache, default_cache_gb, open_training_bags
+from mil_crcrs.data.cohort import read_cohort
+from mil_crcrs.data.packed import PackedBags
+from mil_crcrs.data.store import FeatureStore
 from mil_crcrs.simulate import SimulationSettings, simulate_cohort
-from mil_crcrs.store import FeatureStore
-from mil_crcrs.training import eval_batches, iterate_batches
+from mil_crcrs.train.loop import eval_batches, iterate_batches
 from tests.test_fit import one_thread  # noqa: F401  (autouse: one torch thread)
 
 SIM = SimulationSettings(
@@ -177,7 +177,7 @@ def test_cache_budget_splits_cached_and_streamed_and_reports_throughput(cohort_d
 def test_float32_bags_stay_float32_where_float16_would_blur_them(bag_list):
     from dataclasses import replace
 
-    from mil_crcrs.feature_cache import to_cache_dtype
+    from mil_crcrs.data.cache import to_cache_dtype
 
     bag = bag_list[0]
     x = bag.features.astype(np.float32)

@@ -12,16 +12,16 @@ import pytest
 import torch
 from lifelines.utils import concordance_index
 
-import mil_crcrs.training as training
+import mil_crcrs.train.loop as training
 from mil_crcrs import CRCRSModel, FitSettings, fit, load_model
-from mil_crcrs.bags import PatientBags
-from mil_crcrs.cohort import read_cohort
+from mil_crcrs.data.bags import PatientBags
+from mil_crcrs.data.cache import to_cache_dtype
+from mil_crcrs.data.cohort import read_cohort
+from mil_crcrs.data.store import FeatureMeta, FeatureStore, write_bag
 from mil_crcrs.errors import InputError
-from mil_crcrs.feature_cache import to_cache_dtype
-from mil_crcrs.metrics import harrell_c
 from mil_crcrs.model_dir import MODEL_FORMAT_VERSION
-from mil_crcrs.store import FeatureMeta, FeatureStore, write_bag
-from mil_crcrs.training import iterate_batches, predict_risk
+from mil_crcrs.stats.metrics import harrell_c
+from mil_crcrs.train.loop import iterate_batches, predict_risk
 
 DIM = 6
 TINY = {"hidden_dim": 8, "attn_dim": 4, "dropout": 0.1}
@@ -200,7 +200,7 @@ def test_early_stopping_never_scores_the_reported_fold(cohort, monkeypatch):
         scored[-1].extend(b.patient_id for b in bags)
         return real_evaluate(model, bags, *args, **kw)
 
-    monkeypatch.setattr("mil_crcrs.crossval.train_model", spy_train)
+    monkeypatch.setattr("mil_crcrs.train.crossval.train_model", spy_train)
     monkeypatch.setattr(training, "evaluate", spy_evaluate)
     model = fit(features, clinical, tiny(epochs=2))
     oof = model.oof_predictions.set_index("patient_id")

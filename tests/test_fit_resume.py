@@ -16,11 +16,11 @@ import torch
 from click.testing import CliRunner
 from test_fit import one_thread, tiny, write_cohort  # noqa: F401 (an autouse fixture)
 
-import mil_crcrs.crossval as crossval
+import mil_crcrs.train.crossval as crossval
 from cli.main import cli
 from mil_crcrs import fit, load_model
-from mil_crcrs.checkpoints import MANIFEST_NAME, checkpoint_folder
 from mil_crcrs.errors import InputError
+from mil_crcrs.train.checkpoints import MANIFEST_NAME, checkpoint_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_MODEL = crossval.train_model

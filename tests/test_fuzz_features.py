@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cli.main import cli
+from mil_crcrs.data.store import FORMAT_NAME, FeatureStore, read_bag, read_info
 from mil_crcrs.errors import InputError
-from mil_crcrs.store import FORMAT_NAME, FeatureStore, read_bag, read_info
 
 FUZZ = settings(
     max_examples=200,

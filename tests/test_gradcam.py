@@ -23,31 +23,30 @@ pytest.importorskip("captum")
 pytest.importorskip("openslide")
 
 from feature_extraction.encoders import Encoder, TruncatedResNet, create_encoder  # noqa: E402
-from feature_extraction.gradcam import (  # noqa: E402
+from feature_extraction.explain.gradcam import (  # noqa: E402
     GradCAMSettings,
     check_reembedding,
-    ensemble_crcrs,
     feature_integrated_gradients,
     gradcam_tiles,
     reembed,
     target_layer,
 )
-from feature_extraction.heatmaps import (  # noqa: E402
+from feature_extraction.explain.heatmaps import (  # noqa: E402
     make_heatmaps,
     open_slide,
     read_tiles,
     thumbnail,
 )
 from feature_extraction.pipeline import ExtractSettings, extract  # noqa: E402
-from feature_extraction.synthetic_slides import write_pyramidal_tiff  # noqa: E402
-from mil_crcrs.bags import PatientBag  # noqa: E402
-from mil_crcrs.cohort import DataWarning  # noqa: E402
-from mil_crcrs.cutoff import Cutoff  # noqa: E402
+from feature_extraction.synthetic.slides import write_pyramidal_tiff  # noqa: E402
+from mil_crcrs.data.bags import PatientBag  # noqa: E402
+from mil_crcrs.data.cohort import DataWarning  # noqa: E402
+from mil_crcrs.data.store import FeatureMeta, read_bag, write_bag  # noqa: E402
 from mil_crcrs.errors import InputError  # noqa: E402
-from mil_crcrs.heatmap import HeatmapSettings, slide_heatmaps, tile_scores  # noqa: E402
+from mil_crcrs.explain.maps import HeatmapSettings, slide_heatmaps, tile_scores  # noqa: E402
 from mil_crcrs.model_dir import CRCRSModel  # noqa: E402
 from mil_crcrs.models import create_model  # noqa: E402
-from mil_crcrs.store import FeatureMeta, read_bag, write_bag  # noqa: E402
+from mil_crcrs.train.cutoff import Cutoff  # noqa: E402
 
 TILE = 64  # tile edge at the target resolution
 BLUE_BLOCK = (256, 128)  # level-0 top-left of a blue 128 x 128 block: exactly one tile
@@ -174,7 +173,7 @@ def manual_gradcam(model, features, index, tile, encoder, vit: bool) -> np.ndarr
         x = encoder.preprocess(torch.as_tensor(tile[None]))
         feats = torch.as_tensor(features, dtype=torch.float32).clone()
         feats[index] = encoder(x)[0]
-        ensemble_crcrs(model, feats[None]).sum().backward()
+        model.risk(feats[None])[0].sum().backward()
     finally:
         handle.remove()
     a, g = store["a"], store["a"].grad
@@ -450,7 +449,7 @@ def clam_folder(world, root: Path, h5=True, pt=False, patches=True) -> Path:
 # CLAM's files name no encoder; the model's encoder is named, so scoring them warns (tested in
 # test_peer_cli.py); here the warning is expected, not the subject.
 _CLAM_NAMES_NO_ENCODER = pytest.mark.filterwarnings(
-    "ignore:features in .* do not name their encoder:mil_crcrs.cohort.DataWarning"
+    "ignore:features in .* do not name their encoder:mil_crcrs.data.cohort.DataWarning"
 )
 
 
@@ -496,7 +495,7 @@ def test_cli_heatmap_gradcam_and_geojson_on_clam_h5_files(world, tmp_path):
 
 @_CLAM_NAMES_NO_ENCODER
 def test_clam_h5_files_without_patches_need_tile_size(world, tmp_path):
-    from mil_crcrs.heatmap import TileSize
+    from mil_crcrs.explain.maps import TileSize
 
     clam = clam_folder(world, tmp_path / "clam", patches=False)
     common = dict(
@@ -539,7 +538,7 @@ def test_clam_h5_files_without_patches_need_tile_size(world, tmp_path):
 def test_clam_pt_files_take_coords_from_patches_or_refuse(world, tmp_path):
     import h5py
 
-    from mil_crcrs.store import read_info
+    from mil_crcrs.data.store import read_info
 
     alone = clam_folder(world, tmp_path / "alone", h5=False, pt=True, patches=False)
     with pytest.raises(InputError, match="tile coordinates unknown"):

@@ -1,4 +1,4 @@
-"""Attention heatmaps from features (mil_crcrs.heatmap): painting, normalisation, selection, AUROC."""
+"""Attention heatmaps from features (mil_crcrs.explain.maps): painting, normalisation, selection, AUROC."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mil_crcrs.cutoff import Cutoff
+from mil_crcrs.data.store import read_bag, read_info, write_bag
 from mil_crcrs.errors import InputError
-from mil_crcrs.fitting import FitSettings, fit
-from mil_crcrs.heatmap import (
+from mil_crcrs.explain.maps import (
     HeatmapSettings,
     Scale,
     TileScores,
@@ -28,12 +27,13 @@ from mil_crcrs.heatmap import (
     smooth_map,
     tile_gallery_figure,
     value_scale,
-    write_png,
 )
+from mil_crcrs.figures import write_png
 from mil_crcrs.model_dir import CRCRSModel
 from mil_crcrs.models import create_model
 from mil_crcrs.simulate import SimulationSettings, simulate_cohort
-from mil_crcrs.store import read_bag, read_info, write_bag
+from mil_crcrs.train.cutoff import Cutoff
+from mil_crcrs.train.fit import FitSettings, fit
 from tests.conftest import make_meta
 
 
@@ -348,7 +348,7 @@ def test_attention_finds_the_planted_rare_tiles_over_seeds(tmp_path: Path):
 def test_geojson_validates_and_matches_the_tiles(tmp_path: Path):
     import json
 
-    from mil_crcrs.geojson import tiles_geojson, write_geojson
+    from mil_crcrs.explain.geojson import tiles_geojson, write_geojson
 
     coords = np.array([[0, 0], [256, 0], [1000, 512], [7, 9]])
     scores = scores_of(
@@ -386,7 +386,7 @@ def test_geojson_validates_and_matches_the_tiles(tmp_path: Path):
 
 
 def test_tile_size_in_level0_pixels_or_at_a_resolution():
-    from mil_crcrs.heatmap import TileSize
+    from mil_crcrs.explain.maps import TileSize
 
     assert TileSize.parse("256") == TileSize(256) and TileSize(256).level0(None, "f") == 256
     at = TileSize.parse("224@0.5")
@@ -412,7 +412,7 @@ def _drawn(fig):
 
 @pytest.mark.parametrize("shape", [(200, 900), (900, 250), (40, 30)])
 def test_heatmap_image_fills_its_axes_under_the_title(shape):
-    from mil_crcrs.heatmap import SlideHeatmap
+    from mil_crcrs.explain.maps import SlideHeatmap
 
     height, width = shape
     heatmap = SlideHeatmap(
@@ -456,8 +456,8 @@ def test_gallery_captions_never_overlap():
 
 
 def test_km_legend_is_off_the_curves():
-    from mil_crcrs.plots import km_figure, year_ticks
-    from mil_crcrs.survival import kaplan_meier
+    from mil_crcrs.stats.plots import km_figure, year_ticks
+    from mil_crcrs.stats.survival import kaplan_meier
 
     rng = np.random.default_rng(0)
     time = rng.exponential(700, 80)

@@ -14,7 +14,7 @@ from sksurv.linear_model import CoxPHSurvivalAnalysis
 from sksurv.util import Surv
 
 from mil_crcrs.errors import InputError
-from mil_crcrs.losses import LOSSES, cox_nll, discrete_time_nll, make_time_bins
+from mil_crcrs.train.losses import LOSSES, cox_nll, discrete_time_nll, make_time_bins
 
 
 def numpy_cox_nll(risk, time, event, ties):

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from mil_crcrs.errors import InputError
-from mil_crcrs.losses import cox_nll
 from mil_crcrs.models import MILOutput, create_model, list_models, risk_from_logits
 from mil_crcrs.models.transmil import NystromAttention, iterative_pinv, tile_layout
+from mil_crcrs.train.losses import cox_nll
 
 IN_DIM = 12
 # Small widths so every test runs in well under a second on a CPU. transmil's 8 landmarks make

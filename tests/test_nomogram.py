@@ -10,14 +10,14 @@ import pandas as pd
 import pytest
 from lifelines import KaplanMeierFitter
 
-from mil_crcrs.nomogram import (
+from mil_crcrs.stats.nomogram import (
     build_nomogram,
     calibration,
     decision_curve,
     net_benefit,
     pretty_ticks,
 )
-from mil_crcrs.survival import fit_cox, make_encoding
+from mil_crcrs.stats.survival import fit_cox, make_encoding
 
 YEAR = 365.25
 

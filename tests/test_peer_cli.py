@@ -13,9 +13,9 @@ from _peer_files import write_slideflow, write_stamp
 from click.testing import CliRunner
 
 from cli.main import cli
-from mil_crcrs.cohort import DataWarning
+from mil_crcrs.data.cohort import DataWarning
+from mil_crcrs.data.store import FeatureStore, read_info
 from mil_crcrs.simulate import SimulationSettings, simulate_cohort
-from mil_crcrs.store import FeatureStore, read_info
 
 QUICK = ["--folds", "3", "--epochs", "2", "--batch-size", "8", "--device", "cpu"]
 

@@ -16,9 +16,9 @@ from lifelines.statistics import logrank_test
 from sksurv.metrics import concordance_index_censored
 
 from cli.main import cli
-from mil_crcrs.cohort import DataWarning
+from mil_crcrs.data.cohort import DataWarning
 from mil_crcrs.errors import InputError
-from mil_crcrs.report import (
+from mil_crcrs.stats.report import (
     ReportSettings,
     build_report,
     load_patients,
@@ -225,7 +225,7 @@ def test_numbers_agree_with_lifelines_and_sksurv(report_dir, files):
 
 
 def _settings(**kwargs) -> ReportSettings:
-    from mil_crcrs.cohort import Columns
+    from mil_crcrs.data.cohort import Columns
 
     base = dict(
         covariates=("stage", "age"),

@@ -53,7 +53,7 @@ def test_one_line_drops_carriage_returns_and_later_lines():
 def test_run_log_is_written_whole_at_the_end(tmp_path):
     path = tmp_path / "out" / "run.log"
     with RunLog(path, "crcrs fit x=1") as run:
-        logging.getLogger("mil_crcrs.cohort").info("a note")
+        logging.getLogger("mil_crcrs.data.cohort").info("a note")
         progress_log.info("fold 1/2, 3s elapsed, about 3s left")
         assert not path.exists()  # nothing until the run is done
         run.note("result line")

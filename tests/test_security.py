@@ -14,10 +14,10 @@ from conftest import grid_coords, make_meta
 
 from cli.main import cli
 from mil_crcrs import load_model
-from mil_crcrs.checkpoints import FoldCheckpoints
+from mil_crcrs.data.store import FeatureStore, read_bag, write_bag
 from mil_crcrs.errors import InputError
 from mil_crcrs.models import create_model
-from mil_crcrs.store import FeatureStore, read_bag, write_bag
+from mil_crcrs.train.checkpoints import FoldCheckpoints
 
 HOSTILE_IDS = ["../escape", "../../escape", "..", "a/../../escape", "/tmp/escape", "sub/x"]
 

@@ -15,10 +15,10 @@ from sklearn.decomposition import PCA
 from sklearn.metrics import roc_auc_score
 from sksurv.metrics import concordance_index_censored
 
-from mil_crcrs.bags import PatientBags
-from mil_crcrs.cohort import read_cohort
+from mil_crcrs.data.bags import PatientBags
+from mil_crcrs.data.cohort import read_cohort
+from mil_crcrs.data.store import FeatureStore, read_bag
 from mil_crcrs.errors import InputError
-from mil_crcrs.metrics import harrell_c
 from mil_crcrs.simulate import (
     SIGNAL_DIMS,
     TILE_SIZE_LEVEL0,
@@ -28,7 +28,7 @@ from mil_crcrs.simulate import (
     read_planted,
     simulate_cohort,
 )
-from mil_crcrs.store import FeatureStore, read_bag
+from mil_crcrs.stats.metrics import harrell_c
 
 
 @functools.cache

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mil_crcrs.errors import InputError
-from mil_crcrs.splits import inner_split, kfold_splits
+from mil_crcrs.train.splits import inner_split, kfold_splits
 
 
 def _events(n: int = 50, rate: float = 0.4, seed: int = 0) -> np.ndarray:

@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from mil_crcrs import FitSettings, fit, load_model
-from mil_crcrs.bags import PatientBags
-from mil_crcrs.cohort import read_cohort
-from mil_crcrs.feature_cache import to_cache_dtype
+from mil_crcrs.data.bags import PatientBags
+from mil_crcrs.data.cache import to_cache_dtype
+from mil_crcrs.data.cohort import read_cohort
+from mil_crcrs.data.store import FeatureMeta, FeatureStore, write_bag
 from mil_crcrs.models import create_model
-from mil_crcrs.standardize import FeatureNorm, attach_feature_norm, feature_moments
-from mil_crcrs.store import FeatureMeta, FeatureStore, write_bag
+from mil_crcrs.train.standardize import FeatureNorm, attach_feature_norm, feature_moments
 from tests.test_fit import one_thread, tiny  # noqa: F401  (one_thread: autouse, one thread)
 
 DIM = 5
@@ -110,8 +110,6 @@ def test_each_fold_is_standardised_on_its_training_part_only(tmp_path, cohort, f
 
 
 def test_saved_norm_is_applied_at_predict_heatmap_and_gradcam_time(tmp_path, cohort, fitted):
-    from feature_extraction.gradcam import ensemble_crcrs
-
     features, clinical, _ = cohort
     fitted.save(tmp_path / "model")
     config = json.loads((tmp_path / "model" / "config.json").read_text())
@@ -135,7 +133,7 @@ def test_saved_norm_is_applied_at_predict_heatmap_and_gradcam_time(tmp_path, coh
         )
     risk, _, contribution = loaded.patient_attention(bag)
     assert risk == pytest.approx(table["crcrs"].iloc[3], abs=1e-6)
-    assert float(ensemble_crcrs(loaded, x).detach()) == pytest.approx(risk, abs=1e-6)
+    assert float(loaded.risk(x)[0].detach()) == pytest.approx(risk, abs=1e-6)
 
 
 def test_feature_norm_refuses_bad_statistics():

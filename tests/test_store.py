@@ -14,8 +14,7 @@ import torch
 from conftest import grid_coords, make_meta
 
 import mil_crcrs
-from mil_crcrs.errors import InputError
-from mil_crcrs.store import (
+from mil_crcrs.data.store import (
     FORMAT_VERSION,
     LAYOUT_CLAM_H5,
     LAYOUT_CLAM_PT,
@@ -27,6 +26,7 @@ from mil_crcrs.store import (
     read_info,
     write_bag,
 )
+from mil_crcrs.errors import InputError
 
 
 def _h5(path: Path, datasets: dict[str, np.ndarray], attrs: dict | None = None) -> Path:

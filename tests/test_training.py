@@ -10,14 +10,14 @@ import pytest
 import torch
 from torch import nn
 
-from mil_crcrs.bags import PatientBags
-from mil_crcrs.cohort import read_cohort
+from mil_crcrs.data.bags import PatientBags
+from mil_crcrs.data.cohort import read_cohort
+from mil_crcrs.data.store import FeatureStore
 from mil_crcrs.errors import InputError
-from mil_crcrs.fitting import FitSettings, make_loss
-from mil_crcrs.losses import cox_nll
 from mil_crcrs.models import create_model
-from mil_crcrs.store import FeatureStore
-from mil_crcrs.training import EarlyStopping, evaluate, train_model
+from mil_crcrs.train.fit import FitSettings, make_loss
+from mil_crcrs.train.loop import EarlyStopping, evaluate, train_model
+from mil_crcrs.train.losses import cox_nll
 from tests.test_fit import one_thread, write_cohort  # noqa: F401  (one_thread: autouse)
 
 

@@ -151,7 +151,7 @@ class MILModel(nn.Module):
         self.dropout = float(dropout)
         self._hparams = {"in_dim": in_dim, "n_outputs": n_outputs, "dropout": dropout, **hparams}
         # Optional per-dimension input standardisation, applied by _prepare on every path
-        # (a mil_crcrs.standardize.FeatureNorm set by fit; None = features as they are).
+        # (a mil_crcrs.train.standardize.FeatureNorm set by fit; None = features as they are).
         self.register_module("input_norm", None)
 
     @property

@@ -1,6 +1,6 @@
 """Fold checkpoints: a killed fit resumes where it stopped, and ends as if never interrupted.
 
-:func:`~mil_crcrs.fitting.fit` trains K fold models one after the other. With a checkpoint
+:func:`~mil_crcrs.train.fit.fit` trains K fold models one after the other. With a checkpoint
 folder, each finished fold is saved there as two files, both written atomically:
 
 - ``seed<s>_fold<k>.pt``: the fold model's weights, a plain ``state_dict`` (read back with
@@ -13,7 +13,7 @@ folder, each finished fold is saved there as two files, both written atomically:
 ``progress``, which does not change the result), the device kind, the package and torch versions,
 the cohort (patients, slides, times, events) and the feature files (names, sizes, modification
 times). A resumed fit with another hash is refused, never mixed. Every fold's model depends only
-on its own seeds (:func:`~mil_crcrs.training.seeded` forks torch's generator), so training only
+on its own seeds (:func:`~mil_crcrs.train.loop.seeded` forks torch's generator), so training only
 the missing folds gives, on the CPU, a model bitwise identical to an uninterrupted fit.
 """
 
@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from mil_crcrs._io import atomic_path, write_json
 from mil_crcrs._version import __version__
-from mil_crcrs.cohort import Cohort
+from mil_crcrs.atomic import atomic_path, write_json
+from mil_crcrs.data.cohort import Cohort
+from mil_crcrs.data.store import FeatureStore
 from mil_crcrs.errors import InputError
-from mil_crcrs.store import FeatureStore
 
 MANIFEST_NAME = "checkpoint.json"
 #: Settings fields that do not change the fitted model.

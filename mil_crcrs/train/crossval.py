@@ -1,4 +1,4 @@
-"""The cross-validation loop of :func:`~mil_crcrs.fitting.fit`: one model per seed and fold.
+"""The cross-validation loop of :func:`~mil_crcrs.train.fit.fit`: one model per seed and fold.
 
 For every seed in ``FitSettings.seeds`` (repeated cross-validation), the patients are split into
 K folds with that seed and one model is trained per fold on the other K - 1 folds, its
@@ -26,18 +26,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from mil_crcrs.bags import PatientBags
-from mil_crcrs.checkpoints import FoldCheckpoints
-from mil_crcrs.losses import make_time_bins
-from mil_crcrs.metrics import harrell_c
+from mil_crcrs.data.bags import PatientBags
 from mil_crcrs.models import MILModel, create_model
 from mil_crcrs.runlog import Eta, progress_log
-from mil_crcrs.splits import Fold, describe_folds, kfold_splits
-from mil_crcrs.standardize import attach_feature_norm, feature_moments
-from mil_crcrs.training import predict_risk, seeded, train_model
+from mil_crcrs.stats.metrics import harrell_c
+from mil_crcrs.train.checkpoints import FoldCheckpoints
+from mil_crcrs.train.loop import predict_risk, seeded, train_model
+from mil_crcrs.train.losses import make_time_bins
+from mil_crcrs.train.splits import Fold, describe_folds, kfold_splits
+from mil_crcrs.train.standardize import attach_feature_norm, feature_moments
 
 if TYPE_CHECKING:
-    from mil_crcrs.fitting import FitSettings
+    from mil_crcrs.train.fit import FitSettings
 
 
 @dataclass
@@ -171,7 +171,7 @@ def _new_model(
             n_outputs=settings.n_bins if settings.loss == "discrete" else 1,
             **settings.model_kwargs,
         )
-    from mil_crcrs.fitting import PRECISIONS  # fitting imports this module
+    from mil_crcrs.train.fit import PRECISIONS  # fitting imports this module
 
     model.autocast_dtype = PRECISIONS[settings.precision]
     # The fold's training part: its training and inner-validation patients, never its test fold.
@@ -218,7 +218,7 @@ def _train_fold(
 ) -> tuple[ModelRun, np.ndarray]:
     """Train fold ``fold``'s model (``seeds``: initialisation, training); returns the run and
     its risk (n,) for every patient of ``bags``."""
-    from mil_crcrs.fitting import make_loss
+    from mil_crcrs.train.fit import make_loss
 
     edges = None
     if settings.loss == "discrete":

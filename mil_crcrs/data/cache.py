@@ -10,7 +10,7 @@ does not wait for the disk as long as the disk keeps up (``h5py`` reads and torc
 release the interpreter for most of their work).
 
 Cached and streamed bags are converted the same way (float16, or float32 for a bag float16 would
-blur, see :func:`mil_crcrs.packed.float16_is_enough`), so a fit gives the same model whichever
+blur, see :func:`mil_crcrs.data.packed.float16_is_enough`), so a fit gives the same model whichever
 of the two a bag took.
 """
 
@@ -25,8 +25,8 @@ from dataclasses import replace
 import numpy as np
 import torch
 
-from mil_crcrs.bags import PatientBag, PatientBags
-from mil_crcrs.packed import PackedBags, fits_on_device, float16_is_enough
+from mil_crcrs.data.bags import PatientBag, PatientBags
+from mil_crcrs.data.packed import PackedBags, fits_on_device, float16_is_enough
 from mil_crcrs.runlog import bars_wanted, progress_log
 
 #: Share of the available memory (``MemAvailable``) the default cache budget takes.
@@ -246,12 +246,12 @@ def open_training_bags(
     device : where training runs
     cache_gb : host memory budget of :class:`BagCache` (None = :func:`default_cache_gb`)
     resident : see :data:`RESIDENT_CHOICES`; "auto" packs the cohort on a CUDA device when it
-        takes at most :data:`mil_crcrs.packed.DEVICE_SHARE` of the free device memory
+        takes at most :data:`mil_crcrs.data.packed.DEVICE_SHARE` of the free device memory
     progress, log : as for :class:`BagCache`
 
     Returns
     -------
-    :class:`~mil_crcrs.packed.PackedBags` on ``device``, or a :class:`BagCache`
+    :class:`~mil_crcrs.data.packed.PackedBags` on ``device``, or a :class:`BagCache`
     """
     if resident not in RESIDENT_CHOICES:
         raise ValueError(f"resident must be one of {RESIDENT_CHOICES}, got {resident!r}")

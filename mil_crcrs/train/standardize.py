@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from mil_crcrs.bags import PatientBag
+from mil_crcrs.data.bags import PatientBag
 from mil_crcrs.errors import InputError
 
 #: A dimension whose sd is at most this (relative to 1 + |mean|) is constant: it is centred but

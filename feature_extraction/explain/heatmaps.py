@@ -6,11 +6,11 @@ is a patient), :func:`make_heatmaps` writes into ``out_dir/<patient_id>/``:
 - ``<slide_id>_attention.png``, ``<slide_id>_contribution.png``: the patient-level attention and
   each tile's contribution to the CRCRS painted at the tile coords, one map per slide, over the
   slide's thumbnail when the slide file is given (``slides``), else on a blank canvas
-  (:mod:`mil_crcrs.heatmap`);
+  (:mod:`mil_crcrs.explain.maps`);
 - ``top_tiles.png`` (slide files needed): the ``top_k`` top and bottom tiles by attention or by
   contribution, cut from the slide at the extraction resolution recorded in the feature file;
 - with Grad-CAM: ``gradcam.png`` (the top tiles and their Grad-CAM overlays) and
-  ``gradcam/<slide_id>_<tile>.png`` per tile (:mod:`feature_extraction.gradcam`); with
+  ``gradcam/<slide_id>_<tile>.png`` per tile (:mod:`feature_extraction.explain.gradcam`); with
   integrated gradients also ``<slide_id>_integrated_gradients.png``.
 
 and into ``out_dir``: ``tiles.csv`` (the selected tiles and their scores), ``heatmaps.csv`` (every
@@ -35,20 +35,23 @@ import numpy as np
 import pandas as pd
 
 from feature_extraction.encoders import Encoder
-from feature_extraction.gradcam import (
+from feature_extraction.explain.gradcam import (
     GradCAMSettings,
     cam_overlay,
     feature_integrated_gradients,
     gradcam_tiles,
 )
 from feature_extraction.slides import Slide, find_slides
-from mil_crcrs._io import write_csv, write_json
 from mil_crcrs._version import __version__
-from mil_crcrs.bags import PatientBag, PatientBags
-from mil_crcrs.cohort import Cohort, Columns, cohort_from_slides, read_cohort
+from mil_crcrs.atomic import write_csv, write_json
+from mil_crcrs.data.bags import PatientBag
+from mil_crcrs.data.cohort import Cohort, Columns
+from mil_crcrs.data.inputs import open_inputs
+from mil_crcrs.data.store import BagInfo, FeatureStore
+from mil_crcrs.device import resolve_device
 from mil_crcrs.errors import InputError
-from mil_crcrs.geojson import tiles_geojson, write_geojson
-from mil_crcrs.heatmap import (
+from mil_crcrs.explain.geojson import tiles_geojson, write_geojson
+from mil_crcrs.explain.maps import (
     HeatmapSettings,
     TileScores,
     TileSize,
@@ -61,11 +64,9 @@ from mil_crcrs.heatmap import (
     tile_edge_level0,
     tile_gallery_figure,
     tile_scores,
-    write_png,
 )
+from mil_crcrs.figures import write_png
 from mil_crcrs.model_dir import CRCRSModel
-from mil_crcrs.store import BagInfo, FeatureStore
-from mil_crcrs.training import resolve_device
 
 SETTINGS_NAME = "heatmaps.json"
 TILES_NAME = "tiles.csv"
@@ -81,7 +82,7 @@ class HeatmapResult:
     out_dir : the output folder
     images : one row per image: ``patient_id``, ``slide_id``, ``kind``, ``path``, ``background``
         ("thumbnail" or "blank")
-    tiles : the selected tiles (see :func:`mil_crcrs.heatmap.select_tiles`), with
+    tiles : the selected tiles (see :func:`mil_crcrs.explain.maps.select_tiles`), with
         ``reembed_error``, ``gradcam_path`` and ``integrated_gradients`` where computed
     """
 
@@ -172,7 +173,7 @@ def encoder_for_features(
 
     Where the file records the extraction settings (our format), the encoder's weights and
     preprocessing must match them: weights from a file need that file (``weights``) and its
-    checksum must agree. The final word is :func:`~feature_extraction.gradcam.check_reembedding`.
+    checksum must agree. The final word is :func:`~feature_extraction.explain.gradcam.check_reembedding`.
 
     Parameters
     ----------
@@ -258,33 +259,6 @@ def _caption(row: pd.Series, n_tiles: int) -> str:
     )
 
 
-def _select_cohort(
-    store: FeatureStore,
-    clinical: str | os.PathLike | pd.DataFrame | Cohort | None,
-    columns: Columns,
-    time_unit: str,
-    patients: Iterable[str] | None,
-    missing: str,
-) -> Cohort:
-    if isinstance(clinical, Cohort):
-        cohort = clinical
-    elif clinical is not None:
-        cohort = read_cohort(clinical, columns, time_unit, require_outcome=False)
-    else:
-        cohort = cohort_from_slides(store.slide_ids)
-    cohort = cohort.match_features(store.slide_ids, missing=missing)
-    if patients is not None:
-        wanted = [str(p) for p in patients]
-        unknown = [p for p in wanted if p not in cohort.slides]
-        if unknown:
-            shown = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
-            raise InputError(
-                f"--patients: {len(unknown)} patient(s) not in {cohort.source}: {shown}"
-            )
-        cohort = cohort.subset(dict.fromkeys(wanted))
-    return cohort
-
-
 def make_heatmaps(
     model: str | os.PathLike | CRCRSModel,
     features: str | os.PathLike | Sequence[str | os.PathLike] | FeatureStore,
@@ -325,7 +299,7 @@ def make_heatmaps(
     tile_size : the tile edge where the feature files do not record it (and no CLAM
         ``patches/`` file sits beside them)
     geojson : also write ``<patient>/<slide_id>.geojson`` per slide, the tiles with their
-        attention and contribution for QuPath (:mod:`mil_crcrs.geojson`)
+        attention and contribution for QuPath (:mod:`mil_crcrs.explain.geojson`)
     device : "auto", "cpu" or "cuda"
     missing : "error" or "warn" for slides in the table without a feature file
 
@@ -342,18 +316,21 @@ def make_heatmaps(
     if not isinstance(model, CRCRSModel):
         model = CRCRSModel.load(model)
     out_dir = Path(out_dir)
-    store = features if isinstance(features, FeatureStore) else FeatureStore(features)
-    if len(store) == 0:
-        raise InputError(f"{features}: no feature files (.h5 or .pt) found")
-    cohort = _select_cohort(
-        store, clinical, columns, time_unit or model.time_unit, patients, missing
+    inputs = open_inputs(
+        features,
+        clinical,
+        columns,
+        time_unit or model.time_unit,
+        missing=missing,
+        patients=patients,
     )
-    bags = PatientBags(cohort, store)
+    store, cohort, bags = inputs.store, inputs.cohort, inputs.bags
     model.check_features(bags.feature_dim, bags.encoder or encoder, str(features))
     if "integrated_gradients" in settings.maps and not (gradcam and gradcam.integrated_gradients):
         raise InputError("an integrated-gradients map needs Grad-CAM with integrated gradients")
     files = slide_files(slides)
     torch_device = resolve_device(device)
+    model.to(torch_device)  # the job scores, and runs the encoder, where the user asked
     net = None
     if gradcam is not None:
         needed = [s for p in cohort.patient_ids for s in cohort.slides[p]]
@@ -423,11 +400,11 @@ def _one_patient(
     tiling: _Tiling,
 ) -> tuple[list[dict[str, Any]], pd.DataFrame]:
     folder = out_dir / _safe(bag.patient_id)
-    scores = tile_scores(model, bag, device=str(device))
+    scores = tile_scores(model, bag)
     maps = settings.maps
     if gradcam is not None and gradcam.integrated_gradients:
         attribution = feature_integrated_gradients(
-            model, bag, gradcam.ig_baseline, gradcam.ig_steps, device
+            model, bag, gradcam.ig_baseline, gradcam.ig_steps
         )
         scores = replace(scores, extra={"integrated_gradients": attribution.per_tile})
         maps = tuple(dict.fromkeys((*maps, "integrated_gradients")))
@@ -573,7 +550,6 @@ def _gradcam(
         np.stack([tile_pixels[j] for j in indices]),
         encoder,
         settings,
-        device=device,
         source=source,
     )
     rows, overlays, captions = [], [], []

@@ -1,14 +1,14 @@
 """``fit``: cross-validated training of the CRCRS model.
 
-What :func:`fit` does, in order (:mod:`mil_crcrs.crossval` runs steps 2-4):
+What :func:`fit` does, in order (:mod:`mil_crcrs.train.crossval` runs steps 2-4):
 
 1. reads the cohort and its feature files; every patient's slides form one bag;
 2. for each seed in ``seeds`` (one, ``seed``, by default): splits the patients into K folds
-   stratified by event (:func:`~mil_crcrs.splits.kfold_splits`); each fold's training part also
+   stratified by event (:func:`~mil_crcrs.train.splits.kfold_splits`); each fold's training part also
    gives up an inner validation split for early stopping;
-3. trains one model per fold on the other K - 1 folds (:func:`~mil_crcrs.training.train_model`),
+3. trains one model per fold on the other K - 1 folds (:func:`~mil_crcrs.train.loop.train_model`),
    optionally on features standardised with that training part's statistics
-   (:mod:`mil_crcrs.standardize`), early-stopping on the inner validation split (its C or its
+   (:mod:`mil_crcrs.train.standardize`), early-stopping on the inner validation split (its C or its
    loss, optionally smoothed over epochs and with the last epochs' weights averaged), never on
    the fold it reports;
 4. standardises each model's risk on its own training part and scores each fold with the model
@@ -55,20 +55,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from mil_crcrs.bags import PatientBags
-from mil_crcrs.checkpoints import fold_checkpoints
-from mil_crcrs.cohort import TIME_UNITS, Cohort, Columns, read_cohort
-from mil_crcrs.crossval import CrossValidation, cross_validate
-from mil_crcrs.cutoff import CUTOFF_METHODS, choose_cutoff, risk_group
+from mil_crcrs.data.bags import PatientBags
+from mil_crcrs.data.cache import RESIDENT_CHOICES, BagCache, open_training_bags
+from mil_crcrs.data.cohort import TIME_UNITS, Cohort, Columns
+from mil_crcrs.data.inputs import as_cohort, open_inputs
+from mil_crcrs.data.store import FeatureStore
+from mil_crcrs.device import check_device, resolve_device
 from mil_crcrs.errors import InputError
-from mil_crcrs.feature_cache import RESIDENT_CHOICES, BagCache, open_training_bags
-from mil_crcrs.fit_config import SettingError, coerce_setting, setting_fields
-from mil_crcrs.losses import TIES, cox_nll, discrete_time_nll
-from mil_crcrs.metrics import harrell_c
 from mil_crcrs.model_dir import CRCRSModel
 from mil_crcrs.models import list_models, model_options
-from mil_crcrs.store import FeatureStore
-from mil_crcrs.training import DEVICES, MONITORS, SCHEDULES, LossFn, resolve_device
+from mil_crcrs.stats.metrics import harrell_c
+from mil_crcrs.train.checkpoints import fold_checkpoints
+from mil_crcrs.train.config import SettingError, coerce_setting, setting_fields
+from mil_crcrs.train.crossval import CrossValidation, cross_validate
+from mil_crcrs.train.cutoff import CUTOFF_METHODS, choose_cutoff, risk_group
+from mil_crcrs.train.loop import MONITORS, SCHEDULES, LossFn
+from mil_crcrs.train.losses import TIES, cox_nll, discrete_time_nll
 
 LOSS_NAMES = ("cox", "discrete")
 #: ``FitSettings.precision``: the autocast dtype of training steps (None = full precision).
@@ -95,7 +97,7 @@ class FitSettings:
     max_tiles : random subset of at most this many tiles per bag in training (None = all);
         prediction always uses every tile
     standardize : standardise each feature dimension, ``(x - mean) / sd``, with mean and sd
-        pooled over the tiles of each fold's training part (see :mod:`mil_crcrs.standardize`);
+        pooled over the tiles of each fold's training part (see :mod:`mil_crcrs.train.standardize`);
         the statistics are stored in every fold model and applied wherever it is used
     loss : "cox" (partial likelihood) or "discrete" (discrete-time hazards)
     ties : "efron" or "breslow", for the Cox loss
@@ -109,7 +111,7 @@ class FitSettings:
     min_epochs : no epoch before this one is kept or counts towards ``patience``
     smooth_epochs : compare the mean of the monitored value over this many last epochs
     average_epochs : keep the average of the weights of this many last epochs up to the chosen
-        one (1 = that epoch's own weights); see :class:`~mil_crcrs.training.EarlyStopping`
+        one (1 = that epoch's own weights); see :class:`~mil_crcrs.train.loop.EarlyStopping`
     cutoff : "median" or "maxstat" (each group at least 10% of patients)
     seed : seeds folds, initialisation, shuffling, subsampling and dropout
     seeds : repeated cross-validation: one full K-fold run per seed (its own folds and
@@ -120,9 +122,9 @@ class FitSettings:
     progress : show progress: bars on a terminal, one plain line per step (with the time left)
         when stderr is a file; False prints results and warnings only
     cache_gb : memory for the bag cache in GiB; bags beyond it are streamed from disk (none =
-        half the available memory; see mil_crcrs.feature_cache)
+        half the available memory; see mil_crcrs.data.cache)
     resident : "auto" (the whole cohort on the GPU, once, when it fits), "on" or "off"; see
-        mil_crcrs.packed
+        mil_crcrs.data.packed
     precision : "fp32", or "bf16" for bf16 autocast in the training steps (prediction is fp32)
     """
 
@@ -168,8 +170,7 @@ class FitSettings:
             "resident": RESIDENT_CHOICES,
             "precision": tuple(PRECISIONS),
         }
-        if self.device not in DEVICES and not self.device.startswith("cuda:"):
-            raise SettingError("device", f"must be one of {', '.join(DEVICES)} (or cuda:N)")
+        check_device(self.device)
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise SettingError(
@@ -271,7 +272,7 @@ def fit(
     val_clinical : an external validation cohort, scored once by the finished ensemble and
         reported separately (never used to train, stop or choose anything)
     val_features : its feature files (default: ``features``)
-    checkpoints : a folder where each finished fold model is saved (:mod:`mil_crcrs.checkpoints`);
+    checkpoints : a folder where each finished fold model is saved (:mod:`mil_crcrs.train.checkpoints`);
         None saves none. Delete it once the model is saved.
     resume : take the fold models already in ``checkpoints`` (from an interrupted fit with the
         same settings, cohort and feature files) and train only the rest; the result is the
@@ -295,13 +296,10 @@ def fit(
     if val_features is not None and val_clinical is None:
         raise InputError("--val-features needs --val-clinical (the validation cohort's table)")
     device = resolve_device(settings.device)
-    store = features if isinstance(features, FeatureStore) else FeatureStore(features)
-    if len(store) == 0:
-        raise InputError(f"{features}: no feature files (.h5 or .pt) found")
-    cohort = clinical if isinstance(clinical, Cohort) else read_cohort(clinical, columns, time_unit)
-    cohort = cohort.require_outcome().match_features(store.slide_ids, missing).require_outcome()
+    inputs = open_inputs(features, clinical, columns, time_unit, outcome=True, missing=missing)
+    store, cohort = inputs.store, inputs.cohort
     bags = open_training_bags(
-        PatientBags(cohort, store), device, settings.cache_gb, settings.resident, settings.progress
+        inputs.bags, device, settings.cache_gb, settings.resident, settings.progress
     )
     time, event = cohort.time, cohort.event
     saved = fold_checkpoints(checkpoints, resume, settings, device, cohort, store)
@@ -342,12 +340,7 @@ def fit(
     )
     if val_clinical is not None:
         val_store = store if val_features is None else val_features
-        val = (
-            val_clinical
-            if isinstance(val_clinical, Cohort)
-            else read_cohort(val_clinical, columns, time_unit)
-        )
-        val = val.require_outcome()
+        val = as_cohort(val_clinical, store, columns, time_unit, outcome=True)
         table = model.predict(
             val_store, val, missing=missing, batch_size=settings.batch_size, device=device
         )

@@ -1,8 +1,8 @@
 """How the peers' feature files say what they are: CLAM, TRIDENT, STAMP and slideflow.
 
-:mod:`mil_crcrs.store` is the one reader; this module knows each peer's layout (see
+:mod:`mil_crcrs.data.store` is the one reader; this module knows each peer's layout (see
 ``shared/reference/peer-formats.md``) and turns it into the fields of a
-:class:`~mil_crcrs.store.BagInfo`, as a plain dict. Nothing here reads a feature matrix.
+:class:`~mil_crcrs.data.store.BagInfo`, as a plain dict. Nothing here reads a feature matrix.
 
 - CLAM ``h5_files/<slide>.h5``: ``features`` + ``coords`` (level-0 px), no attributes; the
   tile size and level are in ``patches/<slide>.h5`` (attributes ``patch_size``,

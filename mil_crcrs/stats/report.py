@@ -14,7 +14,7 @@ writes, for the training cohort and optionally an external validation cohort:
 - a nomogram of CRCRS + covariates fitted on the training cohort, its calibration at each
   horizon and decision curves at one horizon, on every cohort.
 
-Rules (see also :mod:`mil_crcrs.survival` for covariate coding and reference levels):
+Rules (see also :mod:`mil_crcrs.stats.survival` for covariate coding and reference levels):
 
 - The outcome comes from the clinical table; if that has no time and event columns, from the
   predictions. Both are in ``settings.time_unit``; horizons are given in years.
@@ -27,7 +27,7 @@ Rules (see also :mod:`mil_crcrs.survival` for covariate coding and reference lev
   in the report; if none is left for a cohort, that is an error. Validation horizons must also
   be usable in training (the nomogram's baseline hazard is estimated there).
 - Warnings are shown at the top of the report, saved in ``results.json`` and raised as
-  :class:`~mil_crcrs.cohort.DataWarning`.
+  :class:`~mil_crcrs.data.cohort.DataWarning`.
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mil_crcrs._io import atomic_path, write_csv, write_json
 from mil_crcrs._version import __version__
-from mil_crcrs.cohort import (
+from mil_crcrs.atomic import atomic_path, write_csv, write_json
+from mil_crcrs.data.cohort import (
     DAYS_PER_UNIT,
     TIME_UNITS,
     Columns,
@@ -56,10 +56,11 @@ from mil_crcrs.cohort import (
     read_table,
     validate_outcome,
 )
-from mil_crcrs.discrimination import brier_grid, evaluate_discrimination
 from mil_crcrs.errors import InputError
-from mil_crcrs.nomogram import build_nomogram, calibration, decision_curve
-from mil_crcrs.survival import (
+from mil_crcrs.figures import to_png
+from mil_crcrs.stats.discrimination import brier_grid, evaluate_discrimination
+from mil_crcrs.stats.nomogram import build_nomogram, calibration, decision_curve
+from mil_crcrs.stats.survival import (
     fit_cox,
     kaplan_meier,
     make_encoding,
@@ -354,7 +355,7 @@ def build_report(
     -------
     Report
     """
-    from mil_crcrs import plots
+    from mil_crcrs.stats import plots
 
     if (validation_predictions is None) != (validation_clinical is None):
         raise InputError(
@@ -409,7 +410,7 @@ def build_report(
         tables.setdefault(name, []).append(_with_cohort(frame, role))
 
     def figure(section: str, cohort: str, caption: str, fig) -> None:
-        figures.append((section, cohort, caption, plots.to_png(fig)))
+        figures.append((section, cohort, caption, to_png(fig)))
 
     for role, table, info in cohorts:
         src = info["source"]

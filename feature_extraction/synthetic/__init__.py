@@ -1,0 +1,1 @@
+"""Synthetic slides and the offline demo built on them."""

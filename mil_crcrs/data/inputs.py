@@ -1,0 +1,106 @@
+"""One input path: feature files plus a cohort table become a matched store, cohort and bags.
+
+Fit, predict, heatmaps and the simulation checks all start here, so the rules (which table
+columns, what a missing slide does, which patients need an outcome) and their messages exist
+once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from mil_crcrs.data.bags import PatientBags
+from mil_crcrs.data.cohort import Cohort, Columns, cohort_from_slides, read_cohort
+from mil_crcrs.data.store import FeatureStore, ReadSettings
+from mil_crcrs.errors import InputError
+
+FeaturesArg = str | os.PathLike | Sequence[str | os.PathLike] | FeatureStore
+TableArg = str | os.PathLike | pd.DataFrame | Cohort
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Feature files and a cohort, matched: every patient in ``cohort`` has its slides in
+    ``store``, and ``bags`` reads them patient by patient (in the cohort's order)."""
+
+    store: FeatureStore
+    cohort: Cohort
+    bags: PatientBags
+
+
+def open_store(features: FeaturesArg, settings: ReadSettings | None = None) -> FeatureStore:
+    """The feature files under ``features`` (read with ``settings``); an error when there are
+    none."""
+    if isinstance(features, FeatureStore):
+        store = features
+    else:
+        store = FeatureStore(features, settings=settings)
+    if len(store) == 0:
+        raise InputError(f"{features}: no feature files (.h5 or .pt) found")
+    return store
+
+
+def as_cohort(
+    clinical: TableArg | None,
+    store: FeatureStore,
+    columns: Columns = Columns(),
+    time_unit: str = "days",
+    outcome: bool = False,
+) -> Cohort:
+    """A cohort from a table, a frame or a :class:`Cohort`; without one, each slide in
+    ``store`` is its own patient (no outcome)."""
+    if isinstance(clinical, Cohort):
+        cohort = clinical
+    elif clinical is not None:
+        cohort = read_cohort(clinical, columns, time_unit, require_outcome=outcome)
+    else:
+        cohort = cohort_from_slides(store.slide_ids)
+    return cohort.require_outcome() if outcome else cohort
+
+
+def open_inputs(
+    features: FeaturesArg,
+    clinical: TableArg | None = None,
+    columns: Columns = Columns(),
+    time_unit: str = "days",
+    *,
+    outcome: bool = False,
+    missing: str = "error",
+    patients: Iterable[str] | None = None,
+) -> Inputs:
+    """Match feature files with a cohort table.
+
+    Parameters
+    ----------
+    features : a folder or files of feature bags, or an open store
+    clinical : the cohort table (path, frame or :class:`Cohort`); None scores each slide alone
+    columns, time_unit : how to read the table
+    outcome : every patient must have a time and an event (training, validation)
+    missing : what a patient without feature files does: "error" or "drop"
+    patients : keep only these patients, in this order (an error names any unknown one)
+
+    Raises
+    ------
+    InputError
+        No feature files, a bad table, missing slides, or unknown patients.
+    """
+    store = open_store(features)
+    cohort = as_cohort(clinical, store, columns, time_unit, outcome)
+    cohort = cohort.match_features(store.slide_ids, missing)
+    if outcome:  # dropping patients without files can leave too few events
+        cohort = cohort.require_outcome()
+    if patients is not None:
+        cohort = _only(cohort, [str(p) for p in patients])
+    return Inputs(store=store, cohort=cohort, bags=PatientBags(cohort, store))
+
+
+def _only(cohort: Cohort, wanted: list[str]) -> Cohort:
+    unknown = [p for p in wanted if p not in cohort.slides]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+        raise InputError(f"--patients: {len(unknown)} patient(s) not in {cohort.source}: {shown}")
+    return cohort.subset(dict.fromkeys(wanted))

@@ -1,0 +1,1 @@
+"""Explanation from arrays: tile scores, painted maps, figures and QuPath GeoJSON."""

@@ -1,0 +1,1 @@
+"""Statistics and the report: survival analysis, discrimination, nomogram, figures."""

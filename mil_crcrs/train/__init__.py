@@ -1,0 +1,1 @@
+"""Training: losses, splits, the training loop, cross-validation and the fit entry point."""
