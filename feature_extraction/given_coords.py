@@ -22,6 +22,8 @@ import numpy as np
 
 from feature_extraction.grid import TileGrid, tile_size_level0
 from feature_extraction.slides import Slide, SlideError
+from mil_crcrs.data.store import read_coords_file
+from mil_crcrs.errors import InputError
 
 #: Reasons recorded in the errors report.
 NO_COORDS = "no_coords"
@@ -61,8 +63,6 @@ def given_grid(
         ``no_coords`` when the slide has no file; ``bad_coords`` when the file has no (n, 2)
         ``coords``, or coordinates that are not finite, repeat, or leave the slide.
     """
-    import h5py
-
     path = coords_file(folder, slide.path.stem)
     if path is None:
         raise SlideError(
@@ -70,13 +70,9 @@ def given_grid(
             reason=NO_COORDS,
         )
     try:
-        with h5py.File(path, "r") as f:
-            if "coords" not in f:
-                raise SlideError(f"{path}: no dataset 'coords'", reason=BAD_COORDS)
-            coords = np.asarray(f["coords"][()], dtype=np.float64)
-            attrs = dict(f["coords"].attrs)
-    except OSError:
-        raise SlideError(f"{path}: not a readable HDF5 file", reason=BAD_COORDS) from None
+        coords, attrs = read_coords_file(path)
+    except InputError as exc:
+        raise SlideError(str(exc), reason=BAD_COORDS) from None
     size0 = _footprint(attrs, slide, path)
     if size0 is None:
         size0 = tile_size_level0(tile_size_px, target_mpp, slide.mpp)

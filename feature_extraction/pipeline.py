@@ -68,7 +68,7 @@ from feature_extraction.slides import (
 )
 from feature_extraction.tissue import TissueMask, TissueParams, save_qc, tissue_mask
 from mil_crcrs.atomic import write_json
-from mil_crcrs.data.store import FeatureMeta, FeatureWriter
+from mil_crcrs.data.store import FeatureMeta, FeatureWriter, read_settings_record
 from mil_crcrs.device import resolve_device
 from mil_crcrs.errors import InputError, first_line
 from mil_crcrs.runlog import Eta, bars_wanted, progress_log
@@ -282,7 +282,6 @@ def check_output_dir(out_dir: Path, record: dict[str, Any], digest: str) -> None
     InputError
         naming a file with another settings hash and the settings that differ.
     """
-    import h5py
 
     def refuse(source: Path, theirs_hash: str | None, theirs: dict | None) -> None:
         diff = "; ".join(_differences(record, theirs)[:3]) if theirs else "no settings recorded"
@@ -300,19 +299,8 @@ def check_output_dir(out_dir: Path, record: dict[str, Any], digest: str) -> None
         if saved.get("settings_hash") != digest:
             refuse(settings_file, saved.get("settings_hash"), saved.get("settings"))
     for path in sorted(out_dir.glob("*.h5")):
-        try:
-            with h5py.File(path, "r") as f:
-                theirs_hash = f.attrs.get("settings_hash")
-                theirs_text = f.attrs.get("settings")
-        except OSError:
-            raise InputError(f"{path}: not a readable HDF5 file in the output folder") from None
-        if isinstance(theirs_hash, bytes):
-            theirs_hash = theirs_hash.decode()
+        theirs_hash, theirs = read_settings_record(path)
         if theirs_hash != digest:
-            try:
-                theirs = json.loads(theirs_text) if theirs_text is not None else None
-            except ValueError:
-                theirs = None
             refuse(path, theirs_hash, theirs)
     with folder_lock(out_dir):  # a killed writer's temporary file is then swept
         if not settings_file.exists():

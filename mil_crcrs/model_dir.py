@@ -55,12 +55,12 @@ import pandas as pd
 import torch
 
 from mil_crcrs._version import __version__
-from mil_crcrs.atomic import INCOMPLETE_MARK, atomic_dir, atomic_path, write_csv, write_json
+from mil_crcrs.atomic import INCOMPLETE_MARK, atomic_dir, write_csv, write_json
 from mil_crcrs.data.bags import PatientBag
 from mil_crcrs.data.cache import CacheDtypeBags, to_cache_dtype
 from mil_crcrs.data.cohort import Cohort, Columns, DataWarning
 from mil_crcrs.data.inputs import open_inputs
-from mil_crcrs.data.store import FeatureStore
+from mil_crcrs.data.store import FeatureStore, write_attention_file
 from mil_crcrs.device import resolve_device
 from mil_crcrs.errors import InputError, first_line
 from mil_crcrs.models import MILModel, create_model
@@ -619,29 +619,22 @@ def _write_attention(
     encoder: str | None,
 ) -> None:
     """One HDF5 file per slide of ``bag``, each written atomically."""
-    import h5py
-
     for k, slide_id in enumerate(bag.slide_ids):
         rows = bag.tile_slide == k
         note = bag.coords_notes[k] if k < len(bag.coords_notes) else ""
-        with atomic_path(folder / f"{slide_id}.h5", suffix=".h5.tmp") as tmp:
-            with h5py.File(tmp, "w") as f:
-                f.create_dataset("coords", data=bag.coords[rows].astype(np.int64))
-                f.attrs["coords_known"] = not note
-                if note:
-                    f.attrs["coords_note"] = f"coords are -1: {note}"
-                f.create_dataset("attention", data=attention[rows].astype(np.float32))
-                f.create_dataset("contribution", data=contribution[rows].astype(np.float32))
-                f.attrs.update(
-                    {
-                        "format": "mil_crcrs.attention",
-                        "slide_id": slide_id,
-                        "patient_id": bag.patient_id,
-                        "crcrs": float(crcrs),
-                        "risk_group": str(group),
-                        "encoder": encoder or "",
-                        "package_version": __version__,
-                        "note": "attention is normalised over all of the patient's tiles "
-                        "(all slides); contribution is each tile's additive share of the risk",
-                    }
-                )
+        attrs = {
+            "coords_known": not note,
+            "slide_id": slide_id,
+            "patient_id": bag.patient_id,
+            "crcrs": float(crcrs),
+            "risk_group": str(group),
+            "encoder": encoder or "",
+            "package_version": __version__,
+            "note": "attention is normalised over all of the patient's tiles "
+            "(all slides); contribution is each tile's additive share of the risk",
+        }
+        if note:
+            attrs["coords_note"] = f"coords are -1: {note}"
+        write_attention_file(
+            folder / f"{slide_id}.h5", bag.coords[rows], attention[rows], contribution[rows], attrs
+        )

@@ -8,29 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from mil_crcrs.data.store import FeatureMeta, write_bag
-
-
-def make_meta(slide_id: str = "s1", encoder: str = "toy", tile: int = 256) -> FeatureMeta:
-    """Attributes of a feature file made at 0.5 mpp from a 0.25 mpp slide (tile doubles)."""
-    return FeatureMeta(
-        slide_id=slide_id,
-        encoder=encoder,
-        tile_size_px=tile,
-        tile_size_level0=2 * tile,
-        target_mpp=0.5,
-        slide_mpp=0.25,
-        level0_width=40_000,
-        level0_height=30_000,
-        settings_hash="abc123",
-        settings={"tile_size_px": tile, "target_mpp": 0.5},
-    )
-
-
-def grid_coords(n: int, step: int, cols: int = 4) -> np.ndarray:
-    """(n, 2) int64 level-0 top-left corners laid out row by row, ``cols`` tiles per row."""
-    i = np.arange(n)
-    return np.stack([(i % cols) * step, (i // cols) * step], axis=1).astype(np.int64)
+from mil_crcrs import fit
+from mil_crcrs.data.store import write_bag
+from mil_crcrs.simulate import SimulationSettings, simulate_cohort
+from tests.helpers import grid_coords, make_meta, tiny, write_cohort
 
 
 @pytest.fixture
@@ -100,3 +81,30 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    return write_cohort(tmp_path_factory.mktemp("cohort"))
+
+
+@pytest.fixture(scope="module")
+def fitted(cohort):
+    features, clinical = cohort
+    return fit(features, clinical, tiny())
+
+
+# -- Harrell's C ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory):
+    settings = SimulationSettings(
+        scenario="rare",
+        n_patients=24,
+        tiles_per_slide=(6, 12),
+        slides_per_patient=(1, 2),
+        dim=8,
+        seed=0,
+    )
+    return simulate_cohort(tmp_path_factory.mktemp("sim"), settings)

@@ -6,12 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import grid_coords
 
 from mil_crcrs.data.bags import PatientBag, PatientBags, collate, grid_positions
 from mil_crcrs.data.cohort import read_cohort
 from mil_crcrs.data.store import FeatureStore
 from mil_crcrs.errors import InputError
+from tests.helpers import grid_coords
 
 
 @pytest.fixture

@@ -7,8 +7,9 @@ import torch
 
 from mil_crcrs.models import create_model, list_models
 from mil_crcrs.train.losses import cox_nll
-from tests.test_fit import one_thread  # noqa: F401  (autouse: one torch thread)
 from tests.test_models import IN_DIM, SMALL
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def _batch(lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -11,7 +11,9 @@ import pytest
 from mil_crcrs.errors import InputError
 from mil_crcrs.train.config import read_settings_file, setting_default, setting_fields
 from mil_crcrs.train.fit import FitSettings
-from tests.test_cli_fit_predict import assert_one_line_error, one_thread, run, sim  # noqa: F401
+from tests.helpers import assert_one_line_error, run
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 TOML = """
 model = "abmil"

@@ -8,34 +8,13 @@ import h5py
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from click.testing import CliRunner
 
-from cli.main import cli
 from mil_crcrs.simulate import SimulationSettings, simulate_cohort
+from tests.helpers import assert_one_line_error, run
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 FAST = ["--folds", "3", "--epochs", "2", "--batch-size", "8", "--device", "cpu", "--no-progress"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def sim(tmp_path_factory):
-    settings = SimulationSettings(
-        scenario="rare",
-        n_patients=24,
-        tiles_per_slide=(6, 12),
-        slides_per_patient=(1, 2),
-        dim=8,
-        seed=0,
-    )
-    return simulate_cohort(tmp_path_factory.mktemp("sim"), settings)
 
 
 @pytest.fixture(scope="module")
@@ -53,19 +32,6 @@ def model_dir(sim, tmp_path_factory):
     )
     assert result.exit_code == 0, result.output
     return out, result.output
-
-
-def run(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
-
-
-def assert_one_line_error(result, *needles):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for needle in needles:
-        assert needle in lines[0]
 
 
 def test_fit_writes_the_model_directory_and_a_summary(model_dir):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -25,6 +22,7 @@ from mil_crcrs.stats.discrimination import (
     time_dependent_auc,
     uno_c,
 )
+from tests.helpers import colon_raw
 
 YEAR = 365.25
 
@@ -32,10 +30,7 @@ YEAR = 365.25
 @pytest.fixture(scope="module")
 def colon() -> pd.DataFrame:
     """R's survival::colon death outcome (oncodatasets, GPL-3, read in place at test time)."""
-    spec = importlib.util.find_spec("oncodatasets")
-    if spec is None or spec.origin is None:
-        pytest.skip("oncodatasets is not installed")
-    raw = pd.read_csv(Path(spec.origin).parent / "data" / "colon_chemotherapy.csv")
+    raw = colon_raw()
     return pd.DataFrame(
         {
             "time": raw["Stime"].astype(float),

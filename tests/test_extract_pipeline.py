@@ -53,6 +53,8 @@ from feature_extraction.tissue import TissueParams, tissue_mask  # noqa: E402
 from mil_crcrs.data.store import FeatureStore, read_bag  # noqa: E402
 from mil_crcrs.errors import InputError  # noqa: E402
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
+
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ExtractSettings(
     encoder="test_resnet",
@@ -78,15 +80,6 @@ class SlowEncoder(torch.nn.Module):
 def _slow_mean(weights: str | None) -> Encoder:
     spec = EncoderSpec("test_slow_mean", dim=3, mean=(0.0,) * 3, std=(1.0,) * 3)
     return Encoder(SlowEncoder(), spec)
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models run fastest on one thread, and do not stall on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

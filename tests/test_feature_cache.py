@@ -16,7 +16,8 @@ from mil_crcrs.data.packed import PackedBags
 from mil_crcrs.data.store import FeatureStore
 from mil_crcrs.simulate import SimulationSettings, simulate_cohort
 from mil_crcrs.train.loop import eval_batches, iterate_batches
-from tests.test_fit import one_thread  # noqa: F401  (autouse: one torch thread)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 SIM = SimulationSettings(
     scenario="prevalence", n_patients=48, tiles_per_slide=(20, 50), dim=16, seed=4

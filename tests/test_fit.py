@@ -17,85 +17,14 @@ from mil_crcrs import CRCRSModel, FitSettings, fit, load_model
 from mil_crcrs.data.bags import PatientBags
 from mil_crcrs.data.cache import to_cache_dtype
 from mil_crcrs.data.cohort import read_cohort
-from mil_crcrs.data.store import FeatureMeta, FeatureStore, write_bag
+from mil_crcrs.data.store import FeatureStore
 from mil_crcrs.errors import InputError
 from mil_crcrs.model_dir import MODEL_FORMAT_VERSION
 from mil_crcrs.stats.metrics import harrell_c
 from mil_crcrs.train.loop import iterate_batches, predict_risk
+from tests.helpers import DIM, tiny, write_cohort
 
-DIM = 6
-TINY = {"hidden_dim": 8, "attn_dim": 4, "dropout": 0.1}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest (and steadiest on a busy machine) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def write_cohort(
-    folder: Path,
-    n: int = 36,
-    dim: int = DIM,
-    encoder: str = "toy",
-    events: np.ndarray | None = None,
-    seed: int = 0,
-) -> tuple[Path, Path]:
-    """``n`` one-slide patients whose risk is the share of tiles with a high first feature.
-
-    Returns (features folder, clinical CSV).
-    """
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        n_tiles = int(rng.integers(4, 16))
-        x = rng.normal(size=(n_tiles, dim)).astype(np.float32)
-        share = rng.random() * 0.5
-        x[rng.random(n_tiles) < share, 0] += 3.0
-        t = rng.exponential(np.exp(-4 * share)) * 100
-        meta = FeatureMeta(f"s{i:03d}", encoder, 224, 448, 0.5, 0.25, 5000, 5000)
-        coords = np.stack([np.arange(n_tiles) % 4, np.arange(n_tiles) // 4], 1) * 448
-        write_bag(folder / "features" / f"s{i:03d}.h5", x, coords, meta, dtype="float32")
-        rows.append((f"p{i:03d}", f"s{i:03d}", round(t, 3), int(rng.random() < 0.75)))
-    table = pd.DataFrame(rows, columns=["patient_id", "slide_id", "time", "event"])
-    if events is not None:
-        table["event"] = events
-    table.to_csv(folder / "clinical.csv", index=False)
-    return folder / "features", folder / "clinical.csv"
-
-
-def tiny(**kw) -> FitSettings:
-    base = dict(
-        model_kwargs=TINY,
-        folds=3,
-        epochs=3,
-        batch_size=8,
-        lr=1e-2,
-        schedule="cosine",  # the recipe these fixtures were written for, whatever the default
-        patience=2,
-        progress=False,
-        device="cpu",
-        seed=3,
-    )
-    base.update(kw)
-    return FitSettings(**base)
-
-
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
-    return write_cohort(tmp_path_factory.mktemp("cohort"))
-
-
-@pytest.fixture(scope="module")
-def fitted(cohort):
-    features, clinical = cohort
-    return fit(features, clinical, tiny())
-
-
-# -- Harrell's C ----------------------------------------------------------------------------------
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def test_harrell_c_hand_checked_cases():

@@ -14,13 +14,15 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from test_fit import one_thread, tiny, write_cohort  # noqa: F401 (an autouse fixture)
 
 import mil_crcrs.train.crossval as crossval
 from cli.main import cli
 from mil_crcrs import fit, load_model
 from mil_crcrs.errors import InputError
 from mil_crcrs.train.checkpoints import MANIFEST_NAME, checkpoint_folder
+from tests.helpers import tiny, write_cohort
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_MODEL = crossval.train_model

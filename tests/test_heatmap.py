@@ -14,13 +14,11 @@ from mil_crcrs.explain.maps import (
     HeatmapSettings,
     Scale,
     TileScores,
-    attention_auroc,
     blank_canvas,
     canvas_shape,
     heatmap_figure,
     overlay,
     paint_tiles,
-    planted_auroc,
     render_heatmap,
     select_tiles,
     slide_heatmaps,
@@ -32,9 +30,10 @@ from mil_crcrs.figures import write_png
 from mil_crcrs.model_dir import CRCRSModel
 from mil_crcrs.models import create_model
 from mil_crcrs.simulate import SimulationSettings, simulate_cohort
+from mil_crcrs.simulate.checks import attention_auroc, planted_auroc
 from mil_crcrs.train.cutoff import Cutoff
 from mil_crcrs.train.fit import FitSettings, fit
-from tests.conftest import make_meta
+from tests.helpers import make_meta
 
 
 def scores_of(attention, contribution=None, slides=("s1",), tile_slide=None, coords=None):

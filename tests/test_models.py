@@ -12,6 +12,8 @@ from mil_crcrs.models import MILOutput, create_model, list_models, risk_from_log
 from mil_crcrs.models.transmil import NystromAttention, iterative_pinv, tile_layout
 from mil_crcrs.train.losses import cox_nll
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
+
 IN_DIM = 12
 # Small widths so every test runs in well under a second on a CPU. transmil's 8 landmarks make
 # bags of more than 7 tiles go through the Nystrom approximation.
@@ -22,15 +24,6 @@ SMALL = {
     "transmil": {"dim": 16, "heads": 4, "n_landmarks": 8},
 }
 MODELS = list_models()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tensors are tiny: intra-op threads only add overhead (a lot on a busy machine)."""
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
 
 
 def small_model(name: str, seed: int = 0, **kwargs) -> torch.nn.Module:

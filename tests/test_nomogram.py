@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -18,6 +15,7 @@ from mil_crcrs.stats.nomogram import (
     pretty_ticks,
 )
 from mil_crcrs.stats.survival import fit_cox, make_encoding
+from tests.helpers import colon_raw
 
 YEAR = 365.25
 
@@ -25,10 +23,7 @@ YEAR = 365.25
 @pytest.fixture(scope="module")
 def colon_model():
     """A Cox model of score + rx + age on R's colon death data (oncodatasets, read in place)."""
-    spec = importlib.util.find_spec("oncodatasets")
-    if spec is None or spec.origin is None:
-        pytest.skip("oncodatasets is not installed")
-    raw = pd.read_csv(Path(spec.origin).parent / "data" / "colon_chemotherapy.csv")
+    raw = colon_raw()
     table = pd.DataFrame(
         {
             "time": raw["Stime"].astype(float),

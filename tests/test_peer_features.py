@@ -6,7 +6,6 @@ import h5py
 import numpy as np
 import pytest
 from _peer_files import write_clam, write_slideflow, write_stamp, write_trident_pt
-from conftest import grid_coords
 
 from mil_crcrs.data.bags import PatientBags
 from mil_crcrs.data.cohort import cohort_from_slides
@@ -22,6 +21,7 @@ from mil_crcrs.data.store import (
     read_info,
 )
 from mil_crcrs.errors import InputError
+from tests.helpers import grid_coords
 
 FEATURES = np.arange(6 * 4, dtype=np.float32).reshape(6, 4) / 8  # exact in float16 too
 COORDS = grid_coords(6, 512)  # level-0 px, 512-px tiles (256 um at 0.5 mpp)

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import grid_coords, make_meta
 
 from cli.main import cli
 from mil_crcrs import load_model
@@ -18,6 +17,7 @@ from mil_crcrs.data.store import FeatureStore, read_bag, write_bag
 from mil_crcrs.errors import InputError
 from mil_crcrs.models import create_model
 from mil_crcrs.train.checkpoints import FoldCheckpoints
+from tests.helpers import grid_coords, make_meta
 
 HOSTILE_IDS = ["../escape", "../../escape", "..", "a/../../escape", "/tmp/escape", "sub/x"]
 

@@ -23,11 +23,11 @@ from mil_crcrs.simulate import (
     SIGNAL_DIMS,
     TILE_SIZE_LEVEL0,
     SimulationSettings,
-    _world,
     draw_cohort,
     read_planted,
     simulate_cohort,
 )
+from mil_crcrs.simulate.draw import _world
 from mil_crcrs.stats.metrics import harrell_c
 
 

@@ -17,7 +17,9 @@ from mil_crcrs.data.cohort import read_cohort
 from mil_crcrs.data.store import FeatureMeta, FeatureStore, write_bag
 from mil_crcrs.models import create_model
 from mil_crcrs.train.standardize import FeatureNorm, attach_feature_norm, feature_moments
-from tests.test_fit import one_thread, tiny  # noqa: F401  (one_thread: autouse, one thread)
+from tests.helpers import tiny
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 DIM = 5
 #: Uneven like foundation-model features: scales 100x apart, non-zero means, one constant dim.

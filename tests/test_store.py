@@ -11,7 +11,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import grid_coords, make_meta
 
 import mil_crcrs
 from mil_crcrs.data.store import (
@@ -27,6 +26,7 @@ from mil_crcrs.data.store import (
     write_bag,
 )
 from mil_crcrs.errors import InputError
+from tests.helpers import grid_coords, make_meta
 
 
 def _h5(path: Path, datasets: dict[str, np.ndarray], attrs: dict | None = None) -> Path:

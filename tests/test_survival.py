@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -24,6 +21,7 @@ from mil_crcrs.stats.survival import (
     survival_at,
     univariable_cox,
 )
+from tests.helpers import colon_raw
 
 
 def colon_deaths() -> pd.DataFrame:
@@ -33,10 +31,7 @@ def colon_deaths() -> pd.DataFrame:
     days). It is GPL-3 and used only at test time, read in place. The stand-in score is a fixed
     linear combination of node4, extent, obstruct and adhere (higher = worse).
     """
-    spec = importlib.util.find_spec("oncodatasets")
-    if spec is None or spec.origin is None:
-        pytest.skip("oncodatasets is not installed")
-    raw = pd.read_csv(Path(spec.origin).parent / "data" / "colon_chemotherapy.csv")
+    raw = colon_raw()
     table = pd.DataFrame(
         {
             "time": raw["Stime"].astype(float),

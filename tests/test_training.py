@@ -18,7 +18,9 @@ from mil_crcrs.models import create_model
 from mil_crcrs.train.fit import FitSettings, make_loss
 from mil_crcrs.train.loop import EarlyStopping, evaluate, train_model
 from mil_crcrs.train.losses import cox_nll
-from tests.test_fit import one_thread, write_cohort  # noqa: F401  (one_thread: autouse)
+from tests.helpers import write_cohort
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 class Counter(nn.Module):

@@ -23,7 +23,6 @@ features.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -47,7 +46,7 @@ from mil_crcrs.atomic import write_csv, write_json
 from mil_crcrs.data.bags import PatientBag
 from mil_crcrs.data.cohort import Cohort, Columns
 from mil_crcrs.data.inputs import open_inputs
-from mil_crcrs.data.store import BagInfo, FeatureStore
+from mil_crcrs.data.store import BagInfo, FeatureStore, read_settings_record
 from mil_crcrs.device import resolve_device
 from mil_crcrs.errors import InputError
 from mil_crcrs.explain.geojson import tiles_geojson, write_geojson
@@ -151,21 +150,6 @@ def read_tiles(slide: Slide, coords_level0: np.ndarray, info: BagInfo) -> np.nda
 # The encoder that made the features
 
 
-def extraction_record(path: Path) -> dict[str, Any] | None:
-    """The extraction settings saved in one of our feature files, or None."""
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        text = f.attrs.get("settings")
-    if isinstance(text, bytes):
-        text = text.decode()
-    try:
-        record = json.loads(text) if text else None
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
-
-
 def encoder_for_features(
     info: BagInfo, weights: str | os.PathLike | None = None, name: str | None = None
 ) -> Encoder:
@@ -190,7 +174,7 @@ def encoder_for_features(
     """
     from feature_extraction.encoders import RANDOM, create_encoder, list_encoders
 
-    record = extraction_record(info.path) if info.layout == "mil_crcrs" else None
+    record = read_settings_record(info.path)[1] if info.layout == "mil_crcrs" else None
     recorded = (record or {}).get("encoder") or info.encoder
     if recorded and name and recorded != name:
         raise InputError(

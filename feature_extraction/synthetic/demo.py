@@ -142,7 +142,7 @@ def run_demo(
     from feature_extraction.pipeline import extract
     from feature_extraction.synthetic.slides import build_demo_cohort, read_planted
     from mil_crcrs.atomic import write_csv
-    from mil_crcrs.explain.maps import planted_auroc
+    from mil_crcrs.simulate.checks import planted_auroc
     from mil_crcrs.stats.report import ReportSettings, build_report
     from mil_crcrs.train.fit import FitSettings, fit
 

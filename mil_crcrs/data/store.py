@@ -281,6 +281,12 @@ class FeatureWriter:
         self._coords[start:] = coords.astype(np.int64, copy=False)
         self.n_tiles += n
 
+    def add_dataset(self, name: str, data: np.ndarray) -> None:
+        """Store one more per-tile array beside the features (e.g. a simulation's truth)."""
+        if name in ("features", "coords"):
+            raise ValueError(f"{name!r} is written by append()")
+        self._file.create_dataset(name, data=np.asarray(data))
+
     def close(self) -> Path:
         """Validate, write the attributes and move the file into place; returns its path."""
         if self.n_tiles == 0:
@@ -316,8 +322,10 @@ def write_bag(
     coords: np.ndarray,
     meta: FeatureMeta,
     dtype: str = "float16",
+    extra: Mapping[str, np.ndarray] | None = None,
 ) -> Path:
-    """Write one slide's ``features`` (n_tiles, dim) and level-0 ``coords`` (n_tiles, 2).
+    """Write one slide's ``features`` (n_tiles, dim) and level-0 ``coords`` (n_tiles, 2), and
+    any ``extra`` datasets (read back with :func:`read_extra`).
 
     The file appears at ``path`` only once it is complete.
     """
@@ -326,7 +334,59 @@ def write_bag(
         raise InputError(f"{path}: features must be 2-D (n_tiles, dim), got {features.shape}")
     with FeatureWriter(path, meta, dim=features.shape[1], dtype=dtype) as writer:
         writer.append(features, coords)
+        for name, data in (extra or {}).items():
+            writer.add_dataset(name, data)
     return Path(path)
+
+
+def read_extra(path: str | os.PathLike, name: str) -> np.ndarray | None:
+    """The extra dataset ``name`` of one of our feature files, or None where it has none."""
+    with _open_h5(Path(path)) as f:
+        return f[name][...] if name in f else None
+
+
+def read_settings_record(path: str | os.PathLike) -> tuple[str | None, dict[str, Any] | None]:
+    """The extraction settings hash and settings saved in one feature file ((None, None) for a
+    file without them, such as a peer's)."""
+    with _open_h5(Path(path)) as f:
+        digest, text = f.attrs.get("settings_hash"), f.attrs.get("settings")
+    digest = digest.decode() if isinstance(digest, bytes) else digest
+    text = text.decode() if isinstance(text, bytes) else text
+    try:
+        record = json.loads(text) if text else None
+    except ValueError:
+        record = None
+    return (str(digest) if digest is not None else None), (
+        record if isinstance(record, dict) else None
+    )
+
+
+ATTENTION_FORMAT = "mil_crcrs.attention"
+
+
+def write_attention_file(
+    path: str | os.PathLike,
+    coords: np.ndarray,
+    attention: np.ndarray,
+    contribution: np.ndarray,
+    attrs: Mapping[str, Any],
+) -> None:
+    """One slide's per-tile scores, atomically: ``coords`` (n, 2) int64 level-0 (-1 where
+    unknown), ``attention`` and ``contribution`` (n,) float32, and the file ``attrs``."""
+    with atomic_path(path, suffix=".h5.tmp") as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("coords", data=np.asarray(coords).astype(np.int64))
+        f.create_dataset("attention", data=np.asarray(attention).astype(np.float32))
+        f.create_dataset("contribution", data=np.asarray(contribution).astype(np.float32))
+        f.attrs.update({"format": ATTENTION_FORMAT, **attrs})
+
+
+def read_coords_file(path: str | os.PathLike) -> tuple[np.ndarray, dict[str, Any]]:
+    """The ``coords`` (n, 2) float64 of a CLAM or TRIDENT patch file and that dataset's
+    attributes (patch size and level)."""
+    with _open_h5(Path(path)) as f:
+        if "coords" not in f:
+            raise InputError(f"{path}: no dataset 'coords'")
+        return np.asarray(f["coords"][()], dtype=np.float64), dict(f["coords"].attrs)
 
 
 # --------------------------------------------------------------------------------------------

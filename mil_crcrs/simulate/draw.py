@@ -67,15 +67,15 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 
-from mil_crcrs.atomic import atomic_path, write_csv, write_json
+from mil_crcrs.atomic import write_csv, write_json
 from mil_crcrs.data.cohort import DAYS_PER_UNIT, TIME_UNITS
-from mil_crcrs.data.store import FeatureMeta, write_bag
+from mil_crcrs.data.store import FeatureMeta, read_extra, write_bag
 from mil_crcrs.errors import InputError
 
+PLANTED = "sim_planted"  # the extra dataset of a simulated feature file: planted tiles
 SCENARIOS = ("rare", "prevalence", "both", "null", "cluster")
 
 SIGNAL_DIMS = 1  # the rare phenotype lives along this many (hidden) dimensions
@@ -530,26 +530,22 @@ def _write_slide(path: Path, draw: CohortDraw, slide_id: str) -> None:
         settings=asdict(s),
     )
     # The whole file, sim_planted included, appears at ``path`` only once complete.
-    with atomic_path(path, suffix=".h5.tmp") as tmp:
-        write_bag(tmp, draw.features[slide_id], xy, meta, dtype=s.dtype)
-        with h5py.File(tmp, "a") as f:
-            f.create_dataset("sim_planted", data=draw.planted[slide_id])
+    write_bag(path, draw.features[slide_id], xy, meta, s.dtype, {PLANTED: draw.planted[slide_id]})
 
 
 def _is_simulated(path: Path) -> bool:
     try:
-        with h5py.File(path, "r") as f:
-            return "sim_planted" in f
-    except OSError:
+        return read_extra(path, PLANTED) is not None
+    except InputError:
         return False
 
 
 def read_planted(path: str | os.PathLike) -> np.ndarray:
     """The (n_tiles,) bool mask of planted tiles stored in a simulated feature file."""
-    with h5py.File(path, "r") as f:
-        if "sim_planted" not in f:
-            raise InputError(f"{path}: not a simulated feature file (no 'sim_planted' dataset)")
-        return f["sim_planted"][...].astype(bool)
+    planted = read_extra(path, PLANTED)
+    if planted is None:
+        raise InputError(f"{path}: not a simulated feature file (no '{PLANTED}' dataset)")
+    return planted.astype(bool)
 
 
 def simulate_cohort(
