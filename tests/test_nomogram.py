@@ -7,6 +7,8 @@ import pandas as pd
 import pytest
 from lifelines import KaplanMeierFitter
 
+from mil_crcrs.stats.covariates import make_encoding
+from mil_crcrs.stats.cox import fit_cox
 from mil_crcrs.stats.nomogram import (
     build_nomogram,
     calibration,
@@ -14,7 +16,6 @@ from mil_crcrs.stats.nomogram import (
     net_benefit,
     pretty_ticks,
 )
-from mil_crcrs.stats.survival import fit_cox, make_encoding
 from tests.helpers import colon_raw
 
 YEAR = 365.25

@@ -9,18 +9,14 @@ from lifelines import CoxPHFitter, KaplanMeierFitter
 from lifelines.statistics import logrank_test, proportional_hazard_test
 
 from mil_crcrs.errors import InputError
-from mil_crcrs.stats.survival import (
-    Encoding,
-    Variable,
+from mil_crcrs.stats.covariates import Encoding, Variable, make_encoding
+from mil_crcrs.stats.cox import (
     fit_cox,
-    kaplan_meier,
-    make_encoding,
-    median_follow_up,
     proportional_hazards_test,
     subgroup_hazard_ratios,
-    survival_at,
     univariable_cox,
 )
+from mil_crcrs.stats.survival import kaplan_meier, median_follow_up, survival_at
 from tests.helpers import colon_raw
 
 

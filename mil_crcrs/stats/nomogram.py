@@ -1,6 +1,6 @@
 """A Cox nomogram of CRCRS + clinical covariates, its calibration and decision curves.
 
-The nomogram is a drawing of a fitted Cox model (:class:`~mil_crcrs.stats.survival.CoxModel`), in the
+The nomogram is a drawing of a fitted Cox model (:class:`~mil_crcrs.stats.cox.CoxModel`), in the
 convention of R's ``rms::nomogram``:
 
 - each variable's contribution ``beta * x`` is shifted so that its smallest value over the
@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 from lifelines.utils import interpolate_at_times
 
-from mil_crcrs.stats.survival import CoxModel, survival_at
+from mil_crcrs.stats.cox import CoxModel
+from mil_crcrs.stats.survival import survival_at
 
 
 @dataclass(frozen=True)

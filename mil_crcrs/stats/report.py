@@ -14,7 +14,7 @@ writes, for the training cohort and optionally an external validation cohort:
 - a nomogram of CRCRS + covariates fitted on the training cohort, its calibration at each
   horizon and decision curves at one horizon, on every cohort.
 
-Rules (see also :mod:`mil_crcrs.stats.survival` for covariate coding and reference levels):
+Rules (see also :mod:`mil_crcrs.stats.covariates` for covariate coding and reference levels):
 
 - The outcome comes from the clinical table; if that has no time and event columns, from the
   predictions. Both are in ``settings.time_unit``; horizons are given in years.
@@ -58,17 +58,16 @@ from mil_crcrs.data.cohort import (
 )
 from mil_crcrs.errors import InputError
 from mil_crcrs.figures import to_png
-from mil_crcrs.stats.discrimination import brier_grid, evaluate_discrimination
-from mil_crcrs.stats.nomogram import build_nomogram, calibration, decision_curve
-from mil_crcrs.stats.survival import (
+from mil_crcrs.stats.covariates import make_encoding
+from mil_crcrs.stats.cox import (
     fit_cox,
-    kaplan_meier,
-    make_encoding,
-    median_follow_up,
     proportional_hazards_test,
     subgroup_hazard_ratios,
     univariable_cox,
 )
+from mil_crcrs.stats.discrimination import brier_grid, evaluate_discrimination
+from mil_crcrs.stats.nomogram import build_nomogram, calibration, decision_curve
+from mil_crcrs.stats.survival import kaplan_meier, median_follow_up
 
 RESERVED = ("patient_id", "crcrs", "risk_group", "time", "event", "fold")
 MODEL_CRCRS, MODEL_CLINICAL, MODEL_BOTH = "CRCRS", "clinical", "CRCRS + clinical"
