@@ -34,7 +34,7 @@ from mil_crcrs.stats.survival import survival_at
 
 
 @dataclass(frozen=True)
-class Scale:
+class PointsScale:
     """One variable's points axis: the values shown and their points.
 
     For a numeric variable, ``values`` are evenly spaced ticks over the training range; for a
@@ -62,7 +62,7 @@ class Nomogram:
     """
 
     model: CoxModel
-    scales: tuple[Scale, ...]
+    scales: tuple[PointsScale, ...]
     points_per_unit: float
     lp_at_zero: float
     centre: float
@@ -131,7 +131,7 @@ def build_nomogram(model: CoxModel, horizons: Sequence[float], n_ticks: int = 7)
     widest = max(float(c.max() - c.min()) for _, _, c in spans)
     per_unit = 100.0 / widest if widest > 0 else 1.0
     scales = tuple(
-        Scale(name, tuple(values), tuple(float(x) for x in (c - c.min()) * per_unit))
+        PointsScale(name, tuple(values), tuple(float(x) for x in (c - c.min()) * per_unit))
         for name, values, c in spans
     )
     lp_at_zero = float(sum(c.min() for _, _, c in spans))
