@@ -203,9 +203,35 @@ def evaluate_discrimination(
         raise ValueError("grid is required with survival")
     grid = np.asarray(grid if grid is not None else [], np.float64)
     point = _all_metrics(time, event, risk, survival, horizons, grid)
-
-    rng = np.random.default_rng(seed)
     keys = list(point)
+    boot = _bootstrap(time, event, risk, survival, horizons, grid, keys, n_bootstrap, seed)
+
+    rows = []
+    for j, (model, metric, h) in enumerate(keys):
+        lo, hi, nb = _ci(boot[:, j])
+        shown = np.nan if h is None else h
+        rows.append([model, metric, shown, point[(model, metric, h)], lo, hi, nb])
+    metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS)
+    return Discrimination(
+        metrics=metrics,
+        differences=_differences(point, boot, keys, comparisons),
+        auc_curve=_auc_curve(time, event, risk, horizons, grid),
+    )
+
+
+def _bootstrap(
+    time: np.ndarray,
+    event: np.ndarray,
+    risk: Mapping[str, np.ndarray],
+    survival: Mapping[str, np.ndarray],
+    horizons: np.ndarray,
+    grid: np.ndarray,
+    keys: list[tuple[str, str, float | None]],
+    n_bootstrap: int,
+    seed: int,
+) -> np.ndarray:
+    """(n_bootstrap, len(keys)) every metric on each resample of patients, models fixed."""
+    rng = np.random.default_rng(seed)
     boot = np.full((n_bootstrap, len(keys)), np.nan)
     for b in range(n_bootstrap):
         idx = rng.integers(0, len(time), len(time))
@@ -218,14 +244,16 @@ def evaluate_discrimination(
             grid,
         )
         boot[b] = [rep[k] for k in keys]
+    return boot
 
-    rows = []
-    for j, (model, metric, h) in enumerate(keys):
-        lo, hi, nb = _ci(boot[:, j])
-        shown = np.nan if h is None else h
-        rows.append([model, metric, shown, point[(model, metric, h)], lo, hi, nb])
-    metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS)
 
+def _differences(
+    point: Mapping[tuple[str, str, float | None], float],
+    boot: np.ndarray,
+    keys: list[tuple[str, str, float | None]],
+    comparisons: Sequence[tuple[str, str]],
+) -> pd.DataFrame:
+    """Model minus reference per metric, with the CI of the paired bootstrap differences."""
     diff_rows = []
     for model, ref in comparisons:
         for j, (m, metric, h) in enumerate(keys):
@@ -235,8 +263,17 @@ def evaluate_discrimination(
             lo, hi, nb = _ci(boot[:, j] - boot[:, k])
             diff = point[(m, metric, h)] - point[(ref, metric, h)]
             diff_rows.append([model, ref, metric, np.nan if h is None else h, diff, lo, hi, nb])
-    differences = pd.DataFrame(diff_rows, columns=DIFF_COLUMNS)
+    return pd.DataFrame(diff_rows, columns=DIFF_COLUMNS)
 
+
+def _auc_curve(
+    time: np.ndarray,
+    event: np.ndarray,
+    risk: Mapping[str, np.ndarray],
+    horizons: np.ndarray,
+    grid: np.ndarray,
+) -> pd.DataFrame:
+    """``model, time, auc`` on 40 times up to the largest horizon, within the follow-up."""
     curve_times = np.linspace(grid[0] if grid.size else horizons.min(), horizons.max(), 40)
     curve_times = curve_times[(curve_times >= time.min()) & (curve_times < time.max())]
     curve = []
@@ -246,5 +283,4 @@ def evaluate_discrimination(
         except ValueError:
             continue
         curve += [[model, t, a] for t, a in zip(np.unique(curve_times), aucs, strict=True)]
-    auc_curve = pd.DataFrame(curve, columns=["model", "time", "auc"])
-    return Discrimination(metrics=metrics, differences=differences, auc_curve=auc_curve)
+    return pd.DataFrame(curve, columns=["model", "time", "auc"])
