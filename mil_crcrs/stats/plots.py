@@ -2,13 +2,13 @@
 
 matplotlib is imported inside the functions (``import mil_crcrs`` must not import it), and
 pyplot is never used, so drawing does not touch a user's interactive backend. Every function
-returns a :class:`matplotlib.figure.Figure`; :func:`mil_crcrs.figures.to_png` renders one to PNG bytes. Time axes
-are in years. Non-finite estimates are left out of a plot and named in it, never drawn as NaN.
+returns a :class:`matplotlib.figure.Figure`; :func:`mil_crcrs.figures.to_png` renders one to PNG
+bytes. Time axes are in years. Non-finite estimates are left out of a plot and named in it,
+never drawn as NaN. The nomogram is drawn in :mod:`mil_crcrs.stats.nomogram_plot`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,9 +17,9 @@ import pandas as pd
 from mil_crcrs.figures import new_figure
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from mil_crcrs.stats.nomogram import Nomogram
     from mil_crcrs.stats.survival import KaplanMeier
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#7f7f7f")
@@ -67,6 +67,41 @@ def km_figure(km: KaplanMeier, title: str, unit_per_year: float) -> Figure:
     ax = fig.add_subplot(grid[0])
     table_ax = fig.add_subplot(grid[1], sharex=ax)
     table_ax.tick_params(labelbottom=False)
+    _km_curves(ax, km, unit_per_year)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("Survival probability")
+    fig.suptitle(title, y=1.0 - 0.12 / height, va="top")
+    ax.grid(alpha=0.3)
+    ax.legend(
+        loc="lower left",
+        bbox_to_anchor=(0.0, 1.01),
+        borderaxespad=0.0,
+        frameon=False,
+        fontsize=9,
+    )
+    ax.text(
+        1.0,
+        1.02,
+        f"log-rank {_format_p(km.logrank_p)}",
+        transform=ax.transAxes,
+        ha="right",
+        va="bottom",
+        fontsize=10,
+    )
+    ticks = km.at_risk.index.to_numpy() / unit_per_year
+    end = max(
+        max(kmf.timeline.max() for kmf in km.fitters.values()) / unit_per_year,
+        ticks.max() if ticks.size else 0.0,
+    )
+    ax.set_xticks(ticks)
+    ax.set_xlim(-0.02 * end, end * 1.02)
+    ax.set_xlabel("Years")
+    _at_risk_table(table_ax, km, ticks)
+    return fig
+
+
+def _km_curves(ax: Axes, km: KaplanMeier, unit_per_year: float) -> None:
+    """Each group's step curve (labelled with n and median), its 95% band and censoring marks."""
     summary = km.summary.set_index("group")
     for i, (label, kmf) in enumerate(km.fitters.items()):
         color = GROUP_COLORS.get(label, COLORS[i % len(COLORS)])
@@ -96,34 +131,12 @@ def km_figure(km: KaplanMeier, title: str, unit_per_year: float) -> Figure:
                 ms=6,
                 mew=1,
             )
-    ax.set_ylim(0, 1.02)
-    ax.set_ylabel("Survival probability")
-    fig.suptitle(title, y=1.0 - 0.12 / height, va="top")
-    ax.grid(alpha=0.3)
-    ax.legend(
-        loc="lower left",
-        bbox_to_anchor=(0.0, 1.01),
-        borderaxespad=0.0,
-        frameon=False,
-        fontsize=9,
-    )
-    ax.text(
-        1.0,
-        1.02,
-        f"log-rank {_format_p(km.logrank_p)}",
-        transform=ax.transAxes,
-        ha="right",
-        va="bottom",
-        fontsize=10,
-    )
-    ticks = km.at_risk.index.to_numpy() / unit_per_year
-    end = max(
-        max(kmf.timeline.max() for kmf in km.fitters.values()) / unit_per_year,
-        ticks.max() if ticks.size else 0.0,
-    )
-    ax.set_xticks(ticks)
-    ax.set_xlim(-0.02 * end, end * 1.02)
-    ax.set_xlabel("Years")
+
+
+def _at_risk_table(table_ax: Axes, km: KaplanMeier, ticks: np.ndarray) -> None:
+    """The numbers at risk under the curves, one row per group in its colour, at ``ticks``
+    (years)."""
+    n_groups = len(km.fitters)
     table_ax.set_ylim(-0.5, n_groups - 0.5)
     table_ax.set_yticks(range(n_groups))
     table_ax.set_yticklabels(list(km.fitters)[::-1])
@@ -138,7 +151,6 @@ def km_figure(km: KaplanMeier, title: str, unit_per_year: float) -> Figure:
     table_ax.tick_params(axis="x", length=0, labelbottom=False)
     for side in ("top", "right", "left", "bottom"):
         table_ax.spines[side].set_visible(False)
-    return fig
 
 
 def forest_figure(table: pd.DataFrame, title: str) -> Figure:
@@ -150,15 +162,7 @@ def forest_figure(table: pd.DataFrame, title: str) -> Figure:
         ``model`` (rows of several models are drawn in different colours) and ``note`` (shown
         for rows that could not be estimated)
     """
-    table = table.reset_index(drop=True)
-    if "model" in table:
-        # Estimates of one term from several models side by side, term order kept.
-        first = {label: i for i, label in reversed(list(enumerate(table["label"])))}
-        order = sorted(range(len(table)), key=lambda i: (first[table["label"][i]], i))
-        table = table.iloc[order].reset_index(drop=True)
-        shown = table["label"].where(~table["label"].duplicated(), "")
-    else:
-        shown = table["label"]
+    table, shown = _forest_order(table)
     n = len(table)
     models = list(dict.fromkeys(table["model"])) if "model" in table else [None]
     legend = len(models) > 1
@@ -188,19 +192,7 @@ def forest_figure(table: pd.DataFrame, title: str) -> Figure:
             label=model,
         )
     ax.axvline(1.0, color="0.4", ls="--", lw=1)
-    ax.set_xscale("log")
-    lo, hi = 1.0, 1.0
-    if finite.any():
-        lo = min(float(table.loc[finite, "hr_lower"].min()), 1.0) / 1.3
-        hi = max(float(table.loc[finite, "hr_upper"].max()), 1.0) * 1.3
-    ax.set_xlim(lo, hi)
-    candidates = np.array([0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100])
-    if (hi / lo) < 8:
-        candidates = np.array([0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 6, 8, 10])
-    ticks = candidates[(candidates >= lo) & (candidates <= hi)]
-    ax.xaxis.set_minor_locator(_null_locator())
-    ax.set_xticks(ticks)
-    ax.set_xticklabels([f"{t:g}" for t in ticks])
+    _log_hr_axis(ax, table, finite)
     ax.set_ylim(-0.7, n - 0.3)
     ax.set_yticks(y)
     ax.set_yticklabels(shown, fontsize=9)
@@ -215,6 +207,43 @@ def forest_figure(table: pd.DataFrame, title: str) -> Figure:
             frameon=False,
             fontsize=9,
         )
+    _estimates_beside(ax, table, finite, y)
+    return fig
+
+
+def _forest_order(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """The rows in drawing order and the label shown on each (blank for a repeated term)."""
+    table = table.reset_index(drop=True)
+    if "model" in table:
+        # Estimates of one term from several models side by side, term order kept.
+        first = {label: i for i, label in reversed(list(enumerate(table["label"])))}
+        order = sorted(range(len(table)), key=lambda i: (first[table["label"][i]], i))
+        table = table.iloc[order].reset_index(drop=True)
+        shown = table["label"].where(~table["label"].duplicated(), "")
+    else:
+        shown = table["label"]
+    return table, shown
+
+
+def _log_hr_axis(ax: Axes, table: pd.DataFrame, finite: np.ndarray) -> None:
+    """A log hazard-ratio axis around 1 and the finite CIs, with round ticks."""
+    ax.set_xscale("log")
+    lo, hi = 1.0, 1.0
+    if finite.any():
+        lo = min(float(table.loc[finite, "hr_lower"].min()), 1.0) / 1.3
+        hi = max(float(table.loc[finite, "hr_upper"].max()), 1.0) * 1.3
+    ax.set_xlim(lo, hi)
+    candidates = np.array([0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100])
+    if (hi / lo) < 8:
+        candidates = np.array([0.1, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 6, 8, 10])
+    ticks = candidates[(candidates >= lo) & (candidates <= hi)]
+    ax.xaxis.set_minor_locator(_null_locator())
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:g}" for t in ticks])
+
+
+def _estimates_beside(ax: Axes, table: pd.DataFrame, finite: np.ndarray, y: np.ndarray) -> None:
+    """``HR (CI)  p`` to the right of each row, or its note when it was not estimated."""
     for i, row in table.iterrows():
         if finite[i]:
             text = (
@@ -224,85 +253,12 @@ def forest_figure(table: pd.DataFrame, title: str) -> Figure:
         else:
             text = str(row.get("note") or "not estimable")
         ax.text(1.03, y[i], text, transform=ax.get_yaxis_transform(), va="center", fontsize=9)
-    return fig
 
 
 def _null_locator():
     from matplotlib.ticker import NullLocator
 
     return NullLocator()
-
-
-def nomogram_figure(nomogram: Nomogram, horizon_labels: Sequence[str], title: str) -> Figure:
-    """The nomogram: a points ruler, one axis per variable, total points, survival per horizon."""
-    scales = nomogram.scales
-    n_rows = 1 + len(scales) + 1 + len(nomogram.horizons)
-    fig = new_figure(9.0, 0.9 + 0.55 * n_rows)
-    ax = fig.add_axes((0.22, 0.04, 0.74, 0.88))
-    ax.set_xlim(-3, 103)
-    ax.set_ylim(-0.7, n_rows - 0.3)
-    ax.axis("off")
-    ax.set_title(title, fontsize=11)
-    total_max = nomogram.max_total_points
-    row = n_rows - 1
-
-    def axis_line(y: float, positions: Sequence[float], labels: Sequence[str], name: str) -> None:
-        positions = np.asarray(positions, float)
-        ax.plot([positions.min(), positions.max()], [y, y], color="k", lw=1)
-        order = np.argsort(positions)
-        below = np.zeros(len(positions), bool)
-        for a, b in zip(order[:-1], order[1:], strict=True):
-            # Labels closer than a few points alternate above and below the axis.
-            if positions[b] - positions[a] < 4.5 and not below[a]:
-                below[b] = True
-        for x, lab, under in zip(positions, labels, below, strict=True):
-            ax.plot([x, x], [y, y + (-0.12 if under else 0.12)], color="k", lw=1)
-            ax.text(
-                x,
-                y - 0.18 if under else y + 0.18,
-                lab,
-                ha="center",
-                va="top" if under else "bottom",
-                fontsize=8,
-            )
-        ax.text(-5, y, name, ha="right", va="center", fontsize=10)
-
-    axis_line(row, np.arange(0, 101, 10), [str(p) for p in range(0, 101, 10)], "Points")
-    for s in scales:
-        row -= 1
-        labels = [f"{v:g}" if isinstance(v, float) else str(v) for v in s.values]
-        axis_line(row, s.points, labels, s.variable)
-    row -= 1
-    total_ticks = year_ticks(total_max) if total_max <= 10 else _nice_ticks(total_max)
-    axis_line(row, total_ticks * 100.0 / total_max, [f"{t:g}" for t in total_ticks], "Total points")
-    for i, label in enumerate(horizon_labels):
-        row -= 1
-        probs = np.array([0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95])
-        totals = np.linspace(0, total_max, 400)
-        surv = nomogram.survival_from_points(totals, i)
-        # Survival falls with points: place each probability where the curve crosses it.
-        keep = (probs <= surv.max()) & (probs >= surv.min())
-        xs = np.interp(probs[keep], surv[::-1], totals[::-1]) * 100.0 / total_max
-        if xs.size >= 2:
-            axis_line(row, xs, [f"{p:g}" for p in probs[keep]], f"{label} survival")
-        else:
-            ax.text(-5, row, f"{label} survival", ha="right", va="center", fontsize=10)
-            ax.text(
-                50,
-                row,
-                f"{surv.min():.2f}-{surv.max():.2f} over the whole range",
-                ha="center",
-                va="center",
-                fontsize=8,
-            )
-    return fig
-
-
-def _nice_ticks(top: float) -> np.ndarray:
-    for step in (10, 20, 25, 50, 100, 200, 250, 500):
-        if top / step <= 10:
-            break
-    return np.arange(0.0, top + 1e-9, step)
 
 
 def calibration_figure(table: pd.DataFrame, title: str) -> Figure:

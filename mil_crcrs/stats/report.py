@@ -355,6 +355,7 @@ def build_report(
     Report
     """
     from mil_crcrs.stats import plots
+    from mil_crcrs.stats.nomogram_plot import nomogram_figure
 
     if (validation_predictions is None) != (validation_clinical is None):
         raise InputError(
@@ -617,7 +618,7 @@ def build_report(
         "nomogram",
         "training",
         "nomogram of CRCRS + clinical covariates (training cohort)",
-        plots.nomogram_figure(nomo, labels, "Nomogram: CRCRS + clinical (training cohort)"),
+        nomogram_figure(nomo, labels, "Nomogram: CRCRS + clinical (training cohort)"),
     )
     add("nomogram_points", nomo.points_table(), "training")
     add(
