@@ -18,13 +18,8 @@ from sksurv.metrics import concordance_index_censored
 from cli.main import cli
 from mil_crcrs.data.cohort import DataWarning
 from mil_crcrs.errors import InputError
-from mil_crcrs.stats.report import (
-    ReportSettings,
-    build_report,
-    load_patients,
-    read_predictions,
-    usable_horizons,
-)
+from mil_crcrs.stats.report import ReportSettings, build_report
+from mil_crcrs.stats.report_inputs import load_patients, read_predictions, usable_horizons
 
 YEAR = 365.25
 FAKE_PNG = b"\x89PNG\r\n\x1a\n" + b"heatmap-bytes"

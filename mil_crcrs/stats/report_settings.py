@@ -1,0 +1,79 @@
+"""The settings of a survival report: :class:`ReportSettings`, checked when made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mil_crcrs.data.cohort import DAYS_PER_UNIT, TIME_UNITS, Columns
+from mil_crcrs.errors import InputError
+
+#: Columns of the joined patient table that are not clinical covariates.
+RESERVED = ("patient_id", "crcrs", "risk_group", "time", "event", "fold")
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    """Everything that decides the report's numbers; saved as ``settings.json``.
+
+    Attributes
+    ----------
+    covariates : clinical columns for the Cox models and the nomogram (at least one)
+    categorical : covariates to treat as categorical although their values are numbers
+    horizons_years : horizons of the AUC, nomogram and calibration, in years
+    time_unit : unit of the time columns ("days", "months", "years")
+    columns : column names of the clinical table
+    n_bootstrap : bootstrap resamples for the CIs of the discrimination metrics
+    seed : seed of the bootstrap
+    min_events : a horizon needs this many events by it and patients followed beyond it
+    calibration_groups : quantile groups of predicted survival in the calibration plots
+    dca_horizon_years : horizon of the decision curves; None = the middle usable horizon
+    title : heading of the HTML page
+    """
+
+    covariates: tuple[str, ...]
+    categorical: tuple[str, ...] = ()
+    horizons_years: tuple[float, ...] = (1.0, 3.0, 5.0)
+    time_unit: str = "days"
+    columns: Columns = field(default_factory=Columns)
+    n_bootstrap: int = 200
+    seed: int = 0
+    min_events: int = 5
+    calibration_groups: int = 5
+    dca_horizon_years: float | None = None
+    title: str = "CRCRS survival report"
+
+    def __post_init__(self) -> None:
+        if not self.covariates:
+            raise InputError("at least one clinical covariate is needed (--covariates)")
+        for name in self.covariates:
+            if name in RESERVED:
+                raise InputError(f"'{name}' is not a clinical covariate (it is reserved)")
+        dup = {c for c in self.covariates if self.covariates.count(c) > 1}
+        if dup:
+            raise InputError(f"covariate(s) given twice: {', '.join(sorted(dup))}")
+        stray = [c for c in self.categorical if c not in self.covariates]
+        if stray:
+            raise InputError(f"categorical covariate(s) {', '.join(stray)} are not in --covariates")
+        if self.time_unit not in TIME_UNITS:
+            raise InputError(
+                f"time unit must be one of {', '.join(TIME_UNITS)}, got {self.time_unit!r}"
+            )
+        if not self.horizons_years or any(not h > 0 for h in self.horizons_years):
+            raise InputError(f"horizons must be positive years, got {self.horizons_years}")
+        if self.n_bootstrap < 0:
+            raise InputError(
+                f"the number of bootstrap resamples must be >= 0, got {self.n_bootstrap}"
+            )
+        if self.min_events < 1:
+            raise InputError(f"min_events must be >= 1, got {self.min_events}")
+        if self.calibration_groups < 2:
+            raise InputError(f"calibration needs >= 2 groups, got {self.calibration_groups}")
+        if self.dca_horizon_years is not None and not self.dca_horizon_years > 0:
+            raise InputError(
+                f"the decision-curve horizon must be positive, got {self.dca_horizon_years}"
+            )
+
+    @property
+    def unit_per_year(self) -> float:
+        """Time units in one year (365.25 for days)."""
+        return DAYS_PER_UNIT["years"] / DAYS_PER_UNIT[self.time_unit]
