@@ -1,4 +1,8 @@
-"""``crcrs report``: survival statistics, nomogram and plots of a CRCRS as one HTML report."""
+"""``crcrs report``: survival statistics, nomogram and plots of a CRCRS as one HTML report.
+
+The flags fill a :class:`~mil_crcrs.stats.report.ReportSettings`, with its defaults; a bad value
+is reported under the flag the user typed (:data:`FLAGS` names those that differ from the field).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,15 @@ from pathlib import Path
 import click
 
 from cli._options import cohort_columns, comma_list, seed_option
-from mil_crcrs.errors import InputError
+from mil_crcrs.errors import InputError, SettingError
+from mil_crcrs.stats.report import ReportSettings, build_report
+
+#: ReportSettings fields whose flag is not the field's own name.
+FLAGS = {
+    "horizons_years": "horizons",
+    "n_bootstrap": "bootstrap",
+    "dca_horizon_years": "dca_horizon",
+}
 
 
 def _years(text: str) -> tuple[float, ...]:
@@ -47,7 +59,7 @@ def _years(text: str) -> tuple[float, ...]:
 )
 @click.option(
     "--categorical",
-    default="",
+    default=",".join(ReportSettings.categorical),
     show_default=False,
     help="Covariates coded as numbers to treat as categorical, e.g. T,N. Text "
     "covariates are categorical anyway; the reference level is the most frequent.",
@@ -60,21 +72,21 @@ def _years(text: str) -> tuple[float, ...]:
 )
 @click.option(
     "--horizons",
-    default="1,3,5",
+    default=",".join(f"{h:g}" for h in ReportSettings.horizons_years),
     show_default=True,
     help="Comma-separated horizons in years (time-dependent AUC, nomogram, calibration).",
 )
 @click.option(
     "--dca-horizon",
     type=float,
-    default=None,
+    default=ReportSettings.dca_horizon_years,
     help="Horizon of the decision curves, in years [default: the middle horizon].",
 )
 @click.option(
     "--bootstrap",
     "n_bootstrap",
     type=click.IntRange(min=0),
-    default=200,
+    default=ReportSettings.n_bootstrap,
     show_default=True,
     help="Bootstrap resamples for the 95% CIs.",
 )
@@ -104,18 +116,19 @@ def command(
     seed,
 ) -> None:
     """Kaplan-Meier, Cox, discrimination, nomogram, calibration and decision curves."""
-    from mil_crcrs.stats.report import ReportSettings, build_report
-
-    settings = ReportSettings(
-        covariates=comma_list(covariates),
-        categorical=comma_list(categorical),
-        horizons_years=_years(horizons),
-        time_unit=time_unit,
-        columns=columns,
-        n_bootstrap=n_bootstrap,
-        seed=seed,
-        dca_horizon_years=dca_horizon,
-    )
+    try:
+        settings = ReportSettings(
+            covariates=comma_list(covariates),
+            categorical=comma_list(categorical),
+            horizons_years=_years(horizons),
+            time_unit=time_unit,
+            columns=columns,
+            n_bootstrap=n_bootstrap,
+            seed=seed,
+            dca_horizon_years=dca_horizon,
+        )
+    except SettingError as exc:  # cli.main shows it as --<setting>: use this command's flag
+        raise SettingError(FLAGS.get(exc.setting, exc.setting), exc.problem) from None
     report = build_report(
         predictions,
         clinical,

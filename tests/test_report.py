@@ -361,13 +361,42 @@ def test_predictions_without_clinical_rows_are_dropped_with_a_note(tmp_path):
         (dict(covariates=("crcrs",)), "'crcrs' is not a clinical covariate"),
         (dict(covariates=("a", "a")), "given twice: a"),
         (dict(covariates=("a",), categorical=("b",)), "categorical covariate\\(s\\) b"),
-        (dict(covariates=("a",), horizons_years=(0,)), "horizons must be positive"),
+        (dict(covariates=("a",), horizons_years=(0,)), "horizons_years must be positive"),
         (dict(covariates=("a",), n_bootstrap=-1), "bootstrap"),
     ],
 )
 def test_bad_settings(kwargs, message):
     with pytest.raises(InputError, match=message):
         ReportSettings(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--horizons", "0,3"], "error: --horizons must be positive years"),
+        (["--dca-horizon", "-1"], "error: --dca-horizon must be positive years"),
+        (["--categorical", "T"], "error: --categorical covariate(s) T are not among"),
+    ],
+)
+def test_bad_settings_name_the_flag(files, tmp_path, flags, message):
+    # The library names the ReportSettings field (horizons_years); the CLI names its flag.
+    args = [
+        "report",
+        "--predictions",
+        str(files["train_pred"]),
+        "--clinical",
+        str(files["train_clin"]),
+        "--covariates",
+        "stage",
+        "--out",
+        str(tmp_path / "o"),
+        *flags,
+        *COLUMN_ARGS,
+    ]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2
+    assert result.output.startswith(message) and result.output.count("\n") == 1
+    assert not (tmp_path / "o").exists()
 
 
 def test_hostile_ids_and_names_come_out_escaped(files, tmp_path):

@@ -1,11 +1,15 @@
-"""The settings of a survival report: :class:`ReportSettings`, checked when made."""
+"""The settings of a survival report: :class:`ReportSettings`, checked when made.
+
+A bad value raises :class:`~mil_crcrs.errors.SettingError` naming the field (``horizons_years``,
+``n_bootstrap`` ...); the CLI names its own flag instead.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from mil_crcrs.data.cohort import DAYS_PER_UNIT, TIME_UNITS, Columns
-from mil_crcrs.errors import InputError
+from mil_crcrs.errors import SettingError
 
 #: Columns of the joined patient table that are not clinical covariates.
 RESERVED = ("patient_id", "crcrs", "risk_group", "time", "event", "fold")
@@ -43,34 +47,46 @@ class ReportSettings:
     title: str = "CRCRS survival report"
 
     def __post_init__(self) -> None:
-        if not self.covariates:
-            raise InputError("at least one clinical covariate is needed (--covariates)")
-        for name in self.covariates:
-            if name in RESERVED:
-                raise InputError(f"'{name}' is not a clinical covariate (it is reserved)")
-        dup = {c for c in self.covariates if self.covariates.count(c) > 1}
-        if dup:
-            raise InputError(f"covariate(s) given twice: {', '.join(sorted(dup))}")
-        stray = [c for c in self.categorical if c not in self.covariates]
-        if stray:
-            raise InputError(f"categorical covariate(s) {', '.join(stray)} are not in --covariates")
+        self._check_covariates()
         if self.time_unit not in TIME_UNITS:
-            raise InputError(
-                f"time unit must be one of {', '.join(TIME_UNITS)}, got {self.time_unit!r}"
+            raise SettingError(
+                "time_unit", f"must be one of {', '.join(TIME_UNITS)}, got {self.time_unit!r}"
             )
         if not self.horizons_years or any(not h > 0 for h in self.horizons_years):
-            raise InputError(f"horizons must be positive years, got {self.horizons_years}")
-        if self.n_bootstrap < 0:
-            raise InputError(
-                f"the number of bootstrap resamples must be >= 0, got {self.n_bootstrap}"
+            raise SettingError(
+                "horizons_years", f"must be positive years, got {self.horizons_years}"
             )
+        if self.n_bootstrap < 0:
+            raise SettingError("n_bootstrap", f"must be >= 0, got {self.n_bootstrap}")
         if self.min_events < 1:
-            raise InputError(f"min_events must be >= 1, got {self.min_events}")
+            raise SettingError("min_events", f"must be >= 1, got {self.min_events}")
         if self.calibration_groups < 2:
-            raise InputError(f"calibration needs >= 2 groups, got {self.calibration_groups}")
+            raise SettingError(
+                "calibration_groups", f"must be >= 2 groups, got {self.calibration_groups}"
+            )
         if self.dca_horizon_years is not None and not self.dca_horizon_years > 0:
-            raise InputError(
-                f"the decision-curve horizon must be positive, got {self.dca_horizon_years}"
+            raise SettingError(
+                "dca_horizon_years", f"must be positive years, got {self.dca_horizon_years}"
+            )
+
+    def _check_covariates(self) -> None:
+        if not self.covariates:
+            raise SettingError("covariates", "must name at least one clinical covariate")
+        for name in self.covariates:
+            if name in RESERVED:
+                raise SettingError(
+                    "covariates",
+                    f"must be clinical columns: '{name}' is not a clinical covariate "
+                    "(it is reserved)",
+                )
+        dup = {c for c in self.covariates if self.covariates.count(c) > 1}
+        if dup:
+            raise SettingError("covariates", f"given twice: {', '.join(sorted(dup))}")
+        stray = [c for c in self.categorical if c not in self.covariates]
+        if stray:
+            raise SettingError(
+                "categorical",
+                f"covariate(s) {', '.join(stray)} are not among the covariates",
             )
 
     @property
