@@ -231,19 +231,25 @@ def _settings(**kwargs) -> ReportSettings:
     return ReportSettings(**base)
 
 
-def test_no_patient_in_common_is_one_line_exit_2(files, tmp_path):
-    args = [
+def _stage_only_args(predictions: Path, clinical: Path, out: Path, *flags: str) -> list[str]:
+    """``crcrs report`` arguments of a one-covariate (stage) report."""
+    return [
         "report",
         "--predictions",
-        str(files["valid_pred"]),
+        str(predictions),
         "--clinical",
-        str(files["train_clin"]),
+        str(clinical),
         "--covariates",
         "stage",
         "--out",
-        str(tmp_path / "o"),
+        str(out),
+        *flags,
         *COLUMN_ARGS,
     ]
+
+
+def test_no_patient_in_common_is_one_line_exit_2(files, tmp_path):
+    args = _stage_only_args(files["valid_pred"], files["train_clin"], tmp_path / "o")
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2
     assert result.output.startswith("error: ") and "no patient in common" in result.output
@@ -380,19 +386,7 @@ def test_bad_settings(kwargs, message):
 )
 def test_bad_settings_name_the_flag(files, tmp_path, flags, message):
     # The library names the ReportSettings field (horizons_years); the CLI names its flag.
-    args = [
-        "report",
-        "--predictions",
-        str(files["train_pred"]),
-        "--clinical",
-        str(files["train_clin"]),
-        "--covariates",
-        "stage",
-        "--out",
-        str(tmp_path / "o"),
-        *flags,
-        *COLUMN_ARGS,
-    ]
+    args = _stage_only_args(files["train_pred"], files["train_clin"], tmp_path / "o", *flags)
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2
     assert result.output.startswith(message) and result.output.count("\n") == 1

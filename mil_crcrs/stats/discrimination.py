@@ -18,7 +18,7 @@ Every metric is scikit-survival's; this module fixes the conventions and adds bo
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -204,7 +204,13 @@ def evaluate_discrimination(
     grid = np.asarray(grid if grid is not None else [], np.float64)
     point = _all_metrics(time, event, risk, survival, horizons, grid)
     keys = list(point)
-    boot = _bootstrap(time, event, risk, survival, horizons, grid, keys, n_bootstrap, seed)
+
+    def on_resample(idx: np.ndarray) -> dict[tuple[str, str, float | None], float]:
+        risk_b = {m: r[idx] for m, r in risk.items()}
+        survival_b = {m: s[idx] for m, s in survival.items()}
+        return _all_metrics(time[idx], event[idx], risk_b, survival_b, horizons, grid)
+
+    boot = _bootstrap(on_resample, len(time), keys, n_bootstrap, seed)
 
     rows = []
     for j, (model, metric, h) in enumerate(keys):
@@ -220,29 +226,18 @@ def evaluate_discrimination(
 
 
 def _bootstrap(
-    time: np.ndarray,
-    event: np.ndarray,
-    risk: Mapping[str, np.ndarray],
-    survival: Mapping[str, np.ndarray],
-    horizons: np.ndarray,
-    grid: np.ndarray,
+    metrics_of: Callable[[np.ndarray], Mapping[tuple[str, str, float | None], float]],
+    n_patients: int,
     keys: list[tuple[str, str, float | None]],
     n_bootstrap: int,
     seed: int,
 ) -> np.ndarray:
-    """(n_bootstrap, len(keys)) every metric on each resample of patients, models fixed."""
+    """(n_bootstrap, len(keys)) every metric on each resample of patients (``metrics_of`` takes
+    the resampled indices; the models stay fixed)."""
     rng = np.random.default_rng(seed)
     boot = np.full((n_bootstrap, len(keys)), np.nan)
     for b in range(n_bootstrap):
-        idx = rng.integers(0, len(time), len(time))
-        rep = _all_metrics(
-            time[idx],
-            event[idx],
-            {m: r[idx] for m, r in risk.items()},
-            {m: s[idx] for m, s in survival.items()},
-            horizons,
-            grid,
-        )
+        rep = metrics_of(rng.integers(0, n_patients, n_patients))
         boot[b] = [rep[k] for k in keys]
     return boot
 
