@@ -84,16 +84,17 @@ class Report:
     warnings: tuple[str, ...]
 
 
-Source = str | os.PathLike | pd.DataFrame
+#: A table given by its path (CSV, TSV or Excel) or as a data frame.
+TableInput = str | os.PathLike | pd.DataFrame
 
 
 def build_report(
-    predictions: Source,
-    clinical: Source,
+    predictions: TableInput,
+    clinical: TableInput,
     out_dir: str | os.PathLike,
     settings: ReportSettings,
-    validation_predictions: Source | None = None,
-    validation_clinical: Source | None = None,
+    validation_predictions: TableInput | None = None,
+    validation_clinical: TableInput | None = None,
     extra_images: Sequence[str | os.PathLike] = (),
 ) -> Report:
     """Compute every statistic and write ``report.html``, the tables and the figures.
@@ -125,7 +126,8 @@ def build_report(
         parts.notes += notes
         loaded.append((role, table, info))
 
-    models = fit_training_models(loaded[0][1], loaded[0][2]["source"], settings)
+    _, train_table, train_info = loaded[0]
+    models = fit_training_models(train_table, train_info["source"], settings)
     for role, table, info in loaded:
         cohort, notes = prepare_cohort(role, table, info["source"], settings, models.horizons)
         parts.notes += notes

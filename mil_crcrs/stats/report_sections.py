@@ -1,8 +1,11 @@
 """The sections of a survival report for one cohort, one function each.
 
-Every section reads a :class:`Cohort` (its patients, complete cases and usable horizons) and,
-where it needs them, the :class:`TrainingModels` fitted once on the training cohort, and adds
-named tables and captioned figures to the :class:`ReportParts` the report collects:
+A cohort's sections are called alike, ``section(parts, cohort, models, settings)``: each reads
+the :class:`~mil_crcrs.stats.report_cohorts.Cohort` (its patients, complete cases and usable
+horizons) and, where it needs them, the
+:class:`~mil_crcrs.stats.report_cohorts.TrainingModels` fitted once on the training cohort, and
+adds named tables and captioned figures to the :class:`ReportParts` the report collects
+(:func:`analyse_cohort` runs them in the report's order):
 
 - :func:`km_section`: Kaplan-Meier curves of the risk groups, log-rank test, numbers at risk;
 - :func:`cox_section`: univariable and multivariable Cox models, proportional hazards, forest;
@@ -16,7 +19,7 @@ named tables and captioned figures to the :class:`ReportParts` the report collec
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -43,6 +46,9 @@ from mil_crcrs.stats.report_cohorts import (
 from mil_crcrs.stats.report_inputs import usable_horizons
 from mil_crcrs.stats.report_settings import ReportSettings
 from mil_crcrs.stats.survival import kaplan_meier
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class ReportFigure(NamedTuple):
@@ -77,7 +83,7 @@ class ReportParts:
         frame.insert(0, "cohort", cohort)
         self.tables.setdefault(name, []).append(frame)
 
-    def figure(self, section: str, cohort: str, caption: str, fig: Any) -> None:
+    def figure(self, section: str, cohort: str, caption: str, fig: Figure) -> None:
         """Add a matplotlib figure (rendered to PNG now) to ``section``."""
         self.figures.append(ReportFigure(section, cohort, caption, to_png(fig)))
 
