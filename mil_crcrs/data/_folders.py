@@ -45,7 +45,8 @@ def _nested_feature_folder(folder: Path) -> Path | None:
     if len(found) > 1:
         names = ", ".join(str(d.relative_to(folder)) for d in found[:4])
         raise InputError(
-            f"{folder}: feature files in several folders ({names}); point --features at one"
+            f"{folder}: feature files in several folders ({names}); give one of them as the "
+            "feature folder"
         )
     return found[0] if found else None
 

@@ -53,7 +53,7 @@ from mil_crcrs.data._h5 import (
     write_bag,
 )
 from mil_crcrs.data._layouts import read_h5, read_pt
-from mil_crcrs.errors import InputError
+from mil_crcrs.errors import InputError, SettingError
 
 __all__ = [
     "ATTENTION_FORMAT",
@@ -121,9 +121,11 @@ class ReadSettings:
 
     def __post_init__(self) -> None:
         if self.tile_size_level0 is not None and self.tile_size_level0 < 1:
-            raise InputError(f"--tile-size must be at least 1, got {self.tile_size_level0}")
+            raise SettingError(
+                "tile_size_level0", f"must be at least 1, got {self.tile_size_level0}"
+            )
         if self.slide_mpp is not None and not self.slide_mpp > 0:
-            raise InputError(f"--slide-mpp must be positive, got {self.slide_mpp}")
+            raise SettingError("slide_mpp", f"must be positive, got {self.slide_mpp}")
 
 
 @dataclass(frozen=True)
@@ -204,8 +206,9 @@ def _describe(path: Path, fields: dict[str, Any], native_known: bool, s: ReadSet
     """A BagInfo from a layout's fields, with what ``s`` supplies where the file is silent."""
     fields = {k: v for k, v in fields.items() if k in BagInfo.__dataclass_fields__}
     if s.encoder and fields.get("encoder") and s.encoder != fields["encoder"]:
-        raise InputError(
-            f"{path}: the file names encoder '{fields['encoder']}' but --encoder says '{s.encoder}'"
+        raise SettingError(
+            "encoder",
+            f"'{s.encoder}' contradicts {path}, which names encoder '{fields['encoder']}'",
         )
     fields["encoder"] = fields.get("encoder") or s.encoder
     fields["slide_mpp"] = fields.get("slide_mpp") or s.slide_mpp

@@ -192,8 +192,8 @@ def event_from_censoring(table: pd.DataFrame, columns: Columns, source: str) -> 
     if columns.event in table.columns and looks_like_censoring(columns.event):
         raise InputError(
             f"{source}: the event column '{columns.event}' is named like a censoring indicator "
-            "(1 = censored), the opposite of an event (1 = observed); pass it as --censor-col "
-            f"{columns.event} to have it inverted, or name the real event column"
+            "(1 = censored), the opposite of an event (1 = observed); make it the censoring column "
+            f"(censor = '{columns.event}') to have it inverted, or name the real event column"
         )
     censor = columns.censor
     if censor is None and columns.event not in table.columns:
@@ -255,7 +255,7 @@ def join_slide_table(
     if missing:
         raise InputError(
             f"{source}: missing column(s) {', '.join(map(repr, missing))} of a slide table "
-            f"(it has {', '.join(map(str, slides.columns))}); set --patient-col and --slide-col"
+            f"(it has {', '.join(map(str, slides.columns))}); name the patient and slide columns"
         )
     if columns.patient not in clinical.columns:
         return clinical  # reported as a missing column by the caller
@@ -264,7 +264,7 @@ def join_slide_table(
         i = int(np.flatnonzero(dup.to_numpy())[0])
         raise InputError(
             f"{clinical_source}, {table_line(i)}: duplicate patient "
-            f"'{clinical[columns.patient].iloc[i]}' (with --slide-table it has one row per patient)"
+            f"'{clinical[columns.patient].iloc[i]}' (with a slide table it has one row per patient)"
         )
     extra = [c for c in clinical.columns if c == columns.slide]
     clinical = clinical.drop(columns=extra)
@@ -276,7 +276,7 @@ def join_slide_table(
     if joined.empty:
         raise InputError(
             f"{source}: no patient of the slide table is in the clinical table "
-            f"(e.g. '{right[columns.patient].iloc[0]}'); is --patient-col right?"
+            f"(e.g. '{right[columns.patient].iloc[0]}'); is the patient column right?"
         )
     if n_without:
         log.info(
