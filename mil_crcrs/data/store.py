@@ -224,6 +224,8 @@ def _describe(path: Path, fields: dict[str, Any], native_known: bool, s: ReadSet
 
 def _level0_note(info: BagInfo) -> str:
     """Why the level-0 pixel coordinates of a file are unknown ('' when they are known)."""
+    # These notes name the CLI flags: predict stores them in attention files (coords_note),
+    # which stay as they were written.
     if info.coords_unit is None:
         return (
             "the file holds features only; put CLAM's h5_files/ or patches/ folder beside pt_files/"
