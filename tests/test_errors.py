@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 import torch
 
@@ -69,3 +71,11 @@ def test_setting_error_reads_setting_then_problem_on_one_line():
     error = SettingError("batch_size", "must be at least 1,\ngot 0")
     assert (error.setting, error.problem) == ("batch_size", "must be at least 1,\ngot 0")
     assert str(error) == "batch_size must be at least 1,\\ngot 0"
+
+
+def test_setting_error_survives_pickling_with_its_parts():
+    # a worker process hands its exception back pickled
+    error = pickle.loads(pickle.dumps(SettingError("device", "must be one of auto, cpu, cuda")))
+    assert isinstance(error, SettingError)
+    assert (error.setting, error.problem) == ("device", "must be one of auto, cpu, cuda")
+    assert str(error) == "device must be one of auto, cpu, cuda"
