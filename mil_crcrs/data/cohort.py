@@ -41,6 +41,20 @@ from mil_crcrs.data.tables import (
 )
 from mil_crcrs.errors import InputError
 
+__all__ = [  # Columns, read_table and validate_outcome live in tables.py; importable here too
+    "DAYS_PER_UNIT",
+    "SLIDE_SUFFIXES",
+    "TIME_UNITS",
+    "Cohort",
+    "Columns",
+    "DataWarning",
+    "cohort_from_slides",
+    "read_cohort",
+    "read_table",
+    "strip_slide_suffix",
+    "validate_outcome",
+]
+
 TIME_UNITS = ("days", "months", "years")
 DAYS_PER_UNIT = {"days": 1.0, "months": 365.25 / 12.0, "years": 365.25}
 #: Extensions a slide id may carry in a table and still match its feature file's stem.
