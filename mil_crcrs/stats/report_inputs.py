@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mil_crcrs.data.cohort import read_cohort, read_table, validate_outcome
+from mil_crcrs.data.cohort import read_cohort
+from mil_crcrs.data.tables import read_table, table_line, validate_outcome
 from mil_crcrs.errors import InputError
 from mil_crcrs.stats.report_settings import ReportSettings
 
@@ -55,7 +56,7 @@ def read_predictions(
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise InputError(
-            f"{source}, line {i + 2}: column 'crcrs' must be a finite number, "
+            f"{source}, {table_line(i)}: column 'crcrs' must be a finite number, "
             f"got {table['crcrs'].iloc[i]!r}"
         )
     group = table["risk_group"].astype(str).str.strip().str.lower()
@@ -63,14 +64,14 @@ def read_predictions(
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
         raise InputError(
-            f"{source}, line {i + 2}: column 'risk_group' must be 'high' or 'low', "
+            f"{source}, {table_line(i)}: column 'risk_group' must be 'high' or 'low', "
             f"got {table['risk_group'].iloc[i]!r}"
         )
     pid = table["patient_id"].astype(str)
     dup = pid.duplicated()
     if dup.any():
         i = int(np.flatnonzero(dup.to_numpy())[0])
-        raise InputError(f"{source}, line {i + 2}: duplicate patient_id '{pid.iloc[i]}'")
+        raise InputError(f"{source}, {table_line(i)}: duplicate patient_id '{pid.iloc[i]}'")
     if "time" in table.columns and "event" in table.columns:
         table = validate_outcome(table, "time", "event", source)
     out = table.assign(patient_id=pid, crcrs=crcrs.astype(float), risk_group=group)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mil_crcrs.data.cohort import DAYS_PER_UNIT, TIME_UNITS, Columns
+from mil_crcrs.data.cohort import DAYS_PER_UNIT, TIME_UNITS
+from mil_crcrs.data.tables import Columns
 from mil_crcrs.errors import SettingError
 
 #: Columns of the joined patient table that are not clinical covariates.
