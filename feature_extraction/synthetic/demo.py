@@ -138,7 +138,7 @@ def run_demo(
     -------
     DemoResult
     """
-    from feature_extraction.explain.heatmaps import make_heatmaps
+    from feature_extraction.explain.heatmaps import HeatmapJob, make_heatmaps
     from feature_extraction.pipeline import extract
     from feature_extraction.synthetic.slides import build_demo_cohort, read_planted
     from mil_crcrs.atomic import write_csv
@@ -207,9 +207,11 @@ def run_demo(
         heatmap_dir,
         slides=[cohort.root / "slides"],
         clinical=cohort.clinical_csv,
-        patients=list(chosen),
-        gradcam=_gradcam_settings() if settings.gradcam else None,
-        device=settings.device,
+        job=HeatmapJob(
+            patients=list(chosen),
+            gradcam=_gradcam_settings() if settings.gradcam else None,
+            device=settings.device,
+        ),
     )
     planted = {sid: read_planted(p) for sid, p in cohort.planted.items()}
     auroc = planted_auroc(model, features, planted, clinical=cohort.clinical_csv)

@@ -12,7 +12,7 @@ import pandas as pd
 
 from mil_crcrs.data.cohort import Cohort, Columns
 from mil_crcrs.errors import InputError
-from mil_crcrs.explain.maps import tile_scores
+from mil_crcrs.explain.scores import tile_scores
 
 if TYPE_CHECKING:
     from mil_crcrs.data.store import FeatureStore
