@@ -169,11 +169,11 @@ def make_heatmaps(
         inputs.store,
         files,
         out_dir,
-        job.heatmap,
-        job.gradcam,
-        encoder,
-        job.tile_size,
-        job.geojson,
+        settings=job.heatmap,
+        gradcam=job.gradcam,
+        encoder=encoder,
+        tile_size=job.tile_size,
+        geojson=job.geojson,
     )
 
     image_rows: list[dict[str, Any]] = []
