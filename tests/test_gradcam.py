@@ -367,7 +367,7 @@ def test_without_slides_maps_go_on_a_blank_canvas_and_gradcam_is_refused(world, 
             tmp_path / "x",
             job=HeatmapJob(gradcam=GradCAMSettings()),
         )
-    with pytest.raises(InputError, match="--patients: 1 patient"):
+    with pytest.raises(SettingError, match="^patients names 1 patient"):
         make_heatmaps(
             world["model"], world["features"], tmp_path / "y", job=HeatmapJob(patients=["nobody"])
         )
