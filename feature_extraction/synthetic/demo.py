@@ -27,7 +27,7 @@ from mil_crcrs.errors import InputError
 
 if TYPE_CHECKING:
     from feature_extraction.pipeline import ExtractSettings
-    from feature_extraction.synthetic.slides import DemoCohortSettings
+    from feature_extraction.synthetic.settings import DemoCohortSettings
 
 #: The demo's encoder: offline (its weights ship with the package), fast on a CPU.
 DEMO_ENCODER = "efficientnet_lite0"
@@ -71,7 +71,7 @@ class DemoSettings:
 
     def cohort_settings(self) -> DemoCohortSettings:
         """The :class:`~feature_extraction.synthetic.slides.DemoCohortSettings` of the cohort."""
-        from feature_extraction.synthetic.slides import DemoCohortSettings
+        from feature_extraction.synthetic.settings import DemoCohortSettings
 
         return DemoCohortSettings(
             n_patients=self.n_patients, slide_tiles=self.slide_tiles, seed=self.seed
@@ -140,7 +140,7 @@ def run_demo(
     """
     from feature_extraction.explain.heatmaps import make_heatmaps
     from feature_extraction.pipeline import extract
-    from feature_extraction.synthetic.slides import build_demo_cohort, read_planted
+    from feature_extraction.synthetic import build_demo_cohort, read_planted
     from mil_crcrs.atomic import write_csv
     from mil_crcrs.simulate.checks import planted_auroc
     from mil_crcrs.stats.report import ReportSettings, build_report
