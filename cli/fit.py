@@ -1,6 +1,6 @@
 """``crcrs fit``: cross-validated training of the CRCRS model into a model directory.
 
-Every :class:`~mil_crcrs.train.fit.FitSettings` field is a flag (``batch_size`` -> ``--batch-size``),
+Every :class:`~mil_crcrs.train.settings.FitSettings` field is a flag (``batch_size`` -> ``--batch-size``),
 built here from the dataclass itself: its defaults, its docstring for the help, and the library's
 name tuples for the choices. The aggregator's own hyperparameters (``model_kwargs``) are flags
 too, one per option any registered model takes (``--hidden-dim``, ``--attn-dim``, ``--dropout``,
@@ -20,6 +20,7 @@ from typing import Any
 import click
 
 from cli._options import (
+    DeviceType,
     cohort_columns,
     comma_list,
     command_line,
@@ -28,37 +29,19 @@ from cli._options import (
     read_settings,
     slide_table_option,
 )
-from mil_crcrs.data.cache import RESIDENT_CHOICES
-from mil_crcrs.device import DEVICES
-from mil_crcrs.errors import InputError
+from mil_crcrs.errors import InputError, SettingError
 from mil_crcrs.models import list_models, model_options
-from mil_crcrs.train.config import (
-    SettingError,
-    read_settings_file,
+from mil_crcrs.train.config import read_settings_file
+from mil_crcrs.train.settings import (
+    FitSettings,
+    setting_choices,
     setting_default,
     setting_docs,
     setting_fields,
     setting_types,
 )
-from mil_crcrs.train.cutoff import CUTOFF_METHODS
-from mil_crcrs.train.fit import LOSS_NAMES, PRECISIONS
-from mil_crcrs.train.loop import MONITORS, SCHEDULES
-from mil_crcrs.train.losses import TIES
 
 _PATH = click.Path(path_type=Path)
-
-#: The settings whose values come from a fixed list in the library.
-CHOICES = {
-    "model": list_models,
-    "schedule": lambda: SCHEDULES,
-    "loss": lambda: LOSS_NAMES,
-    "ties": lambda: TIES,
-    "monitor": lambda: MONITORS,
-    "cutoff": lambda: CUTOFF_METHODS,
-    "device": lambda: DEVICES,
-    "resident": lambda: RESIDENT_CHOICES,
-    "precision": lambda: tuple(PRECISIONS),
-}
 
 
 def flag(name: str) -> str:
@@ -102,8 +85,11 @@ def _setting_option(name: str, kind: Any, help_text: str) -> Any:
     if kind is bool:
         off = "--no-" + flag(name)[2:]
         return click.option(f"{flag(name)}/{off}", name, default=None, help=help_text)
-    if name in CHOICES:
-        kind = click.Choice(list(CHOICES[name]()))
+    choices = setting_choices()
+    if name in choices:
+        kind = click.Choice(list(choices[name]))
+    elif name == "device":
+        kind = DeviceType()
     elif name == "max_tiles":
         kind = _MaxTiles()
     elif name == "seeds":
@@ -238,7 +224,7 @@ def command(
     click.echo(f"model: {out}")
 
 
-def build_settings(config: Path | None, given: dict[str, Any]) -> Any:
+def build_settings(config: Path | None, given: dict[str, Any]) -> FitSettings:
     """FitSettings from the defaults, then ``config`` (a file), then the flags given.
 
     Raises
@@ -246,8 +232,6 @@ def build_settings(config: Path | None, given: dict[str, Any]) -> Any:
     InputError
         naming the flag, or the file and setting, of a bad value
     """
-    from mil_crcrs.train.fit import FitSettings
-
     values = read_settings_file(config) if config is not None else {}
     model_kwargs = dict(values.get("model_kwargs", {}))
     flags: dict[str, str] = {}  # setting -> the flag it came from

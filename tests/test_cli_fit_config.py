@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from mil_crcrs.errors import InputError
-from mil_crcrs.train.config import read_settings_file, setting_default, setting_fields
-from mil_crcrs.train.fit import FitSettings
+from mil_crcrs.train.config import read_settings_file
+from mil_crcrs.train.settings import FitSettings, setting_default, setting_fields
 from tests.helpers import assert_one_line_error, run
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py

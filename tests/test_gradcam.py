@@ -42,9 +42,9 @@ from feature_extraction.synthetic.slides import write_pyramidal_tiff  # noqa: E4
 from mil_crcrs.data.bags import PatientBag  # noqa: E402
 from mil_crcrs.data.cohort import DataWarning  # noqa: E402
 from mil_crcrs.data.store import FeatureMeta, read_bag, write_bag  # noqa: E402
+from mil_crcrs.ensemble import CRCRSModel  # noqa: E402
 from mil_crcrs.errors import InputError  # noqa: E402
 from mil_crcrs.explain.maps import HeatmapSettings, slide_heatmaps, tile_scores  # noqa: E402
-from mil_crcrs.model_dir import CRCRSModel  # noqa: E402
 from mil_crcrs.models import create_model  # noqa: E402
 from mil_crcrs.train.cutoff import Cutoff  # noqa: E402
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mil_crcrs.data.store import read_bag, read_info, write_bag
+from mil_crcrs.ensemble import CRCRSModel
 from mil_crcrs.errors import InputError
 from mil_crcrs.explain.maps import (
     HeatmapSettings,
@@ -27,7 +28,6 @@ from mil_crcrs.explain.maps import (
     value_scale,
 )
 from mil_crcrs.figures import write_png
-from mil_crcrs.model_dir import CRCRSModel
 from mil_crcrs.models import create_model
 from mil_crcrs.simulate import SimulationSettings, simulate_cohort
 from mil_crcrs.simulate.checks import attention_auroc, planted_auroc

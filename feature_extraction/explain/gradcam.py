@@ -38,9 +38,9 @@ from torch import Tensor, nn
 from feature_extraction.encoders import Encoder
 from mil_crcrs.data.bags import PatientBag
 from mil_crcrs.data.cache import to_cache_dtype
+from mil_crcrs.ensemble import CRCRSModel
 from mil_crcrs.errors import InputError
 from mil_crcrs.explain.maps import overlay
-from mil_crcrs.model_dir import CRCRSModel
 
 IG_BASELINES = ("zeros", "bag_mean")
 #: IntegratedGradients evaluates the bag at this many floats at most per internal batch.

@@ -48,6 +48,7 @@ from mil_crcrs.data.cohort import Cohort, Columns
 from mil_crcrs.data.inputs import open_inputs
 from mil_crcrs.data.store import BagInfo, FeatureStore, read_settings_record
 from mil_crcrs.device import resolve_device
+from mil_crcrs.ensemble import CRCRSModel
 from mil_crcrs.errors import InputError
 from mil_crcrs.explain.geojson import tiles_geojson, write_geojson
 from mil_crcrs.explain.maps import (
@@ -65,7 +66,6 @@ from mil_crcrs.explain.maps import (
     tile_scores,
 )
 from mil_crcrs.figures import write_png
-from mil_crcrs.model_dir import CRCRSModel
 
 SETTINGS_NAME = "heatmaps.json"
 TILES_NAME = "tiles.csv"

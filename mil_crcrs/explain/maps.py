@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from mil_crcrs.data.bags import PatientBag
     from mil_crcrs.data.store import BagInfo
-    from mil_crcrs.model_dir import CRCRSModel
+    from mil_crcrs.ensemble import CRCRSModel
 
 VALUE_KINDS = ("attention", "contribution")
 #: What can be painted: the model's own values, and attributions computed elsewhere (feature-level
