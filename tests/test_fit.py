@@ -79,7 +79,7 @@ def test_fold_without_events_says_reduce_k(tmp_path):
     events = np.zeros(12, dtype=int)
     events[:2] = 1
     features, clinical = write_cohort(tmp_path, n=12, events=events)
-    with pytest.raises(InputError, match="reduce --folds to 2"):
+    with pytest.raises(InputError, match="reduce folds to 2"):
         fit(features, clinical, tiny(folds=3))
 
 
