@@ -66,6 +66,11 @@ def cohort_columns(func: Callable) -> Callable:
     return wrapper
 
 
+def flag(setting: str) -> str:
+    """The command-line flag of a setting: ``batch_size`` -> ``--batch-size``."""
+    return "--" + setting.replace("_", "-")
+
+
 class DeviceType(click.ParamType):
     """A device name, checked by the library (:func:`mil_crcrs.device.check_device`): one of
     ``mil_crcrs.device.DEVICES`` or ``cuda:N``. Imports torch only when used."""

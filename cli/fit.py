@@ -25,6 +25,7 @@ from cli._options import (
     comma_list,
     command_line,
     features_option,
+    flag,
     missing_option,
     read_settings,
     slide_table_option,
@@ -42,11 +43,6 @@ from mil_crcrs.train.settings import (
 )
 
 _PATH = click.Path(path_type=Path)
-
-
-def flag(name: str) -> str:
-    """The command-line flag of setting ``name``: ``batch_size`` -> ``--batch-size``."""
-    return "--" + name.replace("_", "-")
 
 
 class _MaxTiles(click.ParamType):
@@ -204,18 +200,21 @@ def command(
     settings = build_settings(config, given)
     with RunLog(out / RUN_LOG_NAME, command_line(), progress=settings.progress) as run_log:
         cohort = read_cohort(clinical, columns, time_unit, slide_table=slide_table)
-        crcrs = fit(
-            FeatureStore(features, settings=read_settings),
-            cohort,
-            settings,
-            columns=columns,
-            time_unit=time_unit,
-            missing=missing,
-            val_clinical=val_clinical,
-            val_features=val_features and FeatureStore(val_features, settings=read_settings),
-            checkpoints=checkpoint_folder(out),
-            resume=resume,
-        )
+        try:
+            crcrs = fit(
+                FeatureStore(features, settings=read_settings),
+                cohort,
+                settings,
+                columns=columns,
+                time_unit=time_unit,
+                missing=missing,
+                val_clinical=val_clinical,
+                val_features=val_features and FeatureStore(val_features, settings=read_settings),
+                checkpoints=checkpoint_folder(out),
+                resume=resume,
+            )
+        except SettingError as exc:  # e.g. folds too many for the cohort's events
+            raise InputError(f"{_where(exc.setting, config, given)} {exc.problem}") from None
         crcrs.save(out)
         remove_checkpoints(checkpoint_folder(out))
         for line in _summary(crcrs):
@@ -234,23 +233,33 @@ def build_settings(config: Path | None, given: dict[str, Any]) -> FitSettings:
     """
     values = read_settings_file(config) if config is not None else {}
     model_kwargs = dict(values.get("model_kwargs", {}))
-    flags: dict[str, str] = {}  # setting -> the flag it came from
     for key, value in given.items():
         if value is None:
             continue
         if key.startswith("model_kwarg_"):
-            option = key.removeprefix("model_kwarg_")
-            model_kwargs[option] = value
-            flags.setdefault("model_kwargs", flag(option))
+            model_kwargs[key.removeprefix("model_kwarg_")] = value
         else:
             values[key] = None if (key == "max_tiles" and value == "all") else value
-            flags[key] = flag(key)
     values["model_kwargs"] = model_kwargs
     try:
         return FitSettings(**values)
     except SettingError as exc:
-        where = flags.get(exc.setting) or (f"{config}: {exc.setting}" if config else exc.setting)
-        raise InputError(f"{where} {exc.problem}") from None
+        raise InputError(f"{_where(exc.setting, config, given)} {exc.problem}") from None
+
+
+def _where(setting: str, config: Path | None, given: dict[str, Any]) -> str:
+    """How the user set ``setting``: the flag given, else the settings file, else its flag."""
+    flags: dict[str, str] = {}  # setting -> the flag it came from
+    for key, value in given.items():
+        if value is not None and key.startswith("model_kwarg_"):
+            flags.setdefault("model_kwargs", flag(key.removeprefix("model_kwarg_")))
+        elif value is not None:
+            flags[key] = flag(key)
+    if setting in flags:
+        return flags[setting]
+    if config is not None and setting in read_settings_file(config):
+        return f"{config}: {setting}"
+    return flag(setting)
 
 
 def _summary(crcrs: Any) -> list[str]:

@@ -96,6 +96,8 @@ def test_yaml_and_json_read_the_same_fields(tmp_path):
         ("epochs = 'many'\n", ["run.toml: setting epochs must be an integer"]),
         ("batch_size = 1\n", ["run.toml: batch_size must be at least 2"]),
         ("lr = [1\n", ["run.toml: not valid TOML"]),
+        # a value checked only against the cohort, inside fit: still named with its file
+        ("folds = 500\n", ["run.toml: folds is 500, but", "fewer than the 500 folds"]),
     ],
 )
 def test_bad_settings_files_end_in_one_line_naming_file_and_setting(sim, tmp_path, text, needles):  # noqa: F811

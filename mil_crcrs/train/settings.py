@@ -92,7 +92,7 @@ class FitSettings:
         training randomness); empty = ``(seed,)``. C is reported as mean and sd over seeds and
         folds, each patient's out-of-fold CRCRS is the mean over seeds, and the delivered
         ensemble holds every model
-    device : "auto", "cpu" or "cuda"
+    device : "auto", "cpu", "cuda" or "cuda:N"
     progress : show progress: bars on a terminal, one plain line per step (with the time left)
         when stderr is a file; False prints results and warnings only
     cache_gb : memory for the bag cache in GiB; bags beyond it are streamed from disk (none =
