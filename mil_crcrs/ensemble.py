@@ -372,14 +372,9 @@ class CRCRSModel:
     def load(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> CRCRSModel:
         """Read a model directory written by :meth:`save`, fold models on ``device``.
 
-        Weights are read with ``torch.load(weights_only=True)``: a file holding anything but
-        tensors is refused, never executed.
-
-        Raises
-        ------
-        InputError
-            A missing folder, a folder that is not a model directory, a newer format, or weights
-            that do not fit the recorded model.
+        The files are read by :func:`mil_crcrs.model_dir.read_model_dir`, which refuses weights
+        holding anything but tensors (never executing them); an :class:`InputError` names the
+        file of any problem, a recorded value of the wrong kind too.
         """
         files = read_model_dir(directory, device)
         try:
