@@ -351,7 +351,8 @@ class CRCRSModel:
         if bool(encoder) != bool(self.encoder):
             said = (
                 f"features in {source} do not name their encoder; the model was trained on "
-                f"'{self.encoder}' features (name it in the store's read settings, encoder)"
+                f"'{self.encoder}' features (say which encoder made them with the encoder read "
+                "setting)"
                 if self.encoder
                 else f"the model does not record its encoder; features in {source} come from "
                 f"'{encoder}'"

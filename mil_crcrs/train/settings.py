@@ -55,7 +55,7 @@ def setting_choices() -> dict[str, tuple[str, ...]]:
 
 @dataclass(frozen=True)
 class FitSettings:
-    """How :func:`fit` trains; saved in the model directory's ``config.json``.
+    """How :func:`~mil_crcrs.train.fit.fit` trains; saved in the model directory's ``config.json``.
 
     Parameters
     ----------
