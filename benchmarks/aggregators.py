@@ -171,7 +171,7 @@ class BenchSettings:
 
     def fit_settings(self, method: str, seed: int) -> Any:
         """The :class:`~mil_crcrs.train.fit.FitSettings` of MIL method ``method``."""
-        from mil_crcrs.train.fit import FitSettings
+        from mil_crcrs.train.settings import FitSettings
 
         kwargs: dict[str, Any] = {"dropout": self.dropout}
         if method == "transmil":

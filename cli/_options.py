@@ -66,9 +66,36 @@ def cohort_columns(func: Callable) -> Callable:
     return wrapper
 
 
+def flag(setting: str) -> str:
+    """The command-line flag of a setting: ``batch_size`` -> ``--batch-size``."""
+    return "--" + setting.replace("_", "-")
+
+
+class DeviceType(click.ParamType):
+    """A device name, checked by the library (:func:`mil_crcrs.device.check_device`): one of
+    ``mil_crcrs.device.DEVICES`` or ``cuda:N``. Imports torch only when used."""
+
+    name = "device"
+
+    def get_metavar(self, param, ctx=None):
+        from mil_crcrs.device import DEVICES
+
+        return "[" + "|".join((*DEVICES, "cuda:N")) + "]"
+
+    def convert(self, value, param, ctx):
+        from mil_crcrs.device import check_device
+        from mil_crcrs.errors import SettingError
+
+        try:
+            check_device(value)
+        except SettingError as exc:
+            self.fail(exc.problem, param, ctx)
+        return value
+
+
 device_option = click.option(
     "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
+    type=DeviceType(),
     default="auto",
     show_default=True,
     help="Where to run: auto picks cuda when available.",

@@ -126,7 +126,9 @@ def test_fit_bad_inputs_end_in_one_line(sim, tmp_path):
     few["event"] = (few["patient_id"] == few["patient_id"].iloc[0]).astype(int)
     few.loc[few["patient_id"] == few["patient_id"].iloc[-1], "event"] = 1
     few.to_csv(tmp_path / "few.csv", index=False)
-    assert_one_line_error(run(*base, "--clinical", tmp_path / "few.csv"), "reduce --folds to 2")
+    assert_one_line_error(
+        run(*base, "--clinical", tmp_path / "few.csv"), "--folds is 3, but", "reduce folds to 2"
+    )
     assert_one_line_error(
         run(*base[: -len(FAST)], "--clinical", sim.clinical_csv, "--folds", "50", "--epochs", "1"),
         "fewer than the 50 folds",

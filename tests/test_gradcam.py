@@ -36,12 +36,12 @@ from feature_extraction.synthetic.slides import write_pyramidal_tiff  # noqa: E4
 from mil_crcrs.data.bags import PatientBag  # noqa: E402
 from mil_crcrs.data.cohort import DataWarning  # noqa: E402
 from mil_crcrs.data.store import FeatureMeta, read_bag, write_bag  # noqa: E402
+from mil_crcrs.ensemble import CRCRSModel  # noqa: E402
 from mil_crcrs.errors import InputError, SettingError  # noqa: E402
 from mil_crcrs.explain.integrated_gradients import feature_integrated_gradients  # noqa: E402
 from mil_crcrs.explain.render import slide_heatmaps  # noqa: E402
 from mil_crcrs.explain.scores import tile_scores  # noqa: E402
 from mil_crcrs.explain.settings import HeatmapSettings  # noqa: E402
-from mil_crcrs.model_dir import CRCRSModel  # noqa: E402
 from mil_crcrs.models import create_model  # noqa: E402
 from mil_crcrs.train.cutoff import Cutoff  # noqa: E402
 

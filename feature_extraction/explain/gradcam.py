@@ -39,10 +39,10 @@ from torch import Tensor, nn
 from feature_extraction.encoders import Encoder
 from feature_extraction.explain.encoder import check_reembedding
 from mil_crcrs.data.bags import PatientBag
+from mil_crcrs.ensemble import CRCRSModel
 from mil_crcrs.errors import InputError, SettingError
 from mil_crcrs.explain.integrated_gradients import IG_BASELINES, bag_tensors
 from mil_crcrs.explain.paint import overlay
-from mil_crcrs.model_dir import CRCRSModel
 
 
 @dataclass(frozen=True)

@@ -44,10 +44,10 @@ from mil_crcrs.data.cohort import Cohort, Columns
 from mil_crcrs.data.inputs import Inputs, open_inputs
 from mil_crcrs.data.store import FeatureStore
 from mil_crcrs.device import resolve_device
+from mil_crcrs.ensemble import CRCRSModel
 from mil_crcrs.errors import SettingError
 from mil_crcrs.explain.settings import HeatmapSettings
 from mil_crcrs.explain.tiling import TileSize
-from mil_crcrs.model_dir import CRCRSModel
 
 SETTINGS_NAME = "heatmaps.json"
 TILES_NAME = "tiles.csv"
@@ -130,7 +130,7 @@ def make_heatmaps(
 
     Parameters
     ----------
-    model : a model directory or a loaded :class:`~mil_crcrs.model_dir.CRCRSModel`; it is moved
+    model : a model directory or a loaded :class:`~mil_crcrs.ensemble.CRCRSModel`; it is moved
         to ``job.device``
     features : the feature files (folder(s), files or a :class:`FeatureStore`)
     out_dir : output folder

@@ -23,6 +23,7 @@ from feature_extraction.explain.gradcam import GradCAMSettings, cam_overlay, gra
 from feature_extraction.explain.pixels import open_slide, read_tiles, thumbnail
 from mil_crcrs.data.bags import PatientBag
 from mil_crcrs.data.store import BagInfo, FeatureStore
+from mil_crcrs.ensemble import CRCRSModel
 from mil_crcrs.explain.figures import heatmap_figure, tile_gallery_figure
 from mil_crcrs.explain.geojson import tiles_geojson, write_geojson
 from mil_crcrs.explain.integrated_gradients import feature_integrated_gradients
@@ -31,7 +32,6 @@ from mil_crcrs.explain.scores import TileScores, select_tiles, tile_scores
 from mil_crcrs.explain.settings import HeatmapSettings
 from mil_crcrs.explain.tiling import TileSize, check_coords_known, complete_tiling, tile_edge_level0
 from mil_crcrs.figures import write_png
-from mil_crcrs.model_dir import CRCRSModel
 
 #: The columns of the image index (``heatmaps.csv``), one row per file written.
 IMAGE_COLUMNS = ["patient_id", "slide_id", "kind", "path", "background"]

@@ -31,7 +31,7 @@ from mil_crcrs.errors import InputError
 
 if TYPE_CHECKING:
     from feature_extraction.pipeline import ExtractSettings
-    from mil_crcrs.model_dir import CRCRSModel
+    from mil_crcrs.ensemble import CRCRSModel
 
 #: The demo's encoder: offline (its weights ship with the package), fast on a CPU.
 DEMO_ENCODER = "efficientnet_lite0"
@@ -212,7 +212,8 @@ def _fit(
     out: Path, features: Path, cohort: DemoCohort, settings: DemoSettings
 ) -> tuple[CRCRSModel, Path]:
     """Step 3: the K-fold model, saved in ``out/model`` (with its out-of-fold predictions)."""
-    from mil_crcrs.train.fit import FitSettings, fit
+    from mil_crcrs.train.fit import fit
+    from mil_crcrs.train.settings import FitSettings
 
     model = fit(
         features,

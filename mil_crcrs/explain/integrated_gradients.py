@@ -2,7 +2,7 @@
 
 :func:`feature_integrated_gradients` is the feature-level view of what drives a patient's score:
 captum's :class:`~captum.attr.IntegratedGradients` of the patient's CRCRS (the ensemble's one
-differentiable :meth:`~mil_crcrs.model_dir.CRCRSModel.risk`) with respect to every tile's stored
+differentiable :meth:`~mil_crcrs.ensemble.CRCRSModel.risk`) with respect to every tile's stored
 feature, summed per tile. It needs no slide and no encoder; painted as the
 ``integrated_gradients`` map of :mod:`mil_crcrs.explain.render`. Pixel-level attribution through
 the encoder is Grad-CAM (:mod:`feature_extraction.explain.gradcam`).
@@ -25,7 +25,7 @@ from mil_crcrs.errors import SettingError
 
 if TYPE_CHECKING:
     from mil_crcrs.data.bags import PatientBag
-    from mil_crcrs.model_dir import CRCRSModel
+    from mil_crcrs.ensemble import CRCRSModel
 
 #: What replaces the features along the integration path: every feature zero, or every tile
 #: the mean of the patient's tiles.

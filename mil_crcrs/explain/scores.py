@@ -1,7 +1,7 @@
 """A patient's per-tile scores from the ensemble, and their top and bottom tiles.
 
 :func:`tile_scores` asks the trained ensemble for one patient's CRCRS, attention and
-contributions (:meth:`~mil_crcrs.model_dir.CRCRSModel.patient_attention`), all from the
+contributions (:meth:`~mil_crcrs.ensemble.CRCRSModel.patient_attention`), all from the
 **patient-level** model: a patient's slides are one bag, so one softmax covers all of them.
 
 - ``attention``: the fold models' mean attention, summing to 1 over the patient's tiles;
@@ -24,7 +24,7 @@ from mil_crcrs.errors import SettingError
 
 if TYPE_CHECKING:
     from mil_crcrs.data.bags import PatientBag
-    from mil_crcrs.model_dir import CRCRSModel
+    from mil_crcrs.ensemble import CRCRSModel
 
 #: The model's own per-tile values.
 VALUE_KINDS = ("attention", "contribution")

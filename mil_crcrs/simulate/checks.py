@@ -16,7 +16,7 @@ from mil_crcrs.explain.scores import tile_scores
 
 if TYPE_CHECKING:
     from mil_crcrs.data.store import FeatureStore
-    from mil_crcrs.model_dir import CRCRSModel
+    from mil_crcrs.ensemble import CRCRSModel
 
 
 def attention_auroc(
