@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
-from mil_crcrs.data.cohort import TIME_UNITS, Columns
+from mil_crcrs.data.cohort import DEFAULT_TIME_UNIT, MISSING_POLICIES, TIME_UNITS, Columns
 from mil_crcrs.data.store import ReadSettings
+from mil_crcrs.errors import SettingError
 
 
 def cohort_columns(func: Callable) -> Callable:
@@ -49,7 +50,7 @@ def cohort_columns(func: Callable) -> Callable:
         click.option(
             "--time-unit",
             type=click.Choice(TIME_UNITS),
-            default="days",
+            default=DEFAULT_TIME_UNIT,
             show_default=True,
             help="Unit of the time column.",
         ),
@@ -160,7 +161,11 @@ def read_settings(func: Callable) -> Callable:
 
     @functools.wraps(func)
     def wrapper(*args, encoder, tile_size, slide_mpp, **kwargs):
-        kwargs["read_settings"] = ReadSettings(encoder, tile_size, slide_mpp)
+        try:
+            kwargs["read_settings"] = ReadSettings(encoder, tile_size, slide_mpp)
+        except SettingError as exc:  # the setting is tile_size_level0, its flag --tile-size
+            setting = "tile_size" if exc.setting == "tile_size_level0" else exc.setting
+            raise SettingError(setting, exc.problem) from None
         return func(*args, **kwargs)
 
     for option in reversed(options):
@@ -170,7 +175,7 @@ def read_settings(func: Callable) -> Callable:
 
 missing_option = click.option(
     "--missing",
-    type=click.Choice(["error", "warn"]),
+    type=click.Choice(MISSING_POLICIES),
     default="error",
     show_default=True,
     help="Slides without a feature file: stop, or drop with a warning.",

@@ -159,3 +159,10 @@ def test_predict_bad_inputs_end_in_one_line(sim, model_dir, tmp_path):
         "dim 8",
     )
     assert not pred.exists()
+
+
+def test_a_read_setting_error_names_the_flag_the_user_typed(tmp_path):
+    # ReadSettings names its field tile_size_level0; the flag is --tile-size.
+    result = run("inspect", tmp_path, "--tile-size", "0")
+    assert_one_line_error(result, "--tile-size must be at least 1")
+    assert "tile-size-level0" not in result.stderr
