@@ -34,6 +34,10 @@ class SettingError(InputError):
         self.setting = setting
         self.problem = problem
 
+    def __reduce__(self) -> tuple[type[SettingError], tuple[str, str]]:
+        # An exception pickles as type(self)(*self.args); ours takes the two parts.
+        return type(self), (self.setting, self.problem)
+
 
 def first_line(error: object) -> str:
     """The first non-blank line of an exception's (or warning's) message, for a one-line error

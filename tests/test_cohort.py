@@ -12,8 +12,8 @@ from mil_crcrs.data.cohort import (
     DataWarning,
     cohort_from_slides,
     read_cohort,
-    validate_outcome,
 )
+from mil_crcrs.data.tables import validate_outcome
 from mil_crcrs.errors import InputError
 
 TABLE = """patient_id,slide_id,time,event,stage,age

@@ -42,7 +42,7 @@ from feature_extraction.synthetic.slides import write_pyramidal_tiff  # noqa: E4
 from mil_crcrs.data.bags import PatientBag  # noqa: E402
 from mil_crcrs.data.cohort import DataWarning  # noqa: E402
 from mil_crcrs.data.store import FeatureMeta, read_bag, write_bag  # noqa: E402
-from mil_crcrs.errors import InputError  # noqa: E402
+from mil_crcrs.errors import InputError, SettingError  # noqa: E402
 from mil_crcrs.explain.maps import HeatmapSettings, slide_heatmaps, tile_scores  # noqa: E402
 from mil_crcrs.model_dir import CRCRSModel  # noqa: E402
 from mil_crcrs.models import create_model  # noqa: E402
@@ -366,7 +366,7 @@ def test_without_slides_maps_go_on_a_blank_canvas_and_gradcam_is_refused(world, 
     assert len(result.tiles) == 4
     with pytest.raises(InputError, match="--gradcam needs the slide files"):
         make_heatmaps(world["model"], world["features"], tmp_path / "x", gradcam=GradCAMSettings())
-    with pytest.raises(InputError, match="--patients: 1 patient"):
+    with pytest.raises(SettingError, match="^patients names 1 patient"):
         make_heatmaps(world["model"], world["features"], tmp_path / "y", patients=["nobody"])
 
 

@@ -20,7 +20,7 @@ from mil_crcrs.data.store import (
     read_bag,
     read_info,
 )
-from mil_crcrs.errors import InputError
+from mil_crcrs.errors import InputError, SettingError
 from tests.helpers import grid_coords
 
 FEATURES = np.arange(6 * 4, dtype=np.float32).reshape(6, 4) / 8  # exact in float16 too
@@ -138,9 +138,20 @@ def test_trident_pt_takes_coords_and_tile_size_from_its_patches_file(tmp_path):
     np.testing.assert_array_equal(bag.coords, COORDS)
 
 
+def test_read_settings_refuse_bad_values_naming_the_setting():
+    with pytest.raises(SettingError, match="^tile_size_level0 must be at least 1, got 0$") as info:
+        ReadSettings(tile_size_level0=0)
+    assert info.value.setting == "tile_size_level0"
+    with pytest.raises(SettingError, match="^slide_mpp must be positive, got -0.5$") as info:
+        ReadSettings(slide_mpp=-0.5)
+    assert info.value.setting == "slide_mpp"
+
+
 def test_an_encoder_setting_that_contradicts_the_file_is_an_error(tmp_path):
     path = write_stamp(tmp_path, "s1", FEATURES, COORDS)
-    with pytest.raises(InputError, match="names encoder 'ctranspath' but --encoder says 'uni_v1'"):
+    with pytest.raises(
+        SettingError, match="encoder 'uni_v1' contradicts .*names encoder 'ctranspath'"
+    ):
         read_info(path, ReadSettings(encoder="uni_v1"))
 
 

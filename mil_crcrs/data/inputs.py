@@ -16,7 +16,7 @@ import pandas as pd
 from mil_crcrs.data.bags import PatientBags
 from mil_crcrs.data.cohort import Cohort, Columns, cohort_from_slides, read_cohort
 from mil_crcrs.data.store import FeatureStore, ReadSettings
-from mil_crcrs.errors import InputError
+from mil_crcrs.errors import InputError, SettingError
 
 FeaturesArg = str | os.PathLike | Sequence[str | os.PathLike] | FeatureStore
 TableArg = str | os.PathLike | pd.DataFrame | Cohort
@@ -40,7 +40,7 @@ def open_store(features: FeaturesArg, settings: ReadSettings | None = None) -> F
     else:
         store = FeatureStore(features, settings=settings)
     if len(store) == 0:
-        raise InputError(f"{features}: no feature files (.h5 or .pt) found")
+        raise InputError(f"{store}: no feature files (.h5 or .pt) found")
     return store
 
 
@@ -80,13 +80,16 @@ def open_inputs(
     clinical : the cohort table (path, frame or :class:`Cohort`); None scores each slide alone
     columns, time_unit : how to read the table
     outcome : every patient must have a time and an event (training, validation)
-    missing : what a patient without feature files does: "error" or "drop"
-    patients : keep only these patients, in this order (an error names any unknown one)
+    missing : what a slide without a feature file does: "error" stops, "warn" drops it (and a
+        patient left with no slide) with a :class:`~mil_crcrs.data.cohort.DataWarning`
+    patients : keep only these patients, in this order
 
     Raises
     ------
     InputError
-        No feature files, a bad table, missing slides, or unknown patients.
+        No feature files, a bad table, or missing slides.
+    SettingError
+        ``patients`` names a patient the cohort does not have (setting ``patients``).
     """
     store = open_store(features)
     cohort = as_cohort(clinical, store, columns, time_unit, outcome)
@@ -99,8 +102,11 @@ def open_inputs(
 
 
 def _only(cohort: Cohort, wanted: list[str]) -> Cohort:
+    """The cohort restricted to the ``patients`` setting; an error names any unknown one."""
     unknown = [p for p in wanted if p not in cohort.slides]
     if unknown:
         shown = ", ".join(unknown[:5]) + (", ..." if len(unknown) > 5 else "")
-        raise InputError(f"--patients: {len(unknown)} patient(s) not in {cohort.source}: {shown}")
+        raise SettingError(
+            "patients", f"names {len(unknown)} patient(s) not in {cohort.source}: {shown}"
+        )
     return cohort.subset(dict.fromkeys(wanted))
