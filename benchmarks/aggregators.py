@@ -94,7 +94,7 @@ from mil_crcrs.data.cohort import Columns, read_cohort  # noqa: E402
 
 if TYPE_CHECKING:
     from feature_extraction.pipeline import ExtractSettings
-    from feature_extraction.synthetic.slides import DemoCohort, DemoCohortSettings
+    from feature_extraction.synthetic import DemoCohort, DemoCohortSettings
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CSV = HERE / "aggregators.csv"
@@ -171,7 +171,7 @@ class BenchSettings:
 
     def fit_settings(self, method: str, seed: int) -> Any:
         """The :class:`~mil_crcrs.train.fit.FitSettings` of MIL method ``method``."""
-        from mil_crcrs.train.fit import FitSettings
+        from mil_crcrs.train.settings import FitSettings
 
         kwargs: dict[str, Any] = {"dropout": self.dropout}
         if method == "transmil":
@@ -312,7 +312,7 @@ def _build_apart(
     import torch
 
     from feature_extraction.pipeline import extract as run_extract
-    from feature_extraction.synthetic.slides import build_demo_cohort
+    from feature_extraction.synthetic import build_demo_cohort
 
     spawn = mp.get_context("spawn")
     features_dir = out_dir / "features"

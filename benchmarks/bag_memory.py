@@ -11,7 +11,7 @@ every tile (no ``max_tiles``), two ways:
 
 - ``default``: the library's default, where a bag above ``MILModel.max_step_tiles`` runs its
   per-tile layers in chunks of ``MILModel.tile_chunk`` tiles, recomputed in backward
-  (:mod:`mil_crcrs.models._chunked`); smaller bags run plain;
+  (:mod:`mil_crcrs.models.chunked`); smaller bags run plain;
 - ``never chunked``: ``max_step_tiles = None``, every activation kept (run up to
   ``--plain-max`` tiles, beyond which it would take the machine's memory).
 
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     import torch
 
-    from mil_crcrs.models._chunked import MAX_STEP_TILES, TILE_CHUNK
+    from mil_crcrs.models.chunked import MAX_STEP_TILES, TILE_CHUNK
 
     section = [
         "",

@@ -219,8 +219,9 @@ def probe_epoch(args: argparse.Namespace, data: Path) -> dict:
     from mil_crcrs.data.cohort import read_cohort
     from mil_crcrs.data.store import FeatureStore
     from mil_crcrs.models import create_model
-    from mil_crcrs.train.fit import make_loss
-    from mil_crcrs.train.loop import evaluate, iterate_batches, make_optimizer, train_one_epoch
+    from mil_crcrs.train.batches import iterate_batches
+    from mil_crcrs.train.loop import evaluate, make_optimizer, train_one_epoch
+    from mil_crcrs.train.losses import make_loss
     from mil_crcrs.train.splits import kfold_splits
 
     settings = FitSettings(max_tiles=args.max_tiles, device="cpu", progress=False)
@@ -388,7 +389,7 @@ def _git() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from mil_crcrs.train.fit import FitSettings
+    from mil_crcrs.train.settings import FitSettings
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--patients", type=int, default=300)

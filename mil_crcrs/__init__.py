@@ -27,10 +27,10 @@ from mil_crcrs.data.store import (
 from mil_crcrs.errors import InputError
 
 _LAZY = {
-    "FitSettings": "mil_crcrs.train.fit",
+    "FitSettings": "mil_crcrs.train.settings",
     "fit": "mil_crcrs.train.fit",
-    "CRCRSModel": "mil_crcrs.model_dir",
-    "load_model": "mil_crcrs.model_dir",
+    "CRCRSModel": "mil_crcrs.ensemble",
+    "load_model": "mil_crcrs.ensemble",
     "ReportSettings": "mil_crcrs.stats.report",
     "build_report": "mil_crcrs.stats.report",
     "SimulationSettings": "mil_crcrs.simulate",
@@ -40,11 +40,12 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
-    from mil_crcrs.model_dir import CRCRSModel, load_model
+    from mil_crcrs.ensemble import CRCRSModel, load_model
     from mil_crcrs.models import create_model, list_models
     from mil_crcrs.simulate import SimulationSettings, simulate_cohort
     from mil_crcrs.stats.report import ReportSettings, build_report
-    from mil_crcrs.train.fit import FitSettings, fit
+    from mil_crcrs.train.fit import fit
+    from mil_crcrs.train.settings import FitSettings
 
 
 def __getattr__(name: str) -> Any:

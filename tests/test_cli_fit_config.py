@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from mil_crcrs.errors import InputError
-from mil_crcrs.train.config import read_settings_file, setting_default, setting_fields
-from mil_crcrs.train.fit import FitSettings
+from mil_crcrs.train.config import read_settings_file
+from mil_crcrs.train.settings import FitSettings, setting_default, setting_fields
 from tests.helpers import assert_one_line_error, run
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
@@ -96,6 +96,8 @@ def test_yaml_and_json_read_the_same_fields(tmp_path):
         ("epochs = 'many'\n", ["run.toml: setting epochs must be an integer"]),
         ("batch_size = 1\n", ["run.toml: batch_size must be at least 2"]),
         ("lr = [1\n", ["run.toml: not valid TOML"]),
+        # a value checked only against the cohort, inside fit: still named with its file
+        ("folds = 500\n", ["run.toml: folds is 500, but", "fewer than the 500 folds"]),
     ],
 )
 def test_bad_settings_files_end_in_one_line_naming_file_and_setting(sim, tmp_path, text, needles):  # noqa: F811

@@ -126,7 +126,9 @@ def test_fit_bad_inputs_end_in_one_line(sim, tmp_path):
     few["event"] = (few["patient_id"] == few["patient_id"].iloc[0]).astype(int)
     few.loc[few["patient_id"] == few["patient_id"].iloc[-1], "event"] = 1
     few.to_csv(tmp_path / "few.csv", index=False)
-    assert_one_line_error(run(*base, "--clinical", tmp_path / "few.csv"), "reduce --folds to 2")
+    assert_one_line_error(
+        run(*base, "--clinical", tmp_path / "few.csv"), "--folds is 3, but", "reduce folds to 2"
+    )
     assert_one_line_error(
         run(*base[: -len(FAST)], "--clinical", sim.clinical_csv, "--folds", "50", "--epochs", "1"),
         "fewer than the 50 folds",
@@ -157,3 +159,10 @@ def test_predict_bad_inputs_end_in_one_line(sim, model_dir, tmp_path):
         "dim 8",
     )
     assert not pred.exists()
+
+
+def test_a_read_setting_error_names_the_flag_the_user_typed(tmp_path):
+    # ReadSettings names its field tile_size_level0; the flag is --tile-size.
+    result = run("inspect", tmp_path, "--tile-size", "0")
+    assert_one_line_error(result, "--tile-size must be at least 1")
+    assert "tile-size-level0" not in result.stderr

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from feature_extraction.synthetic.demo import DemoSettings, run_demo
+from tests.helpers import assert_one_line_error, run
 
 # A cohort small enough for the default tier; every step still runs.
 SMALL = DemoSettings(
@@ -63,6 +64,12 @@ def test_demo_reruns_into_the_same_folder(small_demo):
     again = run_demo(result.out_dir, SMALL, log=lambda line: None)
     assert again.report_html == result.report_html
     assert pd.read_csv(again.predictions_csv).equals(pd.read_csv(result.predictions_csv))
+
+
+def test_demo_cli_names_its_own_flag_for_a_bad_cohort_size(tmp_path):
+    # The library names the setting (n_patients); the demo's flag for it is --patients.
+    result = run("demo", "--patients", 0, "--out", tmp_path / "demo", "--device", "cpu")
+    assert_one_line_error(result, "--patients must be at least 1")
 
 
 @pytest.mark.slow

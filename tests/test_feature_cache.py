@@ -15,7 +15,7 @@ from mil_crcrs.data.cohort import read_cohort
 from mil_crcrs.data.packed import PackedBags
 from mil_crcrs.data.store import FeatureStore
 from mil_crcrs.simulate import SimulationSettings, simulate_cohort
-from mil_crcrs.train.loop import eval_batches, iterate_batches
+from mil_crcrs.train.batches import eval_batches, iterate_batches
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 

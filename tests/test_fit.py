@@ -21,7 +21,8 @@ from mil_crcrs.data.store import FeatureStore
 from mil_crcrs.errors import InputError
 from mil_crcrs.model_dir import MODEL_FORMAT_VERSION
 from mil_crcrs.stats.metrics import harrell_c
-from mil_crcrs.train.loop import iterate_batches, predict_risk
+from mil_crcrs.train.batches import iterate_batches
+from mil_crcrs.train.loop import predict_risk
 from tests.helpers import DIM, tiny, write_cohort
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
@@ -79,7 +80,7 @@ def test_fold_without_events_says_reduce_k(tmp_path):
     events = np.zeros(12, dtype=int)
     events[:2] = 1
     features, clinical = write_cohort(tmp_path, n=12, events=events)
-    with pytest.raises(InputError, match="reduce --folds to 2"):
+    with pytest.raises(InputError, match="reduce folds to 2"):
         fit(features, clinical, tiny(folds=3))
 
 

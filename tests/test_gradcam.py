@@ -23,28 +23,25 @@ pytest.importorskip("captum")
 pytest.importorskip("openslide")
 
 from feature_extraction.encoders import Encoder, TruncatedResNet, create_encoder  # noqa: E402
+from feature_extraction.explain.encoder import check_reembedding, reembed  # noqa: E402
 from feature_extraction.explain.gradcam import (  # noqa: E402
     GradCAMSettings,
-    check_reembedding,
-    feature_integrated_gradients,
     gradcam_tiles,
-    reembed,
     target_layer,
 )
-from feature_extraction.explain.heatmaps import (  # noqa: E402
-    make_heatmaps,
-    open_slide,
-    read_tiles,
-    thumbnail,
-)
+from feature_extraction.explain.heatmaps import HeatmapJob, make_heatmaps  # noqa: E402
+from feature_extraction.explain.pixels import open_slide, read_tiles, thumbnail  # noqa: E402
 from feature_extraction.pipeline import ExtractSettings, extract  # noqa: E402
 from feature_extraction.synthetic.slides import write_pyramidal_tiff  # noqa: E402
 from mil_crcrs.data.bags import PatientBag  # noqa: E402
 from mil_crcrs.data.cohort import DataWarning  # noqa: E402
 from mil_crcrs.data.store import FeatureMeta, read_bag, write_bag  # noqa: E402
+from mil_crcrs.ensemble import CRCRSModel  # noqa: E402
 from mil_crcrs.errors import InputError, SettingError  # noqa: E402
-from mil_crcrs.explain.maps import HeatmapSettings, slide_heatmaps, tile_scores  # noqa: E402
-from mil_crcrs.model_dir import CRCRSModel  # noqa: E402
+from mil_crcrs.explain.integrated_gradients import feature_integrated_gradients  # noqa: E402
+from mil_crcrs.explain.render import slide_heatmaps  # noqa: E402
+from mil_crcrs.explain.scores import tile_scores  # noqa: E402
+from mil_crcrs.explain.settings import HeatmapSettings  # noqa: E402
 from mil_crcrs.models import create_model  # noqa: E402
 from mil_crcrs.train.cutoff import Cutoff  # noqa: E402
 
@@ -231,22 +228,21 @@ def test_reembedding_check_names_the_encoder(world):
 
 
 def test_gradcam_refuses_features_from_other_weights(world, tmp_path):
-    common = dict(slides=world["slides"], gradcam=GradCAMSettings(), device="cpu")
-    settings = HeatmapSettings(top_k=2, maps=("attention",))
+    job = HeatmapJob(
+        HeatmapSettings(top_k=2, maps=("attention",)), gradcam=GradCAMSettings(), device="cpu"
+    )
+    slides = world["slides"]
     # Our files record the weights' checksum: a wrong file is caught before any drawing.
     with pytest.raises(InputError, match="not the weights file"):
         make_heatmaps(
             world["model"],
             world["features"],
             tmp_path / "a",
-            settings=settings,
-            weights=world["other"],
-            **common,
+            slides,
+            job=replace(job, weights=world["other"]),
         )
-    with pytest.raises(InputError, match="pass it with --weights"):
-        make_heatmaps(
-            world["model"], world["features"], tmp_path / "b", settings=settings, **common
-        )
+    with pytest.raises(SettingError, match="^weights file is needed: .*with weights file"):
+        make_heatmaps(world["model"], world["features"], tmp_path / "b", slides, job=job)
     # A file that records no extraction settings: the re-embedding check is the safeguard.
     bag = read_bag(world["features"] / "S1.h5")
     info = bag.info
@@ -266,9 +262,8 @@ def test_gradcam_refuses_features_from_other_weights(world, tmp_path):
             world["model"],
             tmp_path / "bare",
             tmp_path / "c",
-            settings=settings,
-            weights=world["other"],
-            **common,
+            slides,
+            job=replace(job, weights=world["other"]),
         )
     assert not (tmp_path / "c" / "S1" / "gradcam.png").exists()
 
@@ -314,10 +309,12 @@ def test_make_heatmaps_with_slides_and_gradcam(world, tmp_path):
         world["features"],
         tmp_path / "out",
         slides=world["slides"],
-        settings=HeatmapSettings(top_k=3, max_side_px=256),
-        gradcam=GradCAMSettings(integrated_gradients=True, ig_steps=8),
-        weights=world["weights"],
-        device="cpu",
+        job=HeatmapJob(
+            HeatmapSettings(top_k=3, max_side_px=256),
+            gradcam=GradCAMSettings(integrated_gradients=True, ig_steps=8),
+            weights=world["weights"],
+            device="cpu",
+        ),
     )
     out = tmp_path / "out"
     kinds = result.images.set_index("kind")["path"]
@@ -358,16 +355,22 @@ def test_without_slides_maps_go_on_a_blank_canvas_and_gradcam_is_refused(world, 
         world["model"],
         world["features"],
         tmp_path / "out",
-        settings=HeatmapSettings(top_k=2),
-        device="cpu",
+        job=HeatmapJob(HeatmapSettings(top_k=2), device="cpu"),
     )
     assert set(result.images["kind"]) == {"attention", "contribution"}
     assert set(result.images["background"]) == {"blank"}
     assert len(result.tiles) == 4
-    with pytest.raises(InputError, match="--gradcam needs the slide files"):
-        make_heatmaps(world["model"], world["features"], tmp_path / "x", gradcam=GradCAMSettings())
+    with pytest.raises(SettingError, match="^gradcam needs the slide files"):
+        make_heatmaps(
+            world["model"],
+            world["features"],
+            tmp_path / "x",
+            job=HeatmapJob(gradcam=GradCAMSettings()),
+        )
     with pytest.raises(SettingError, match="^patients names 1 patient"):
-        make_heatmaps(world["model"], world["features"], tmp_path / "y", patients=["nobody"])
+        make_heatmaps(
+            world["model"], world["features"], tmp_path / "y", job=HeatmapJob(patients=["nobody"])
+        )
 
 
 # -- the command line -----------------------------------------------------------------------------
@@ -495,27 +498,26 @@ def test_cli_heatmap_gradcam_and_geojson_on_clam_h5_files(world, tmp_path):
 
 @_CLAM_NAMES_NO_ENCODER
 def test_clam_h5_files_without_patches_need_tile_size(world, tmp_path):
-    from mil_crcrs.explain.maps import TileSize
+    from mil_crcrs.explain.tiling import TileSize
 
     clam = clam_folder(world, tmp_path / "clam", patches=False)
-    common = dict(
-        slides=world["slides"],
-        settings=HeatmapSettings(top_k=2),
+    slides = world["slides"]
+    job = HeatmapJob(
+        HeatmapSettings(top_k=2),
         device="cpu",
         encoder="test_resnet",  # CLAM's files do not name it
     )
-    with pytest.raises(InputError, match="records no tile size.*give --tile-size"):
-        make_heatmaps(world["model"], clam, tmp_path / "a", **common)
+    with pytest.raises(SettingError, match="^tile_size is needed: .*records no tile size"):
+        make_heatmaps(world["model"], clam, tmp_path / "a", slides, job=job)
     # 64 px at 1 um/px = 128 level-0 px on this 0.5 um/px slide; Grad-CAM then reproduces
     # the features, which it refuses to do for tiles cut at any other size.
+    gradcam = replace(job, gradcam=GradCAMSettings(), weights=world["weights"])
     result = make_heatmaps(
         world["model"],
         clam,
         tmp_path / "b",
-        tile_size=TileSize.parse("64@1.0"),
-        gradcam=GradCAMSettings(),
-        weights=world["weights"],
-        **common,
+        slides,
+        job=replace(gradcam, tile_size=TileSize.parse("64@1.0")),
     )
     assert (result.tiles.loc[result.tiles["group"] == "top", "reembed_error"] < 2e-3).all()
     with pytest.raises(InputError, match="does not reproduce the stored features"):
@@ -523,15 +525,19 @@ def test_clam_h5_files_without_patches_need_tile_size(world, tmp_path):
             world["model"],
             clam,
             tmp_path / "c",
-            tile_size=TileSize(128),  # 128 level-0 px read at level 0, never resized
-            gradcam=GradCAMSettings(),
-            weights=world["weights"],
-            **common,
+            slides,
+            # 128 level-0 px read at level 0, never resized
+            job=replace(gradcam, tile_size=TileSize(128)),
         )
     # A stated size that contradicts CLAM's patches file is refused, not preferred.
     clam2 = clam_folder(world, tmp_path / "clam2")
-    with pytest.raises(InputError, match="records tiles of 128 level-0 px but --tile-size 256"):
-        make_heatmaps(world["model"], clam2, tmp_path / "d", tile_size=TileSize(256), **common)
+    with pytest.raises(
+        SettingError,
+        match="^tile_size 256 is 256 level-0 px but .* records tiles of 128 level-0 px",
+    ):
+        make_heatmaps(
+            world["model"], clam2, tmp_path / "d", slides, job=replace(job, tile_size=TileSize(256))
+        )
 
 
 @_CLAM_NAMES_NO_ENCODER
@@ -542,7 +548,12 @@ def test_clam_pt_files_take_coords_from_patches_or_refuse(world, tmp_path):
 
     alone = clam_folder(world, tmp_path / "alone", h5=False, pt=True, patches=False)
     with pytest.raises(InputError, match="tile coordinates unknown"):
-        make_heatmaps(world["model"], alone, tmp_path / "a", device="cpu", encoder="test_resnet")
+        make_heatmaps(
+            world["model"],
+            alone,
+            tmp_path / "a",
+            job=HeatmapJob(device="cpu", encoder="test_resnet"),
+        )
     # A patches file without CLAM's attributes gives coords but no tile size.
     bare = clam_folder(world, tmp_path / "bare", h5=False, pt=True)
     with h5py.File(bare / "patches" / "S1.h5", "a") as f:
@@ -557,9 +568,7 @@ def test_clam_pt_files_take_coords_from_patches_or_refuse(world, tmp_path):
         with_patches,
         tmp_path / "b",
         slides=world["slides"],
-        settings=HeatmapSettings(top_k=2),
-        device="cpu",
-        encoder="test_resnet",
+        job=HeatmapJob(HeatmapSettings(top_k=2), device="cpu", encoder="test_resnet"),
     )
     assert set(result.images["kind"]) == {"attention", "contribution", "gallery"}
     np.testing.assert_array_equal(

@@ -1,4 +1,4 @@
-"""Attention heatmaps from features (mil_crcrs.explain.maps): painting, normalisation, selection, AUROC."""
+"""Attention heatmaps from features (mil_crcrs.explain): painting, normalisation, selection, AUROC."""
 
 from __future__ import annotations
 
@@ -9,30 +9,28 @@ import numpy as np
 import pytest
 
 from mil_crcrs.data.store import read_bag, read_info, write_bag
-from mil_crcrs.errors import InputError
-from mil_crcrs.explain.maps import (
-    HeatmapSettings,
-    Scale,
-    TileScores,
+from mil_crcrs.ensemble import CRCRSModel
+from mil_crcrs.errors import InputError, SettingError
+from mil_crcrs.explain.figures import heatmap_figure, tile_gallery_figure
+from mil_crcrs.explain.paint import (
+    ValueScale,
     blank_canvas,
     canvas_shape,
-    heatmap_figure,
     overlay,
     paint_tiles,
-    render_heatmap,
-    select_tiles,
-    slide_heatmaps,
     smooth_map,
-    tile_gallery_figure,
     value_scale,
 )
+from mil_crcrs.explain.render import render_heatmap, slide_heatmaps
+from mil_crcrs.explain.scores import TileScores, select_tiles
+from mil_crcrs.explain.settings import HeatmapSettings
 from mil_crcrs.figures import write_png
-from mil_crcrs.model_dir import CRCRSModel
 from mil_crcrs.models import create_model
 from mil_crcrs.simulate import SimulationSettings, simulate_cohort
 from mil_crcrs.simulate.checks import attention_auroc, planted_auroc
 from mil_crcrs.train.cutoff import Cutoff
-from mil_crcrs.train.fit import FitSettings, fit
+from mil_crcrs.train.fit import fit
+from mil_crcrs.train.settings import FitSettings
 from tests.helpers import make_meta
 
 
@@ -87,7 +85,7 @@ def test_scale_percentiles_and_signed():
     signed = value_scale(np.array([-2.0, 1.0, 4.0]), (0, 100), signed=True)
     assert (signed.low, signed.high) == (-4.0, 4.0)
     np.testing.assert_allclose(signed(np.array([-4.0, 0.0, 2.0])), [0.0, 0.5, 0.75])
-    assert np.all(Scale(1.0, 1.0)(np.array([3.0, 7.0])) == 0.5)  # constant values: middle
+    assert np.all(ValueScale(1.0, 1.0)(np.array([3.0, 7.0])) == 0.5)  # constant values: middle
 
 
 def test_smoothing_stays_inside_the_tiles_and_keeps_constants():
@@ -117,7 +115,7 @@ def test_blank_canvas_render_has_the_level0_extent():
         np.array([0.0, 1.0]),
         np.array([[0, 0], [400, 0]]),
         400,
-        Scale(0.0, 1.0),
+        ValueScale(0.0, 1.0),
         settings,
         level0_size=(1000, 500),
     )
@@ -131,7 +129,7 @@ def test_blank_canvas_render_has_the_level0_extent():
 def test_settings_fail_loudly():
     with pytest.raises(InputError, match="colormap"):
         HeatmapSettings(cmap="no-such-map")
-    with pytest.raises(InputError, match="--by"):
+    with pytest.raises(SettingError, match="^by must be one of"):
         HeatmapSettings(by="risk")
     with pytest.raises(InputError, match="alpha"):
         HeatmapSettings(alpha=1.5)
@@ -165,7 +163,7 @@ def test_a_patient_with_two_slides_gets_one_map_per_slide_on_one_scale(tmp_path:
         ("b", "contribution"),
     ]
     a, b = maps[0], maps[1]
-    assert a.scale == b.scale == Scale(0.05, 0.3)  # one scale over the patient's six tiles
+    assert a.scale == b.scale == ValueScale(0.05, 0.3)  # one scale over the patient's six tiles
     assert a.n_tiles == b.n_tiles == 3
     # The canvas covers the slide's recorded level-0 extent (800 x 600 at 1.6 px/px).
     assert a.image.shape == (375, 500, 3) and a.downsample == 1.6
@@ -385,7 +383,7 @@ def test_geojson_validates_and_matches_the_tiles(tmp_path: Path):
 
 
 def test_tile_size_in_level0_pixels_or_at_a_resolution():
-    from mil_crcrs.explain.maps import TileSize
+    from mil_crcrs.explain.tiling import TileSize
 
     assert TileSize.parse("256") == TileSize(256) and TileSize(256).level0(None, "f") == 256
     at = TileSize.parse("224@0.5")
@@ -393,7 +391,7 @@ def test_tile_size_in_level0_pixels_or_at_a_resolution():
     with pytest.raises(InputError, match="needs the slide's resolution"):
         at.level0(None, "f.h5")
     for bad in ("abc", "256@", "0", "256@-1"):
-        with pytest.raises(InputError, match="--tile-size"):
+        with pytest.raises(SettingError, match="^tile_size "):
             TileSize.parse(bad)
 
 
@@ -411,7 +409,7 @@ def _drawn(fig):
 
 @pytest.mark.parametrize("shape", [(200, 900), (900, 250), (40, 30)])
 def test_heatmap_image_fills_its_axes_under_the_title(shape):
-    from mil_crcrs.explain.maps import SlideHeatmap
+    from mil_crcrs.explain.render import SlideHeatmap
 
     height, width = shape
     heatmap = SlideHeatmap(
@@ -421,7 +419,7 @@ def test_heatmap_image_fills_its_axes_under_the_title(shape):
         image=np.zeros((height, width, 3), dtype=np.uint8),
         unit_map=np.zeros((height, width)),
         downsample=1.0,
-        scale=Scale(0.0, 1.0),
+        scale=ValueScale(0.0, 1.0),
         cmap="inferno",
         crcrs=0.1,
         n_tiles=3,

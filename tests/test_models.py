@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from mil_crcrs.errors import InputError
-from mil_crcrs.models import MILOutput, create_model, list_models, risk_from_logits
+from mil_crcrs.models import (
+    MILModel,
+    MILOutput,
+    create_model,
+    list_models,
+    register_model,
+    risk_from_logits,
+)
 from mil_crcrs.models.transmil import NystromAttention, iterative_pinv, tile_layout
 from mil_crcrs.train.losses import cox_nll
 
@@ -357,3 +364,14 @@ def test_transmil_handles_one_tile_and_twenty_thousand_tiles():
     for out in (one, many):
         assert torch.all(torch.isfinite(out.risk))
         torch.testing.assert_close(out.attention.sum(1), torch.ones(1))
+
+
+def test_registering_a_taken_name_is_refused_and_keeps_the_first():
+    before = create_model("mean", in_dim=4)
+
+    class Impostor(MILModel):
+        pass
+
+    with pytest.raises(ValueError, match="'mean' is already registered"):
+        register_model("mean")(Impostor)
+    assert type(create_model("mean", in_dim=4)) is type(before)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import ast
+import graphlib
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -33,3 +36,70 @@ def test_help_lists_every_command():
 def test_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no_such_name"):
         mil_crcrs.no_such_name  # noqa: B018
+
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("mil_crcrs", "feature_extraction", "cli")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported(node: ast.AST, module: str, is_package: bool, modules: set[str]) -> set[str]:
+    """The modules of ``modules`` that the import statement ``node`` in ``module`` runs."""
+
+    def resolve(name: str) -> str | None:
+        while name and name not in modules:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    if isinstance(node, ast.Import):
+        targets = [resolve(alias.name) for alias in node.names]
+    else:
+        base = node.module or ""
+        if node.level:  # relative: from the package of ``module``
+            package = module if is_package else module.rpartition(".")[0]
+            for _ in range(node.level - 1):
+                package = package.rpartition(".")[0]
+            base = f"{package}.{base}".rstrip(".")
+        # ``from pkg import mod`` runs pkg and pkg.mod; ``from pkg import name`` runs pkg
+        targets = [resolve(base)] + [
+            f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in modules
+        ]
+    return {t for t in targets if t is not None and t != module}
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Which of our modules each of our modules imports: every ``import`` statement, at module
+    level, inside a function (an import deferred to dodge a cycle is still a cycle) or under
+    ``if TYPE_CHECKING:`` (a cycle for whoever reads the types)."""
+    files = {
+        _module_name(path): path for package in PACKAGES for path in (ROOT / package).rglob("*.py")
+    }
+    modules = set(files)
+    graph: dict[str, set[str]] = {}
+    for module, path in files.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        is_package = path.name == "__init__.py"
+        graph[module] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                graph[module] |= _imported(node, module, is_package, modules)
+    return graph
+
+
+def test_the_import_graph_is_built_from_every_kind_of_import():
+    graph = import_graph()
+    assert "mil_crcrs.train.settings" in graph["mil_crcrs.train.crossval"]  # module level
+    assert "mil_crcrs.train.fit" in graph["cli.fit"]  # function level
+    assert "mil_crcrs.models" in graph["mil_crcrs.ensemble"]  # ``from pkg import name``
+
+
+def test_no_import_cycles():
+    graph = import_graph()
+    try:
+        tuple(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as exc:
+        pytest.fail(f"import cycle: {' -> '.join(reversed(exc.args[1]))}")

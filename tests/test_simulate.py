@@ -18,16 +18,19 @@ from sksurv.metrics import concordance_index_censored
 from mil_crcrs.data.bags import PatientBags
 from mil_crcrs.data.cohort import read_cohort
 from mil_crcrs.data.store import FeatureStore, read_bag
-from mil_crcrs.errors import InputError
+from mil_crcrs.errors import InputError, SettingError
 from mil_crcrs.simulate import (
     SIGNAL_DIMS,
     TILE_SIZE_LEVEL0,
     SimulationSettings,
+    censored_fraction,
+    censoring_rate,
     draw_cohort,
+    expected_censored_fraction,
     read_planted,
     simulate_cohort,
 )
-from mil_crcrs.simulate.draw import _world
+from mil_crcrs.simulate.world import make_world
 from mil_crcrs.stats.metrics import harrell_c
 
 
@@ -165,8 +168,8 @@ def test_a_rerun_with_fewer_patients_leaves_no_stale_slides(tmp_path, write_feat
 def test_the_world_depends_on_world_seed_only():
     assert SimulationSettings().encoder == "simulated-64"
     assert SimulationSettings(world_seed=3).encoder == "simulated-64-w3"
-    np.testing.assert_array_equal(_world(64, 0).rotation, _world(64, 0).rotation)
-    assert not np.allclose(_world(64, 0).rotation, _world(64, 1).rotation)
+    np.testing.assert_array_equal(make_world(64, 0).rotation, make_world(64, 0).rotation)
+    assert not np.allclose(make_world(64, 0).rotation, make_world(64, 1).rotation)
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,7 +203,7 @@ def test_null_has_no_signal():
 def signal_coordinate(d) -> dict[str, np.ndarray]:
     """Each patient's tiles projected on the signal subspace (n_tiles, SIGNAL_DIMS)."""
     slides = d.clinical.groupby("patient_id", sort=False)["slide_id"].apply(list)
-    rotation = _world(d.settings.dim, d.settings.world_seed).rotation
+    rotation = make_world(d.settings.dim, d.settings.world_seed).rotation
     return {
         p: (np.concatenate([d.features[s] for s in slides[p]]) @ rotation)[:, :SIGNAL_DIMS]
         for p in d.truth.index
@@ -232,7 +235,7 @@ def test_rare_tiles_share_the_background_mean_but_stand_out_non_linearly():
     # Same mean: the gap is within sampling noise (prevalence tiles sit 3 units away).
     assert np.linalg.norm(x[planted].mean(0) - x[~planted].mean(0)) < 1.0
     # A per-tile non-linear function, the size of the signal coordinate, picks them out.
-    signal = (x @ _world(64, 0).rotation)[:, :SIGNAL_DIMS]
+    signal = (x @ make_world(64, 0).rotation)[:, :SIGNAL_DIMS]
     assert roc_auc_score(planted, np.linalg.norm(signal, axis=1)) > 0.99
 
 
@@ -361,6 +364,46 @@ def test_censoring_fraction_and_baseline_median():
     assert null["time"].min() >= 1 and (null["time"] == null["time"].round()).all()
 
 
+def test_censoring_rate_solves_the_censored_fraction():
+    # The simulator's instance: drop-out before given event times. One event time has a closed
+    # form, 1 - exp(-rate * t) = f, so rate = -log(1 - f) / t.
+    one = np.array([500.0])
+    rate = censoring_rate(lambda r: censored_fraction(r, one), 0.3)
+    assert rate == pytest.approx(-np.log(0.7) / 500.0, rel=1e-12)
+    # Many event times: the rate is brentq's root of the same equation, to the last bits.
+    from scipy.optimize import brentq
+
+    times = np.random.default_rng(0).exponential(1826.0, size=300)
+    rate = censoring_rate(lambda r: censored_fraction(r, times), 0.3)
+    assert censored_fraction(rate, times) == pytest.approx(0.3, abs=1e-12)
+    root = brentq(lambda r: censored_fraction(r, times) - 0.3, 1e-12, 1.0, xtol=1e-300)
+    assert rate == pytest.approx(root, rel=1e-12)
+    # ... and censors that fraction of these patients when drop-outs are drawn.
+    dropout = np.random.default_rng(1).exponential(1.0 / rate, size=(2000, len(times)))
+    assert np.mean(dropout < times) == pytest.approx(0.3, abs=0.005)
+
+
+def test_expected_censored_fraction_is_that_of_drawn_patients():
+    # The demo's instance: exponential event times, exponential drop-out and an end of
+    # follow-up, against a direct draw of all three.
+    hazard = np.array([0.0005, 0.001, 0.004])
+    rng = np.random.default_rng(2)
+    event = rng.exponential(1.0 / hazard, size=(200_000, 3))
+    dropout = rng.exponential(1.0 / 0.0007, size=(200_000, 3))
+    drawn = np.mean(np.minimum(dropout, 1500.0) < event)
+    assert expected_censored_fraction(0.0007, hazard, 1500.0) == pytest.approx(drawn, abs=0.003)
+    rate = censoring_rate(lambda r: expected_censored_fraction(r, hazard, 1500.0), 0.6)
+    assert expected_censored_fraction(rate, hazard, 1500.0) == pytest.approx(0.6, abs=1e-12)
+
+
+def test_censoring_rate_edge_cases():
+    # Enough censoring without drop-out: rate 0; a fraction no rate reaches: an error.
+    assert censoring_rate(lambda r: 0.4 + r, 0.3) == 0.0
+    assert censoring_rate(lambda r: censored_fraction(r, np.array([1.0])), 0.0) == 0.0
+    with pytest.raises(ValueError, match="no drop-out rate"):
+        censoring_rate(lambda r: 0.5 * censored_fraction(r, np.array([1.0])), 0.6)
+
+
 def test_time_unit_converts_days():
     days = per_patient(draw(n_patients=20, seed=4))["time"]
     years = per_patient(draw(n_patients=20, seed=4, time_unit="years"))["time"]
@@ -395,3 +438,6 @@ def test_stage_follows_the_true_risk_and_age_does_not():
 def test_bad_settings(kwargs, message):
     with pytest.raises(InputError, match=message):
         SimulationSettings(**kwargs)
+    with pytest.raises(SettingError) as error:  # naming the setting, for the CLI to map
+        SimulationSettings(**kwargs)
+    assert error.value.setting == next(iter(kwargs))

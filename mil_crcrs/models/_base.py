@@ -1,4 +1,4 @@
-"""What every MIL aggregator shares: its output, its anatomy and a few masked-tensor helpers.
+"""What every MIL aggregator shares: its output and its anatomy (masked-tensor helpers: :mod:`mil_crcrs.models.masked`).
 
 A model reads a padded batch of bags and returns one risk per bag::
 
@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mil_crcrs.errors import InputError
-from mil_crcrs.models._chunked import MAX_STEP_TILES, TILE_CHUNK, forward_chunked, step_budget
+from mil_crcrs.models.chunked import MAX_STEP_TILES, TILE_CHUNK, forward_chunked, step_budget
+from mil_crcrs.models.masked import real_rows, unpack
 
 
 class MILOutput(NamedTuple):
@@ -41,42 +42,6 @@ class MILOutput(NamedTuple):
     risk: Tensor
     logits: Tensor
     attention: Tensor
-
-
-def masked_softmax(scores: Tensor, mask: Tensor, dim: int = -1) -> Tensor:
-    """Softmax of ``scores`` over the entries where ``mask`` is True, exactly 0 elsewhere.
-
-    Parameters
-    ----------
-    scores : float tensor
-    mask : bool tensor broadcastable to ``scores``
-    dim : the dimension to normalise over
-
-    Returns
-    -------
-    Tensor shaped like ``scores``; a slice with no True entry is all zeros (never NaN).
-    """
-    filled = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    return torch.softmax(filled, dim=dim) * mask
-
-
-def real_rows(mask: Tensor) -> Tensor | None:
-    """Flat indices ``(M,)`` of the real tiles of a padded batch, or None if no tile is padding.
-
-    Indices are into the batch flattened to ``(B * N)``, in order. Finding them syncs the device
-    once (``M`` decides a shape).
-    """
-    rows = mask.reshape(-1).nonzero().squeeze(1)
-    return None if rows.numel() == mask.numel() else rows
-
-
-def unpack(x: Tensor, rows: Tensor, batch_shape: torch.Size) -> Tensor:
-    """Rows ``x (M, ...)`` of the real tiles back in the padded layout ``(B, N, ...)``, 0 on padding.
-
-    ``rows`` are the flat indices from :func:`real_rows`; ``batch_shape`` is ``(B, N)``.
-    """
-    padded = x.new_zeros((batch_shape.numel(), *x.shape[1:])).index_copy(0, rows, x)
-    return padded.unflatten(0, batch_shape)
 
 
 def risk_from_logits(logits: Tensor) -> Tensor:
@@ -134,9 +99,9 @@ class MILModel(nn.Module):
     model_name: ClassVar[str] = ""
     head: nn.Linear
     #: A batch with more real tiles than this runs its per-tile layers in chunks of
-    #: ``tile_chunk`` tiles, recomputed in backward (:mod:`mil_crcrs.models._chunked`), so that
+    #: ``tile_chunk`` tiles, recomputed in backward (:mod:`mil_crcrs.models.chunked`), so that
     #: a huge bag's step does not grow with the bag; None = never. On a CUDA device the
-    #: budget scales with the device's memory (:func:`~mil_crcrs.models._chunked.step_budget`).
+    #: budget scales with the device's memory (:func:`~mil_crcrs.models.chunked.step_budget`).
     max_step_tiles: int | None = MAX_STEP_TILES
     tile_chunk: int = TILE_CHUNK
     #: Run training-mode forward passes under ``torch.autocast`` in this dtype (e.g.
@@ -277,8 +242,3 @@ class MILModel(nn.Module):
             return features, mask, None
         mask = mask.bool()
         return features, mask, real_rows(mask)
-
-
-def ceil_div(a: Tensor, b: int | Tensor) -> Tensor:
-    """Integer ceil(a / b) for non-negative integer tensors."""
-    return torch.div(a + b - 1, b, rounding_mode="floor")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from mil_crcrs.models._base import MILModel, check_hparams, instance_mlp, masked_softmax, unpack
+from mil_crcrs.models._base import MILModel, check_hparams, instance_mlp
 from mil_crcrs.models._registry import register_model
+from mil_crcrs.models.masked import masked_softmax, unpack
 
 
 @register_model("abmil")

@@ -28,14 +28,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mil_crcrs.errors import InputError
-from mil_crcrs.models._base import (
-    MILModel,
-    ceil_div,
-    check_hparams,
-    instance_mlp,
-    masked_softmax,
-)
+from mil_crcrs.models._base import MILModel, check_hparams, instance_mlp
 from mil_crcrs.models._registry import register_model
+from mil_crcrs.models.masked import ceil_div, masked_softmax
 
 _CANVAS_CELLS_PER_TILE = 8
 _CANVAS_SLACK = 1024

@@ -1,18 +1,25 @@
-"""Simulation: cohorts with a planted signal (:mod:`.draw`) and checks of a trained model
-against what was planted (:mod:`.checks`)."""
+"""Simulation: cohorts with a planted signal and checks of a trained model against what was
+planted.
 
-from mil_crcrs.simulate.draw import (
-    PLANTED,
-    SCENARIOS,
-    SIGNAL_DIMS,
-    TILE_SIZE_LEVEL0,
-    CohortDraw,
-    SimulatedCohort,
-    SimulationSettings,
-    draw_cohort,
-    read_planted,
-    simulate_cohort,
+- :mod:`.settings`: :class:`SimulationSettings`, how a cohort is drawn;
+- :mod:`.world`: the tile phenotypes in feature space and the tiles on a slide;
+- :mod:`.outcome`: true risk, survival, censoring and covariates of the patients;
+- :mod:`.censoring`: the drop-out rate that censors a chosen fraction (also used by the demo's
+  semi-synthetic cohort);
+- :mod:`.draw`: :func:`draw_cohort`, a cohort in memory;
+- :mod:`.write`: :func:`simulate_cohort`, a cohort on disk, and :func:`read_planted`;
+- :mod:`.checks`: does a model's attention find the planted tiles?
+"""
+
+from mil_crcrs.simulate.censoring import (
+    censored_fraction,
+    censoring_rate,
+    expected_censored_fraction,
 )
+from mil_crcrs.simulate.draw import CohortDraw, draw_cohort
+from mil_crcrs.simulate.settings import SCENARIOS, SimulationSettings
+from mil_crcrs.simulate.world import SIGNAL_DIMS, TILE_SIZE_LEVEL0
+from mil_crcrs.simulate.write import PLANTED, SimulatedCohort, read_planted, simulate_cohort
 
 __all__ = [
     "PLANTED",
@@ -22,7 +29,10 @@ __all__ = [
     "CohortDraw",
     "SimulatedCohort",
     "SimulationSettings",
+    "censored_fraction",
+    "censoring_rate",
     "draw_cohort",
+    "expected_censored_fraction",
     "read_planted",
     "simulate_cohort",
 ]

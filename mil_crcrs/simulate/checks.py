@@ -12,11 +12,11 @@ import pandas as pd
 
 from mil_crcrs.data.cohort import Cohort, Columns
 from mil_crcrs.errors import InputError
-from mil_crcrs.explain.maps import tile_scores
+from mil_crcrs.explain.scores import tile_scores
 
 if TYPE_CHECKING:
     from mil_crcrs.data.store import FeatureStore
-    from mil_crcrs.model_dir import CRCRSModel
+    from mil_crcrs.ensemble import CRCRSModel
 
 
 def attention_auroc(

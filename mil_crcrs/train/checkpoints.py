@@ -126,7 +126,7 @@ class FoldCheckpoints:
             raise InputError(
                 f"{self.folder}: checkpoints of a fit with other "
                 f"{', '.join(changed) or 'inputs'} (hash {saved.get('hash')}, now {self.hash}); "
-                "run without --resume to start over"
+                "fit again without resume to start over"
             )
         if not resume and self.folder.exists():
             shutil.rmtree(self.folder)

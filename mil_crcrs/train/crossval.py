@@ -21,7 +21,7 @@ seeds (one such model per seed).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,13 +31,11 @@ from mil_crcrs.models import MILModel, create_model
 from mil_crcrs.runlog import Eta, progress_log
 from mil_crcrs.stats.metrics import harrell_c
 from mil_crcrs.train.checkpoints import FoldCheckpoints
-from mil_crcrs.train.loop import predict_risk, seeded, train_model
-from mil_crcrs.train.losses import make_time_bins
+from mil_crcrs.train.loop import TrainSettings, predict_risk, seeded, train_model
+from mil_crcrs.train.losses import make_loss, make_time_bins
+from mil_crcrs.train.settings import PRECISIONS, FitSettings
 from mil_crcrs.train.splits import Fold, describe_folds, kfold_splits
 from mil_crcrs.train.standardize import attach_feature_norm, feature_moments
-
-if TYPE_CHECKING:
-    from mil_crcrs.train.fit import FitSettings
 
 
 @dataclass
@@ -171,8 +169,6 @@ def _new_model(
             n_outputs=settings.n_bins if settings.loss == "discrete" else 1,
             **settings.model_kwargs,
         )
-    from mil_crcrs.train.fit import PRECISIONS  # fitting imports this module
-
     model.autocast_dtype = PRECISIONS[settings.precision]
     # The fold's training part: its training and inner-validation patients, never its test fold.
     training_part = np.sort(np.concatenate([fold.train, fold.inner_val]))
@@ -218,8 +214,6 @@ def _train_fold(
 ) -> tuple[ModelRun, np.ndarray]:
     """Train fold ``fold``'s model (``seeds``: initialisation, training); returns the run and
     its risk (n,) for every patient of ``bags``."""
-    from mil_crcrs.train.fit import make_loss
-
     edges = None
     if settings.loss == "discrete":
         edges = make_time_bins(time[fold.train], event[fold.train], settings.n_bins)
@@ -232,21 +226,9 @@ def _train_fold(
         fold.train,
         fold.inner_val,
         make_loss(settings, edges),
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        lr=settings.lr,
-        weight_decay=settings.weight_decay,
-        schedule=settings.schedule,
-        clip_norm=settings.clip_norm,
-        max_tiles=settings.max_tiles,
-        patience=settings.patience,
-        monitor=settings.monitor,
-        min_epochs=settings.min_epochs,
-        smooth_epochs=settings.smooth_epochs,
-        average_epochs=settings.average_epochs,
+        settings=TrainSettings.from_fit(settings),
         seed=seeds[1],
         device=device,
-        progress=settings.progress,
         desc=desc,
     )
     risk = predict_risk(result.model, bags, batch_size=settings.batch_size, device=device)

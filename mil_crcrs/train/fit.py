@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -56,194 +55,21 @@ import pandas as pd
 import torch
 
 from mil_crcrs.data.bags import PatientBags
-from mil_crcrs.data.cache import RESIDENT_CHOICES, BagCache, open_training_bags
+from mil_crcrs.data.cache import BagCache, open_training_bags
 from mil_crcrs.data.cohort import TIME_UNITS, Cohort, Columns
 from mil_crcrs.data.inputs import as_cohort, open_inputs
 from mil_crcrs.data.store import FeatureStore
-from mil_crcrs.device import check_device, resolve_device
-from mil_crcrs.errors import InputError
-from mil_crcrs.model_dir import CRCRSModel
-from mil_crcrs.models import list_models, model_options
+from mil_crcrs.device import resolve_device
+from mil_crcrs.ensemble import CRCRSModel
+from mil_crcrs.errors import SettingError
 from mil_crcrs.stats.metrics import harrell_c
 from mil_crcrs.train.checkpoints import fold_checkpoints
-from mil_crcrs.train.config import SettingError, coerce_setting, setting_fields
 from mil_crcrs.train.crossval import CrossValidation, cross_validate
-from mil_crcrs.train.cutoff import CUTOFF_METHODS, choose_cutoff, risk_group
-from mil_crcrs.train.loop import MONITORS, SCHEDULES, LossFn
-from mil_crcrs.train.losses import TIES, cox_nll, discrete_time_nll
+from mil_crcrs.train.cutoff import Cutoff, choose_cutoff, risk_group
+from mil_crcrs.train.settings import FitSettings
 
-LOSS_NAMES = ("cox", "discrete")
-#: ``FitSettings.precision``: the autocast dtype of training steps (None = full precision).
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}
 #: Smallest share of patients in either group for the maxstat cutoff.
 MAXSTAT_MIN_FRACTION = 0.1
-
-
-@dataclass(frozen=True)
-class FitSettings:
-    """How :func:`fit` trains; saved in the model directory's ``config.json``.
-
-    Parameters
-    ----------
-    model : registered aggregator name ("abmil", "mean", "max", "transmil")
-    model_kwargs : the aggregator's own hyperparameters (e.g. ``hidden_dim``, ``dropout``)
-    folds : K of the K-fold cross-validation (at least 2)
-    epochs : the most epochs per fold model
-    batch_size : the smallest number of bags per optimiser step (the Cox risk set)
-    lr : AdamW's (peak) learning rate
-    weight_decay : AdamW's decoupled weight decay
-    schedule : "cosine" or "onecycle", stepped per batch
-    clip_norm : gradient-norm clip (0 = none)
-    max_tiles : random subset of at most this many tiles per bag in training (None = all);
-        prediction always uses every tile
-    standardize : standardise each feature dimension, ``(x - mean) / sd``, with mean and sd
-        pooled over the tiles of each fold's training part (see :mod:`mil_crcrs.train.standardize`);
-        the statistics are stored in every fold model and applied wherever it is used
-    loss : "cox" (partial likelihood) or "discrete" (discrete-time hazards)
-    ties : "efron" or "breslow", for the Cox loss
-    n_bins : number of time bins of the discrete-time loss
-    inner_val_fraction : share of each fold's training part held out for early stopping (0 =
-        train every epoch, no early stopping)
-    patience : stop after this many epochs without a better (smoothed) monitored value
-    monitor : what early stopping watches on the inner split: "c" (Harrell's C) or "loss" (the
-        training loss over the whole inner split: the Cox partial likelihood, or the
-        discrete-time likelihood)
-    min_epochs : no epoch before this one is kept or counts towards ``patience``
-    smooth_epochs : compare the mean of the monitored value over this many last epochs
-    average_epochs : keep the average of the weights of this many last epochs up to the chosen
-        one (1 = that epoch's own weights); see :class:`~mil_crcrs.train.loop.EarlyStopping`
-    cutoff : "median" or "maxstat" (each group at least 10% of patients)
-    seed : seeds folds, initialisation, shuffling, subsampling and dropout
-    seeds : repeated cross-validation: one full K-fold run per seed (its own folds and
-        training randomness); empty = ``(seed,)``. C is reported as mean and sd over seeds and
-        folds, each patient's out-of-fold CRCRS is the mean over seeds, and the delivered
-        ensemble holds every model
-    device : "auto", "cpu" or "cuda"
-    progress : show progress: bars on a terminal, one plain line per step (with the time left)
-        when stderr is a file; False prints results and warnings only
-    cache_gb : memory for the bag cache in GiB; bags beyond it are streamed from disk (none =
-        half the available memory; see mil_crcrs.data.cache)
-    resident : "auto" (the whole cohort on the GPU, once, when it fits), "on" or "off"; see
-        mil_crcrs.data.packed
-    precision : "fp32", or "bf16" for bf16 autocast in the training steps (prediction is fp32)
-    """
-
-    model: str = "abmil"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    folds: int = 5
-    epochs: int = 40
-    batch_size: int = 16
-    lr: float = 1e-2
-    weight_decay: float = 1e-4
-    schedule: str = "onecycle"
-    clip_norm: float = 1.0
-    max_tiles: int | None = None
-    standardize: bool = False
-    loss: str = "cox"
-    ties: str = "efron"
-    n_bins: int = 4
-    inner_val_fraction: float = 0.2
-    patience: int = 10
-    monitor: str = "c"
-    min_epochs: int = 1
-    smooth_epochs: int = 1
-    average_epochs: int = 1
-    cutoff: str = "median"
-    seed: int = 0
-    seeds: tuple[int, ...] = ()
-    device: str = "auto"
-    progress: bool = True
-    cache_gb: float | None = None
-    resident: str = "auto"
-    precision: str = "fp32"
-
-    def __post_init__(self) -> None:
-        for name in setting_fields():  # types first: a list of seeds becomes a tuple, 1 -> 1.0
-            object.__setattr__(self, name, coerce_setting(name, getattr(self, name)))
-        choices = {
-            "model": list_models(),
-            "schedule": SCHEDULES,
-            "loss": LOSS_NAMES,
-            "ties": TIES,
-            "monitor": MONITORS,
-            "cutoff": CUTOFF_METHODS,
-            "resident": RESIDENT_CHOICES,
-            "precision": tuple(PRECISIONS),
-        }
-        check_device(self.device)
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise SettingError(
-                    name, f"must be one of {', '.join(allowed)}, got {getattr(self, name)!r}"
-                )
-        at_least = {
-            "folds": 2,
-            "epochs": 1,
-            "batch_size": 2,
-            "n_bins": 2,
-            "patience": 1,
-            "min_epochs": 1,
-            "smooth_epochs": 1,
-            "average_epochs": 1,
-        }
-        for name, low in at_least.items():
-            if getattr(self, name) < low:
-                raise SettingError(name, f"must be at least {low}, got {getattr(self, name)}")
-        if self.max_tiles is not None and self.max_tiles < 1:
-            raise SettingError("max_tiles", f"must be at least 1 (or none), got {self.max_tiles}")
-        if self.cache_gb is not None and not self.cache_gb >= 0:
-            raise SettingError("cache_gb", f"must be >= 0 (or none), got {self.cache_gb}")
-        if not self.lr > 0:
-            raise SettingError("lr", f"must be positive, got {self.lr}")
-        for name in ("weight_decay", "clip_norm"):
-            if not getattr(self, name) >= 0:
-                raise SettingError(name, f"must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.inner_val_fraction < 0.5:
-            raise SettingError(
-                "inner_val_fraction", f"must be in [0, 0.5), got {self.inner_val_fraction}"
-            )
-        if (
-            self.seed < 0
-            or any(s < 0 for s in self.seeds)
-            or len(set(self.seeds)) < len(self.seeds)
-        ):
-            raise SettingError("seeds", f"must be distinct non-negative integers, got {self.seeds}")
-        reserved = {"name", "in_dim", "n_outputs"} & set(self.model_kwargs)
-        if reserved:
-            raise SettingError(
-                "model_kwargs", f"may not set {', '.join(sorted(reserved))}; fit chooses them"
-            )
-        takes = model_options(self.model)
-        unknown = sorted(set(self.model_kwargs) - set(takes))
-        if unknown:
-            raise SettingError(
-                "model_kwargs",
-                f"{', '.join(unknown)}: not an option of {self.model} (it takes "
-                f"{', '.join(takes)})",
-            )
-
-    @property
-    def run_seeds(self) -> tuple[int, ...]:
-        """The seeds the cross-validation runs with: ``seeds``, or ``(seed,)``."""
-        return self.seeds or (self.seed,)
-
-
-def make_loss(settings: FitSettings, edges: np.ndarray | None = None) -> LossFn:
-    """The training loss: ``loss_fn(output, time, event) -> scalar`` for ``settings.loss``."""
-    if settings.loss == "cox":
-        ties = settings.ties
-
-        def cox(output, time, event):
-            return cox_nll(output.risk, time, event, ties=ties)
-
-        return cox
-    if edges is None:
-        raise ValueError("the discrete-time loss needs time-bin edges")
-
-    def discrete(output, time, event):
-        return discrete_time_nll(output.logits, time, event, edges)
-
-    return discrete
 
 
 def fit(
@@ -292,38 +118,41 @@ def fit(
         an unknown model.
     """
     if time_unit not in TIME_UNITS:
-        raise InputError(f"time unit must be one of {', '.join(TIME_UNITS)}, got {time_unit!r}")
+        raise SettingError(
+            "time_unit", f"must be one of {', '.join(TIME_UNITS)}, got {time_unit!r}"
+        )
     if val_features is not None and val_clinical is None:
-        raise InputError("--val-features needs --val-clinical (the validation cohort's table)")
+        raise SettingError("val_features", "needs val_clinical (the validation cohort's table)")
     device = resolve_device(settings.device)
     inputs = open_inputs(features, clinical, columns, time_unit, outcome=True, missing=missing)
     store, cohort = inputs.store, inputs.cohort
     bags = open_training_bags(
         inputs.bags, device, settings.cache_gb, settings.resident, settings.progress
     )
-    time, event = cohort.time, cohort.event
     saved = fold_checkpoints(checkpoints, resume, settings, device, cohort, store)
-    cv = cross_validate(settings, bags, time, event, cohort.source, device, saved)
+    cv = cross_validate(settings, bags, cohort.time, cohort.event, cohort.source, device, saved)
     if isinstance(bags, BagCache):
         bags.close()
-    oof = cv.oof
+    model = _ensemble(cv, settings, cohort, bags, time_unit)
+    if val_clinical is not None:
+        val = as_cohort(val_clinical, store, columns, time_unit, outcome=True)
+        _validate(model, store if val_features is None else val_features, val, missing, device)
+    return model
+
+
+def _ensemble(
+    cv: CrossValidation, settings: FitSettings, cohort: Cohort, bags: PatientBags, time_unit: str
+) -> CRCRSModel:
+    """The delivered model: every fold model of ``cv``, its cutoff fixed on the out-of-fold
+    CRCRS and its scale calibrated onto theirs."""
+    time, event, oof = cohort.time, cohort.event, cv.oof
     cutoff = choose_cutoff(settings.cutoff, oof, time, event, MAXSTAT_MIN_FRACTION)
-    oof_predictions = pd.DataFrame(
-        {
-            cohort.id_column: cohort.patient_ids,
-            "crcrs": oof,
-            "risk_group": risk_group(oof, cutoff),
-            "time": time,
-            "event": event,
-            "fold": cv.oof_fold,
-        }
-    )
     scale, shift = _ensemble_calibration(oof, cv.ensemble_train)
     time_bins = [run.time_bins for run in cv.runs if run.time_bins is not None]
     extra: dict[str, Any] = {"runs": [{"seed": r.seed, "fold": r.fold} for r in cv.runs]}
     if time_bins:
         extra["time_bins"] = time_bins
-    model = CRCRSModel(
+    return CRCRSModel(
         [run.model for run in cv.runs],
         [run.centre for run in cv.runs],
         cutoff,
@@ -335,24 +164,46 @@ def fit(
         settings=settings,
         training_cohort=_summary(cohort, bags, time_unit),
         metrics=_metrics(cv, time, event, scale, shift),
-        oof_predictions=oof_predictions,
+        oof_predictions=_oof_table(cv, cohort, cutoff),
         extra=extra,
     )
-    if val_clinical is not None:
-        val_store = store if val_features is None else val_features
-        val = as_cohort(val_clinical, store, columns, time_unit, outcome=True)
-        table = model.predict(
-            val_store, val, missing=missing, batch_size=settings.batch_size, device=device
-        )
-        model.validation_predictions = table
-        model.metrics["validation"] = {
-            "source": val.source,
-            "harrell_c": harrell_c(table["time"], table["event"], table["crcrs"]),
-            "n_patients": len(table),
-            "n_events": int(table["event"].sum()),
-            "n_high": int((table["risk_group"] == "high").sum()),
+
+
+def _oof_table(cv: CrossValidation, cohort: Cohort, cutoff: Cutoff) -> pd.DataFrame:
+    """``oof_predictions.csv``: each training patient's out-of-fold CRCRS, group and fold."""
+    return pd.DataFrame(
+        {
+            cohort.id_column: cohort.patient_ids,
+            "crcrs": cv.oof,
+            "risk_group": risk_group(cv.oof, cutoff),
+            "time": cohort.time,
+            "event": cohort.event,
+            "fold": cv.oof_fold,
         }
-    return model
+    )
+
+
+def _validate(
+    model: CRCRSModel,
+    features: str | os.PathLike | Sequence[str | os.PathLike] | FeatureStore,
+    cohort: Cohort,
+    missing: str,
+    device: torch.device,
+) -> None:
+    """Score the external validation ``cohort`` once with the finished ensemble; its table goes
+    to ``model.validation_predictions``, its C and sizes to ``model.metrics["validation"]``."""
+    settings = model.settings
+    table = model.predict(
+        features, cohort, missing=missing, batch_size=settings.batch_size, device=device
+    )
+    model.validation_predictions = table
+    model.metrics["validation"] = {
+        "source": cohort.source,
+        "harrell_c": harrell_c(table["time"], table["event"], table["crcrs"]),
+        "n_patients": len(table),
+        "n_events": int(table["event"].sum()),
+        "n_high": int((table["risk_group"] == "high").sum()),
+    }
 
 
 def _ensemble_calibration(oof: np.ndarray, ensemble_train: np.ndarray) -> tuple[float, float]:

@@ -7,6 +7,7 @@ higher = worse. Both losses are vectorised over the batch (no Python loop over p
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -16,6 +17,8 @@ from torch import Tensor
 from mil_crcrs.errors import InputError
 
 TIES = ("efron", "breslow")
+#: The training losses ``FitSettings.loss`` chooses from: Cox partial likelihood, discrete time.
+LOSS_NAMES = ("cox", "discrete")
 
 
 def _as_like(values: Tensor | np.ndarray, like: Tensor, dtype: torch.dtype) -> Tensor:
@@ -180,3 +183,35 @@ LOSSES: dict[str, Callable[..., Tensor]] = {
     "cox": cox_nll,
     "discrete_time": discrete_time_nll,
 }
+
+
+class LossChoice(Protocol):
+    """What :func:`make_loss` reads of the settings (a ``FitSettings`` is one)."""
+
+    @property
+    def loss(self) -> str: ...
+
+    @property
+    def ties(self) -> str: ...
+
+
+def make_loss(
+    settings: LossChoice, edges: np.ndarray | None = None
+) -> Callable[[Any, Tensor, Tensor], Tensor]:
+    """The training loss ``loss_fn(output, time, event) -> scalar`` that ``settings.loss``
+    names ("cox" with ``settings.ties``, or "discrete" over the time-bin ``edges``); ``output``
+    is a model's ``MILOutput``."""
+    if settings.loss == "cox":
+        ties = settings.ties
+
+        def cox(output, time, event):
+            return cox_nll(output.risk, time, event, ties=ties)
+
+        return cox
+    if edges is None:
+        raise ValueError("the discrete-time loss needs time-bin edges")
+
+    def discrete(output, time, event):
+        return discrete_time_nll(output.logits, time, event, edges)
+
+    return discrete

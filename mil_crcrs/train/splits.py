@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
-from mil_crcrs.errors import InputError
+from mil_crcrs.errors import InputError, SettingError
 
 
 @dataclass(frozen=True)
@@ -70,27 +70,29 @@ def kfold_splits(
     n = event.size
     n_events = int(event.sum())
     if n_folds < 2:
-        raise InputError(f"--folds must be at least 2, got {n_folds}")
+        raise SettingError("folds", f"must be at least 2, got {n_folds}")
+    if n < 2:
+        raise InputError(f"{source} has {n} patient(s); cross-validation needs more")
     if n < n_folds:
-        raise InputError(
-            f"{source} has {n} patient(s), fewer than the {n_folds} folds; use --folds {max(2, n)} "
-            "or fewer"
-            if n >= 2
-            else f"{source} has {n} patient(s); cross-validation needs more"
+        raise SettingError(
+            "folds",
+            f"is {n_folds}, but {source} has {n} patient(s), fewer than the {n_folds} folds; "
+            f"use {n} folds or fewer",
         )
     if n_events == 0:
         raise InputError(
             f"{source} has no events (every patient is censored); a survival model needs some"
         )
+    if n_events < 2:
+        raise InputError(f"{source} has only {n_events} event, too few to cross-validate")
     if n_events < n_folds:
-        raise InputError(
-            f"{source} has only {n_events} event(s) for {n_folds} folds, so a fold would have no "
-            f"event to score; reduce --folds to {n_events} or fewer"
-            if n_events >= 2
-            else f"{source} has only {n_events} event, too few to cross-validate"
+        raise SettingError(
+            "folds",
+            f"is {n_folds}, but {source} has only {n_events} event(s), so a fold would have no "
+            f"event to score; reduce folds to {n_events} or fewer",
         )
     if not 0.0 <= inner_val_fraction < 1.0:
-        raise InputError(f"inner validation fraction must be in [0, 1), got {inner_val_fraction}")
+        raise SettingError("inner_val_fraction", f"must be in [0, 1), got {inner_val_fraction}")
 
     rng = np.random.default_rng(seed)
     outer = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=_sk_seed(rng))
@@ -102,7 +104,7 @@ def kfold_splits(
         outer_splits = list(outer.split(placeholder, event))
     for k, (train_part, test) in enumerate(outer_splits):
         if event[test].sum() == 0:  # cannot happen with n_events >= n_folds; kept as a guard
-            raise InputError(f"fold {k + 1} of {source} has no events; reduce --folds")
+            raise SettingError("folds", f"is too many: fold {k + 1} of {source} has no events")
         if inner_val_fraction > 0:
             train, inner_val = inner_split(
                 train_part,
@@ -134,11 +136,11 @@ def inner_split(
     n_val = max(2, int(round(fraction * n)))
     n_events = int(event.sum())
     if n_events < 2 or n - n_val < 2:
-        raise InputError(
-            f"{source}: {n} patient(s) with {n_events} event(s) are too few for an inner "
-            "validation split (early stopping); use more folds (each fold then trains on more "
-            "patients), a smaller --inner-val-fraction, or --inner-val-fraction 0 (no early "
-            "stopping)"
+        raise SettingError(
+            "inner_val_fraction",
+            f"is {fraction}, but {source}: {n} patient(s) with {n_events} event(s) are too few "
+            "for an inner validation split (early stopping); use more folds (each fold then "
+            "trains on more patients), a smaller inner_val_fraction, or 0 (no early stopping)",
         )
     rng = np.random.default_rng(seed)
     val = []

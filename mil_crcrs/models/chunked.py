@@ -25,14 +25,29 @@ different draws from those of the unchunked pass.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-if TYPE_CHECKING:
-    from mil_crcrs.models._base import MILModel
+from mil_crcrs.models.masked import masked_softmax, unpack
+
+
+class MILModel(Protocol):
+    """What the chunked pass uses of a :class:`~mil_crcrs.models.MILModel` (every one is one;
+    one with a ``_scores(h) -> (M,)`` method pools by attention, streamed)."""
+
+    tile_chunk: int
+
+    def forward_features(self, features: Tensor) -> Tensor: ...
+
+    def pool(self, h: Tensor, mask: Tensor, grid: Tensor | None) -> tuple[Tensor, Tensor]: ...
+
+    def pool_packed(
+        self, h_real: Tensor, rows: Tensor, mask: Tensor, grid: Tensor | None
+    ) -> tuple[Tensor, Tensor]: ...
+
 
 #: Steps with more real tiles than this run chunked (about 0.5-1 GB of activations unchunked
 #: at hidden_dim 256).
@@ -98,8 +113,6 @@ def _attention_pool_chunked(
     model: MILModel, flat: Tensor, chunks, rows: Tensor | None, mask: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Streaming-softmax attention pooling ``z_b = sum_i softmax(s)_i h_i`` over row chunks."""
-    from mil_crcrs.models._base import masked_softmax, unpack
-
     n_bags, n_tiles = mask.shape
 
     def chunk_stats(r: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
