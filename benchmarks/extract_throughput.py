@@ -56,26 +56,21 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._machine import cpu_name, usable_cores  # noqa: E402
-from feature_extraction.direct import open_jpeg_level, psnr  # noqa: E402
+from feature_extraction.direct import open_jpeg_level  # noqa: E402
 from feature_extraction.direct_batch import decode_blocks  # noqa: E402
 from feature_extraction.encoders import create_encoder  # noqa: E402
-from feature_extraction.pipeline import (  # noqa: E402
-    PRECISIONS,
-    EncoderRunner,
-    ExtractResult,
-    ExtractSettings,
-    RunContext,
-    default_num_workers,
-    extract,
-    plan_slide,
-    resolve_precision,
-)
+from feature_extraction.pipeline import ExtractResult, ExtractSettings, extract  # noqa: E402
+from feature_extraction.planning import RunContext, plan_slide  # noqa: E402
+from feature_extraction.reader_choice import psnr  # noqa: E402
 from feature_extraction.reading import (  # noqa: E402
     SlideReader,
     Work,
     read_block_direct,
     resize,
 )
+from feature_extraction.runner import EncoderRunner, resolve_precision  # noqa: E402
+from feature_extraction.settings import PRECISIONS  # noqa: E402
+from feature_extraction.sharding import default_num_workers  # noqa: E402
 from feature_extraction.slides import Slide  # noqa: E402
 from feature_extraction.tissue import saturation  # noqa: E402
 from mil_crcrs._version import __version__  # noqa: E402
@@ -295,7 +290,7 @@ def dct_rows(path: Path, settings: ExtractSettings, n_tiles: int = 24) -> list[t
     Reading level 0 with ``dct_factor``'s rule relaxed step by step; the reference is OpenSlide's
     level-0 region with Pillow's bilinear resize (what the OpenSlide path does without a level).
     """
-    from feature_extraction import direct as direct_module
+    from feature_extraction import dct_scale as direct_module  # dct_factor reads its threshold
 
     size = settings.tile_size_px
     with Slide(path) as slide:

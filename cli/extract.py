@@ -1,14 +1,35 @@
-"""``crcrs extract``: tile slides and cache per-tile features to HDF5."""
+"""``crcrs extract``: tile slides and cache per-tile features to HDF5.
+
+Defaults and choices come from :class:`~feature_extraction.settings.ExtractSettings`,
+:class:`~feature_extraction.tissue.TissueParams` and the registries; a bad value is reported
+with the flag it came from.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from cli._options import command_line, device_option, progress_option
-from feature_extraction.direct import DEFAULT_READER, READERS
-from mil_crcrs.errors import InputError
+from feature_extraction.encoders import list_encoders
+from feature_extraction.reader_choice import READERS
+from feature_extraction.settings import FEATURE_DTYPES, PRECISIONS, ExtractSettings
+from feature_extraction.tissue import TISSUE_METHODS, TissueParams
+from mil_crcrs.errors import InputError, SettingError
+
+SETTINGS = ExtractSettings()
+TISSUE = SETTINGS.tissue
+#: The flags' parameter names that are not the name of the field they set.
+TISSUE_FIELDS = {
+    "tissue_method": "method",
+    "saturation_threshold": "saturation_threshold",
+    "seg_mpp": "seg_mpp",
+    "min_tissue_area": "min_tissue_area_um2",
+    "max_hole_area": "max_hole_area_um2",
+}
+RENAMED = {"compile_": "compile"}
 
 
 @click.command("extract")
@@ -22,14 +43,14 @@ from mil_crcrs.errors import InputError
 )
 @click.option(
     "--encoder",
-    default="efficientnet_lite0",
+    default=SETTINGS.encoder,
     show_default=True,
-    help="Registered encoder (efficientnet_lite0, resnet50_trunc, uni, uni2-h, "
-    "gigapath), a timm model name, or a timm hub id 'hf-hub:org/name'.",
+    help=f"Registered encoder ({', '.join(list_encoders())}), a timm model name, or a timm hub "
+    "id 'hf-hub:org/name'.",
 )
 @click.option(
     "--weights",
-    default=None,
+    default=SETTINGS.weights,
     help="Local weights file (or hub snapshot folder); 'random' for untrained weights. "
     "Default: the encoder's pretrained weights.",
 )
@@ -37,7 +58,7 @@ from mil_crcrs.errors import InputError
     "--mpp",
     "target_mpp",
     type=float,
-    default=0.5,
+    default=SETTINGS.target_mpp,
     show_default=True,
     help="Microns per pixel of the tiles (0.5 is about 20x).",
 )
@@ -45,7 +66,7 @@ from mil_crcrs.errors import InputError
     "--tile-size",
     "tile_size_px",
     type=int,
-    default=224,
+    default=SETTINGS.tile_size_px,
     show_default=True,
     help="Tile edge in pixels at --mpp.",
 )
@@ -53,80 +74,84 @@ from mil_crcrs.errors import InputError
     "--min-tissue",
     "min_tissue_fraction",
     type=float,
-    default=0.5,
+    default=SETTINGS.min_tissue_fraction,
     show_default=True,
     help="Keep a tile when at least this share of it is tissue.",
 )
 @click.option(
     "--slide-mpp",
     type=float,
-    default=None,
+    default=SETTINGS.slide_mpp,
     help="Level-0 microns per pixel of the slides, overriding (or standing in for) "
     "what the files record.",
 )
 @click.option(
     "--tissue-method",
-    type=click.Choice(["otsu", "saturation"]),
-    default="otsu",
+    type=click.Choice(TISSUE_METHODS),
+    default=TISSUE.method,
     show_default=True,
     help="Otsu's threshold on saturation, or a fixed one.",
 )
 @click.option(
     "--saturation-threshold",
     type=int,
-    default=20,
+    default=TISSUE.saturation_threshold,
     show_default=True,
     help="Saturation (0-255) threshold; with otsu, the floor under Otsu's threshold.",
 )
 @click.option(
     "--seg-mpp",
     type=float,
-    default=4.0,
+    default=TISSUE.seg_mpp,
     show_default=True,
     help="Microns per pixel of the image tissue is segmented on.",
 )
 @click.option(
     "--min-tissue-area",
     type=float,
-    default=25_000.0,
+    default=TISSUE.min_tissue_area_um2,
     show_default=True,
     help="Drop tissue pieces smaller than this (um^2).",
 )
 @click.option(
     "--max-hole-area",
     type=float,
-    default=25_000.0,
+    default=TISSUE.max_hole_area_um2,
     show_default=True,
     help="Fill holes in tissue smaller than this (um^2).",
 )
 @click.option(
-    "--batch-size", type=int, default=256, show_default=True, help="Tiles per encoder batch."
+    "--batch-size",
+    type=int,
+    default=SETTINGS.batch_size,
+    show_default=True,
+    help="Tiles per encoder batch.",
 )
 @click.option(
     "--num-workers",
     type=int,
-    default=None,
+    default=SETTINGS.num_workers,
     help="Reader processes (default: this process's CPUs minus one).",
 )
 @device_option
 @click.option(
     "--precision",
-    type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-    default="auto",
+    type=click.Choice(PRECISIONS),
+    default=SETTINGS.precision,
     show_default=True,
     help="auto: bf16 (or fp16) autocast on GPU, fp32 on CPU.",
 )
 @click.option(
     "--compile/--no-compile",
     "compile_",
-    default=False,
+    default=SETTINGS.compile,
     show_default=True,
     help="Run the encoder through torch.compile.",
 )
 @click.option(
     "--feature-dtype",
-    type=click.Choice(["float16", "float32"]),
-    default="float16",
+    type=click.Choice(FEATURE_DTYPES),
+    default=SETTINGS.feature_dtype,
     show_default=True,
     help="Dtype of the stored features.",
 )
@@ -134,7 +159,7 @@ from mil_crcrs.errors import InputError
     "--coords",
     "coords_dir",
     type=click.Path(exists=True, file_okay=False),
-    default=None,
+    default=SETTINGS.coords_dir,
     help="Extract the tiles listed in this folder's coordinates files (CLAM patches/*.h5, "
     "TRIDENT *_patches.h5, or any <slide>.h5 with a 'coords' dataset, level-0 px) instead of "
     "segmenting tissue; the tile footprint comes from the file's patch_size/patch_level "
@@ -143,7 +168,7 @@ from mil_crcrs.errors import InputError
 @click.option(
     "--reader",
     type=click.Choice(READERS),
-    default=DEFAULT_READER,
+    default=SETTINGS.reader,
     show_default=True,
     help="How tiles are read: 'direct' takes the compressed JPEG tiles straight from tiled "
     "TIFF/SVS files and decodes them in batches (on the GPU when the encoder runs there); "
@@ -153,66 +178,26 @@ from mil_crcrs.errors import InputError
 @progress_option
 @click.option(
     "--qc/--no-qc",
-    default=True,
+    default=SETTINGS.qc,
     show_default=True,
     help="Save a thumbnail with the tissue outline and tiles per slide (qc/).",
 )
-def command(
-    slides,
-    out_dir,
-    target_mpp,
-    tile_size_px,
-    min_tissue_fraction,
-    slide_mpp,
-    tissue_method,
-    saturation_threshold,
-    seg_mpp,
-    min_tissue_area,
-    max_hole_area,
-    compile_,
-    **options,
-) -> None:
+def command(slides, out_dir, **options) -> None:
     """Tile SLIDES (files or folders) and write one feature file per slide to --out.
 
     Reruns skip finished slides; under torchrun or SLURM each process takes its share of the
     slides. Slides that fail are listed in OUT/extract_errors.csv and the exit status is 2.
     """
-    from feature_extraction.pipeline import ExtractSettings, extract
+    from feature_extraction.pipeline import extract
     from feature_extraction.sharding import current_shard
-    from feature_extraction.tissue import TissueParams
     from mil_crcrs.runlog import RUN_LOG_NAME, RunLog
 
-    tissue = TissueParams(
-        method=tissue_method,
-        saturation_threshold=saturation_threshold,
-        seg_mpp=seg_mpp,
-        min_tissue_area_um2=min_tissue_area,
-        max_hole_area_um2=max_hole_area,
-    )
-    settings = ExtractSettings(
-        target_mpp=target_mpp,
-        tile_size_px=tile_size_px,
-        min_tissue_fraction=min_tissue_fraction,
-        slide_mpp=slide_mpp,
-        tissue=tissue,
-        compile=compile_,
-        **options,
-    )
+    settings = _settings(options)
     shard = current_shard()
     log_name = RUN_LOG_NAME if shard.rank == 0 else f"run.rank{shard.rank}.log"
-    with RunLog(out_dir / log_name, command_line(), progress=options["progress"]) as run_log:
+    with RunLog(out_dir / log_name, command_line(), progress=settings.progress) as run_log:
         result = extract(slides, out_dir, settings, shard=shard)
-        rank = f"rank {shard.rank}/{shard.world_size}: " if shard.world_size > 1 else ""
-        busy = f"{len(result.busy)} left to another running process, " if result.busy else ""
-        if result.taken_over:
-            busy += f"{len(result.taken_over)} taken over from a stopped run, "
-        n_direct = sum(kind != "openslide" for kind in result.readers.values())
-        direct = f", {n_direct} slide(s) read directly" if n_direct else ""
-        summary = (
-            f"{rank}{len(result.done)} extracted ({result.n_tiles} tiles{direct}), "
-            f"{len(result.skipped)} already done, {busy}{len(result.failed)} failed, "
-            f"in {result.seconds:.1f} s -> {out_dir}"
-        )
+        summary = result.summary()
         click.echo(summary)
         run_log.note(summary)
     if result.failed:
@@ -221,3 +206,23 @@ def command(
         raise InputError(
             f"{len(result.failed)} slide(s) failed, listed in {result.errors_report}: {first}{more}"
         )
+
+
+def _settings(options: dict[str, Any]) -> ExtractSettings:
+    """The settings the flags give; a bad value is reported with its flag."""
+    tissue = {field: options.pop(name) for name, field in TISSUE_FIELDS.items()}
+    values = {RENAMED.get(name, name): value for name, value in options.items()}
+    try:
+        return ExtractSettings(tissue=TissueParams(**tissue), **values)
+    except SettingError as exc:
+        raise InputError(f"{_flag(exc.setting)} {exc.problem}") from None
+
+
+def _flag(setting: str) -> str:
+    """The flag of a setting (an ExtractSettings or TissueParams field)."""
+    names = {field: name for name, field in {**TISSUE_FIELDS, **RENAMED}.items()}
+    name = names.get(setting, setting)
+    for param in click.get_current_context().command.params:
+        if param.name == name and isinstance(param, click.Option):
+            return max(param.opts, key=len)
+    return f"--{setting.replace('_', '-')}"

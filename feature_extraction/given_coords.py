@@ -1,4 +1,4 @@
-"""Tiles at given coordinates: ``crcrs extract --coords DIR`` reuses a segmentation a lab trusts.
+"""Tiles at given coordinates (the ``coords_dir`` setting): reuse a segmentation a lab trusts.
 
 For each slide, ``DIR`` holds an HDF5 file with a ``coords`` dataset, (n, 2) top-left (x, y) in
 level-0 pixels, found as (first match):

@@ -4,7 +4,7 @@ A loader item is a :class:`Work`: a batch of one slide's tiles, grouped into blo
 neighbouring tiles that are each read as one region from the slide's best pyramid level. The
 :class:`SlideReader` dataset turns a :class:`Work` into uint8 tiles (OpenSlide, or the direct
 reader decoding on the CPU) or into the compressed file tiles for a batched decode on the GPU
-(:func:`feature_extraction.direct.decode_blocks`). Its workers live across slides: every
+(:func:`feature_extraction.direct_batch.decode_blocks`). Its workers live across slides: every
 item names its slide, and each worker keeps its last slides open.
 """
 
@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from feature_extraction.direct import JpegLevel, NotDirect, open_jpeg_level
-from feature_extraction.direct_batch import decode_blocks, pack_blocks
+from feature_extraction.direct_batch import PackedBlocks, pack_blocks
 from feature_extraction.grid import TileGrid
 from feature_extraction.slides import READ_ERROR, Slide, SlideError
 
@@ -284,7 +284,7 @@ class SlideReader(torch.utils.data.Dataset):
             elif read.kind == DIRECT_CPU:
                 tiles = read_blocks_direct(handle, list(work.blocks), size0, size, read.downsample)
             else:
-                return {**head, "coords": coords, "packed": self._pack(handle, work)}
+                return {**head, "coords": coords, "packed": pack_work(handle, work)}
         except SlideError as exc:
             return {**head, "error": (exc.reason, str(exc))}
         except (OSError, ValueError, SyntaxError, RuntimeError, NotDirect) as exc:  # corrupt data
@@ -292,111 +292,15 @@ class SlideReader(torch.utils.data.Dataset):
             return {**head, "error": (READ_ERROR, " ".join(message.split()))}
         return {**head, "coords": coords, "tiles": torch.from_numpy(np.concatenate(tiles))}
 
-    @staticmethod
-    def _pack(jpeg: JpegLevel, work: Work):
-        ds = work.read.downsample
-        reads = []
-        for block in work.blocks:
-            x0, y0, read_w, read_h, out_w, out_h, cells = block_geometry(
-                block, work.tile_size_level0, work.tile_size_px, ds
-            )
-            reads.append((x0 / ds, y0 / ds, read_w, read_h, out_w, out_h, cells))
-        return pack_blocks(jpeg, reads)
 
-
-# --------------------------------------------------------------------------------------------
-# Choosing the reader
-
-
-def choose_reader(
-    choice: str,
-    slide: Slide,
-    coords_level0: np.ndarray,
-    size0: int,
-    size: int,
-    device: torch.device,
-) -> tuple[ReadSpec, str | None]:
-    """How to read this slide's tiles, and why the direct reader is not used (None when it is).
-
-    Parameters
-    ----------
-    choice : ``"openslide"``, ``"direct"`` (wherever the level read is a tiled JPEG page, no
-        check) or ``"auto"`` (the direct reader where the file qualifies and its pixels on the
-        first :data:`~feature_extraction.direct.N_CHECK_TILES` tiles are within
-        :data:`~feature_extraction.direct.MIN_PSNR_DB` of OpenSlide's)
-    slide : the open slide
-    coords_level0 : (n, 2) the tiles that will be read, in order
-    size0, size : tile edge in level-0 pixels and in output pixels
-    device : the encoder's device: on a GPU the direct reader decodes there
-
-    Raises
-    ------
-    SlideError
-        with ``choice="direct"`` when the level read is not a tiled JPEG page.
-    """
-    from feature_extraction.direct import MIN_PSNR_DB
-
-    level = slide.best_level(size0 / size)
-    ds = float(slide.level_downsamples[level])
-    level_size = tuple(int(v) for v in slide.level_dimensions[level])
-    spec = ReadSpec(OPENSLIDE, level, ds, level_size)
-    if choice == OPENSLIDE:
-        return spec, None
-    try:
-        jpeg = open_jpeg_level(slide.path, level_size)
-    except NotDirect as exc:
-        if choice == "direct":
-            raise SlideError(
-                f"{slide.path}: --reader direct cannot read it: {exc}; use --reader auto",
-                reason=NOT_DIRECT,
-            ) from None
-        return spec, str(exc)
-    kinds = [DIRECT_DEVICE, DIRECT_CPU] if device.type == "cuda" else [DIRECT_CPU]
-    why = None
-    try:
-        for kind in kinds:
-            direct = ReadSpec(kind, level, ds, level_size)
-            if choice == "direct":
-                return direct, None
-            db, why = direct_psnr(slide, jpeg, direct, coords_level0, size0, size, device)
-            if db >= MIN_PSNR_DB:
-                return direct, None
-    finally:
-        jpeg.close()
-    return spec, why
-
-
-#: Reason recorded for a slide ``--reader direct`` cannot read.
-NOT_DIRECT = "not_direct"
-
-
-def direct_psnr(
-    slide: Slide,
-    jpeg: JpegLevel,
-    read: ReadSpec,
-    coords_level0: np.ndarray,
-    size0: int,
-    size: int,
-    device: torch.device,
-) -> tuple[float, str]:
-    """The lowest PSNR (dB) of the direct reader against OpenSlide on the first tiles, and a note.
-
-    Tiles are read one by one both ways, with the decoder ``read.kind`` names.
-    """
-    from feature_extraction.direct import MIN_PSNR_DB, N_CHECK_TILES, psnr
-
-    worst = np.inf
-    for xy in np.asarray(coords_level0[:N_CHECK_TILES]).reshape(-1, 2):
-        block = xy[None].astype(np.int64)
-        reference = read_block_openslide(slide, block, size0, size)[0]
-        try:
-            if read.kind == DIRECT_CPU:
-                mine = read_block_direct(jpeg, block, size0, size, read.downsample)[0]
-            else:
-                work = Work(0, 0, slide.path, slide.mpp, read, (block,), size0, size)
-                mine = decode_blocks(SlideReader._pack(jpeg, work), size, device)[0].cpu().numpy()
-        except (OSError, ValueError, SyntaxError, RuntimeError) as exc:
-            return -np.inf, f"the direct {read.kind} decode failed ({type(exc).__name__}: {exc})"
-        worst = min(worst, psnr(mine, reference))
-    note = f"direct pixels differ from OpenSlide's (PSNR {worst:.1f} dB < {MIN_PSNR_DB:.0f} dB)"
-    return worst, note
+def pack_work(jpeg: JpegLevel, work: Work) -> PackedBlocks:
+    """The compressed file tiles under a loader item's blocks, for
+    :func:`~feature_extraction.direct_batch.decode_blocks` on the encoder's device."""
+    ds = work.read.downsample
+    reads = []
+    for block in work.blocks:
+        x0, y0, read_w, read_h, out_w, out_h, cells = block_geometry(
+            block, work.tile_size_level0, work.tile_size_px, ds
+        )
+        reads.append((x0 / ds, y0 / ds, read_w, read_h, out_w, out_h, cells))
+    return pack_blocks(jpeg, reads)

@@ -70,3 +70,13 @@ def current_shard(env: Mapping[str, str] | None = None) -> Shard:
 def shard_items(items: Sequence[T], shard: Shard) -> list[T]:
     """Every ``world_size``-th item starting at ``rank`` (round robin keeps shards balanced)."""
     return list(items[shard.rank :: shard.world_size])
+
+
+def default_num_workers(shard: Shard | None = None) -> int:
+    """The CPUs this process may use (its share of the node), minus one for the main process."""
+    shard = shard or Shard()
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    return max(0, min(16, cpus // max(1, shard.local_world_size) - 1))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from mil_crcrs.atomic import atomic_path
-from mil_crcrs.errors import InputError
+from mil_crcrs.errors import SettingError
 
 if TYPE_CHECKING:
     from feature_extraction.slides import Slide
@@ -38,6 +38,11 @@ class TissueParams:
     close_um : radius of the morphological closing, in microns (0 = none)
     min_tissue_area_um2 : tissue pieces smaller than this are dropped
     max_hole_area_um2 : holes in tissue smaller than this are filled
+
+    Raises
+    ------
+    SettingError
+        naming the field with a bad value.
     """
 
     method: str = "otsu"
@@ -50,18 +55,18 @@ class TissueParams:
 
     def __post_init__(self) -> None:
         if self.method not in TISSUE_METHODS:
-            raise InputError(
-                f"tissue method must be one of {', '.join(TISSUE_METHODS)}, got '{self.method}'"
+            raise SettingError(
+                "method", f"must be one of {', '.join(TISSUE_METHODS)}, got '{self.method}'"
             )
         if not 0 <= self.saturation_threshold <= 255:
-            raise InputError(
-                f"saturation threshold must be in 0..255, got {self.saturation_threshold}"
+            raise SettingError(
+                "saturation_threshold", f"must be in 0..255, got {self.saturation_threshold}"
             )
         if not self.seg_mpp > 0:
-            raise InputError(f"segmentation mpp must be positive, got {self.seg_mpp}")
+            raise SettingError("seg_mpp", f"must be positive, got {self.seg_mpp}")
         for name in ("median_um", "close_um", "min_tissue_area_um2", "max_hole_area_um2"):
             if getattr(self, name) < 0:
-                raise InputError(f"tissue parameter {name} must be >= 0, got {getattr(self, name)}")
+                raise SettingError(name, f"must be >= 0, got {getattr(self, name)}")
 
 
 @dataclass

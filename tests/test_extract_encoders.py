@@ -10,11 +10,15 @@ import torch
 
 timm = pytest.importorskip("timm")
 
+from feature_extraction import encoders  # noqa: E402
 from feature_extraction.encoders import (  # noqa: E402
+    Encoder,
+    EncoderSpec,
     HubModel,
     TruncatedResNet,
     create_encoder,
     list_encoders,
+    register_encoder,
     register_hub_model,
 )
 from mil_crcrs.errors import InputError  # noqa: E402
@@ -27,6 +31,12 @@ def offline(monkeypatch):
     """No model hub: fail at once instead of retrying the network."""
     constants = pytest.importorskip("huggingface_hub.constants")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """The encoders a test registers are forgotten after it (names can be registered once)."""
+    monkeypatch.setattr(encoders, "_ENCODERS", dict(encoders._ENCODERS))
 
 
 def test_registry_lists_the_documented_encoders():
@@ -106,7 +116,10 @@ def test_unknown_encoder_names_the_choices():
 
 
 def test_hub_weights_that_cannot_be_had_are_a_clear_error(offline):
-    with pytest.raises(InputError, match="encoder 'hf-hub:MahmoodLab/uni': cannot get .*--weights"):
+    with pytest.raises(
+        InputError,
+        match="encoder 'hf-hub:MahmoodLab/uni': cannot get .*weights file as the weights",
+    ):
         create_encoder("uni")
     with pytest.raises(
         InputError, match="encoder 'test_resnet': cannot get its pretrained weights"
@@ -135,7 +148,7 @@ def test_foundation_architectures_match_their_published_size(name, dim, millions
         assert encoder.spec.mean == (0.485, 0.456, 0.406)
 
 
-def test_hub_model_loads_a_local_file_and_resizes_tiles(tmp_path):
+def test_hub_model_loads_a_local_file_and_resizes_tiles(tmp_path, scratch_registry):
     torch.manual_seed(1)
     source = timm.create_model("test_vit", pretrained=False, num_classes=0).eval()
     path = tmp_path / "pytorch_model.bin"
@@ -189,3 +202,22 @@ def test_random_weights_are_the_same_in_every_process():
         assert torch.equal(x, y), key
     torch.manual_seed(123)
     assert torch.equal(torch.rand(1), after)  # the caller's random stream is left alone
+
+
+def test_a_name_is_registered_once(scratch_registry):
+    # as the MIL model registry: a second network under a taken name is refused, not swapped in
+    def identity(weights: str | None) -> Encoder:
+        spec = EncoderSpec("test_once", dim=3, mean=(0.0,) * 3, std=(1.0,) * 3)
+        return Encoder(torch.nn.Identity(), spec)
+
+    builtin = dict(encoders._ENCODERS)
+    register_encoder("test_once")(identity)
+    assert list_encoders() == sorted([*builtin, "test_once"])
+    with pytest.raises(ValueError, match="an encoder named 'test_once' is already registered"):
+        register_encoder("test_once")(lambda weights: None)
+    with pytest.raises(ValueError, match="an encoder named 'resnet50_trunc' is already registered"):
+        register_encoder("resnet50_trunc")(identity)
+    with pytest.raises(ValueError, match="an encoder named 'uni' is already registered"):
+        register_hub_model("uni", HubModel("hf-hub:nobody/other", dict, "test_vit", dict))
+    assert encoders._ENCODERS == {**builtin, "test_once": identity}  # the first ones stay
+    assert create_encoder("test_once").spec.name == "test_once"

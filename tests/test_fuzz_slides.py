@@ -27,12 +27,10 @@ from hypothesis import strategies as st
 
 pytest.importorskip("openslide")
 
-from test_extract_pipeline import TINY_RUN  # noqa: E402
-from test_extract_slides import CELLS, tissue_image, write_pyramid  # noqa: E402
-
 from cli.main import cli  # noqa: E402
 from feature_extraction.slides import Slide, SlideError  # noqa: E402
 from feature_extraction.tissue import TissueParams, tissue_mask  # noqa: E402
+from tests.helpers import CELLS, TINY_RUN, tissue_image, write_pyramid  # noqa: E402
 
 FUZZ = settings(
     max_examples=80,
