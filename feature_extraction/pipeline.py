@@ -36,7 +36,6 @@ from feature_extraction import failures
 from feature_extraction.claims import sweep
 from feature_extraction.encoders import create_encoder
 from feature_extraction.planning import RunContext
-from feature_extraction.reading import TileBlocks  # noqa: F401  (explain.heatmaps reads tiles with it)
 from feature_extraction.result import ExtractResult
 from feature_extraction.runner import EncoderRunner, resolve_precision
 from feature_extraction.settings import (

@@ -1,6 +1,6 @@
 """Pixels from the slide files: which slide a feature file came from, its thumbnail, its tiles.
 
-Tiles are read the way extraction reads them (:class:`~feature_extraction.pipeline.TileBlocks`:
+Tiles are read the way extraction reads them (:class:`~feature_extraction.reading.TileBlocks`:
 the best pyramid level, resized to the tile size), so their re-embedding reproduces the stored
 features (:func:`feature_extraction.explain.encoder.check_reembedding`).
 """
@@ -59,7 +59,7 @@ def read_tiles(slide: Slide, coords_level0: np.ndarray, info: BagInfo) -> np.nda
     coords_level0 : (T, 2) level-0 top-left corners
     info : the feature file's description (tile size in level-0 and target pixels)
     """
-    from feature_extraction.pipeline import TileBlocks
+    from feature_extraction.reading import TileBlocks
 
     if not info.tile_size_level0 or not info.tile_size_px:
         raise SettingError(
