@@ -163,9 +163,10 @@ class CRCRSModel:
             model.to(target)
         return self
 
-    def _on(self, device: str | torch.device | None) -> torch.device:
-        """The device to score on: the models' own, or ``device``, to which they then move."""
-        return self.device if device is None else self.to(device).device
+    def _move_if_asked(self, device: str | torch.device | None) -> None:
+        """Score where the models are (None), or move them to ``device`` first."""
+        if device is not None:
+            self.to(device)
 
     # -- scoring ----------------------------------------------------------------------------------
     def risk(
@@ -261,7 +262,7 @@ class CRCRSModel:
             ``MILModel.tile_contributions``)
         """
         bag = to_cache_dtype(bag)  # as the fit and predict() score it
-        self._on(device)
+        self._move_if_asked(device)
         risk, attention, contribution = self._score([bag], 1, tiles=True)
         return float(risk[0]), attention[0], contribution[0]
 
@@ -315,7 +316,7 @@ class CRCRSModel:
         # Read as the fit's bag cache holds them, so a patient scores as in the fit.
         bags = CacheDtypeBags(inputs.bags)
         self.check_features(bags.feature_dim, bags.encoder, str(features))
-        self._on(device)
+        self._move_if_asked(device)
         risk, attention, contribution = self._score(
             bags, batch_size, tiles=attention_dir is not None
         )
