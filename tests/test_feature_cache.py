@@ -56,17 +56,19 @@ def _fit(cohort_dir: Path, **kw):
 
 def _fit_now(cohort_dir: Path, **kw):
     settings = FitSettings(
-        model_kwargs={"hidden_dim": 16, "attn_dim": 8, "dropout": 0.1},
-        folds=2,
-        epochs=6,
-        batch_size=8,
-        lr=1e-2,
-        schedule="onecycle",
-        inner_val_fraction=0.0,
-        progress=False,
-        device="cpu",
-        seed=1,
-        **kw,
+        **{
+            "model_kwargs": {"hidden_dim": 16, "attn_dim": 8, "dropout": 0.1},
+            "folds": 2,
+            "epochs": 6,
+            "batch_size": 8,
+            "lr": 1e-2,
+            "schedule": "onecycle",
+            "inner_val_fraction": 0.0,
+            "progress": False,
+            "device": "cpu",
+            "seed": 1,
+            **kw,  # a test's own settings win (the GPU test's device among them)
+        }
     )
     return fit(cohort_dir / "features", cohort_dir / "clinical.csv", settings)
 

@@ -152,8 +152,9 @@ class PackedBags(Sequence[PatientBag]):
             generator = torch.Generator(device=self.device)
             generator.manual_seed(int(rng.integers(2**62)))
         order_dev = torch.as_tensor(order, dtype=torch.long, device=self.device)
-        time_dev = torch.as_tensor(time, dtype=torch.float32, device=self.device)
-        event_dev = torch.as_tensor(event, dtype=torch.float32, device=self.device)
+        # copies: the cohort's arrays may be read-only views, which torch warns about
+        time_dev = torch.tensor(np.asarray(time, dtype=np.float32), device=self.device)
+        event_dev = torch.tensor(np.asarray(event, dtype=np.float32), device=self.device)
         n_batches = max(1, len(order) // batch_size)
         bounds = np.cumsum([0] + [len(c) for c in np.array_split(order, n_batches)])
         for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
