@@ -388,6 +388,11 @@ def _git() -> str:
         return "unknown"
 
 
+def _max_tiles(text: str) -> int | None:
+    """``--max-tiles``: a positive number, or "all" for every tile (None)."""
+    return None if text.lower() in ("all", "none") else int(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     from mil_crcrs.train.settings import FitSettings
 
@@ -397,7 +402,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--dim", type=int, default=1024)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--epochs", type=int, default=None, help="[default: FitSettings.epochs]")
-    p.add_argument("--max-tiles", type=int, default=FitSettings.max_tiles or FALLBACK_MAX_TILES)
+    p.add_argument(
+        "--max-tiles",
+        type=_max_tiles,
+        default=FitSettings.max_tiles or FALLBACK_MAX_TILES,
+        help="tiles per bag in training, or 'all' (every tile, the library's default) "
+        f"[default: FitSettings.max_tiles, else {FALLBACK_MAX_TILES}]",
+    )
     p.add_argument("--cache-gb", type=float, default=None)
     p.add_argument("--resident", default="auto")
     p.add_argument("--precision", default="fp32")

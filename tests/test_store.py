@@ -401,14 +401,21 @@ def test_missing_dataset_in_our_format(write_features):
     _assert_names(err, path)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])  # float16 is tested by its bits
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_nan_or_inf_features(tmp_path, bad):
-    features = np.ones((4, 3), np.float32)
+def test_nan_or_inf_features(tmp_path, bad, dtype):
+    features = np.ones((4, 3), dtype)
     features[2, 1] = bad
     path = _h5(tmp_path / "s.h5", {"features": features, "coords": np.zeros((4, 2), np.int32)})
     with pytest.raises(InputError, match="NaN or inf .*tile 2") as err:
         read_bag(path)
     _assert_names(err, path)
+
+
+def test_float16_extremes_are_finite(tmp_path):
+    features = np.array([[65504, -65504, 6e-8], [0, -0.0, 1]], np.float16)
+    path = _h5(tmp_path / "s.h5", {"features": features, "coords": np.zeros((2, 2), np.int32)})
+    np.testing.assert_array_equal(read_bag(path).features, features)
 
 
 def test_nan_features_in_a_pt_file(tmp_path):

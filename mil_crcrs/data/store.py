@@ -46,6 +46,7 @@ from mil_crcrs.data._h5 import (
     LAYOUT_OURS,
     FeatureMeta,
     FeatureWriter,
+    finite_mask,
     read_coords_file,
     read_extra,
     read_settings_record,
@@ -270,7 +271,7 @@ def read_info(path: str | os.PathLike, settings: ReadSettings | None = None) -> 
 
 
 def _check_finite(path: Path, features: np.ndarray) -> None:
-    finite = np.isfinite(features)
+    finite = finite_mask(features)
     if not finite.all():
         row = int(np.argwhere(~finite)[0, 0])
         raise InputError(f"{path}: features contain NaN or inf (first at tile {row})")
