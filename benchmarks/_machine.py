@@ -1,9 +1,17 @@
-"""What the benchmark scripts say about the machine they ran on."""
+"""What the benchmark scripts say about the machine they ran on, and as they go."""
 
 from __future__ import annotations
 
 import os
 import platform
+import sys
+import time
+
+
+def say(script: str, text: str) -> None:
+    """A progress line on stderr, flushed at once, so that a run stopped at a time limit still
+    shows which part took the time."""
+    print(f"[{script} {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
 
 
 def cpu_name() -> str:

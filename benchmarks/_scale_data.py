@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks._machine import say
 from mil_crcrs.data.store import FeatureMeta, write_bag
 from mil_crcrs.simulate import SimulationSettings, draw_cohort
 from mil_crcrs.stats.metrics import harrell_c
@@ -129,6 +130,7 @@ def write_large_cohort(
     with ProcessPoolExecutor(max(1, jobs), mp_context=ctx) as pool:
         paths = list(pool.map(_write_chunk, *zip(*args, strict=True)))
         table = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
+        say("cohort_scale", f"{n_drawn} patients drawn in {time.perf_counter() - start:.0f} s")
         if n_drawn < n_patients:
             extra = np.full(n_drawn, (n_patients - n_drawn) // n_drawn)
             extra[: (n_patients - n_drawn) % n_drawn] += 1
@@ -140,6 +142,7 @@ def write_large_cohort(
                 [seed] * n_drawn,
             )
             table = pd.concat(list(parts), ignore_index=True)
+            say("cohort_scale", f"copies written: {time.perf_counter() - start:.0f} s in all")
     table.drop(columns="true_risk").to_csv(out / "clinical.csv", index=False)
     manifest = {
         "request": request,

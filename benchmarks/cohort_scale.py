@@ -45,6 +45,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from benchmarks._machine import cpu_name, usable_cores  # noqa: E402
+from benchmarks._machine import say as progress_line  # noqa: E402
 
 #: Tiles per bag in training when the library's default is "all tiles" (max_tiles=None).
 FALLBACK_MAX_TILES = 512
@@ -118,12 +119,14 @@ class _Timer:
             training.train_one_epoch, lambda s, a, k, o: self.epochs.append(s)
         )
         training.evaluate = timed(training.evaluate, lambda s, a, k, o: self.evals.append(s))
-        crossval.train_model = timed(
-            crossval.train_model,
-            lambda s, a, k, o: self.folds.append(
+
+        def fold_done(s, a, k, o) -> None:
+            self.folds.append(
                 {"s": s, "n_train": len(a[4]), "n_val": len(a[5]), "epochs": len(o.history)}
-            ),
-        )
+            )
+            say(f"fold model {len(self.folds)} trained: {len(o.history)} epochs in {s:.1f} s")
+
+        crossval.train_model = timed(crossval.train_model, fold_done)
         crossval.predict_risk = timed(
             crossval.predict_risk, lambda s, a, k, o: self.fold_predict.append(s)
         )
@@ -135,10 +138,16 @@ class _Timer:
 
         opener = fitting.open_training_bags
         open_and_load.__name__ = "open_training_bags"
-        fitting.open_training_bags = timed(
-            open_and_load,
-            lambda s, a, k, o: self.load.update(s=s, **getattr(o, "stats", {})),
-        )
+
+        def loaded(s, a, k, o) -> None:
+            self.load.update(s=s, **getattr(o, "stats", {}))
+            say(f"features loaded in {s:.1f} s")
+
+        fitting.open_training_bags = timed(open_and_load, loaded)
+
+
+def say(text: str) -> None:
+    progress_line("cohort_scale", text)
 
 
 def _sync() -> None:
@@ -172,9 +181,11 @@ def run_fit(args: argparse.Namespace, data: Path) -> dict:
         seed=0,
     )
     rss_before = _vm("VmRSS")
+    say(f"fit: {args.folds} folds on {args.device}, max_tiles {settings.max_tiles or 'all'}")
     start = time.perf_counter()
     model = fit(data / "features", data / "clinical.csv", settings)
     fit_s = time.perf_counter() - start
+    say(f"fit done in {fit_s:.1f} s; predicting from the files")
     store = FeatureStore(data / "features")
     cohort = read_cohort(data / "clinical.csv")
     start = time.perf_counter()
@@ -434,6 +445,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.templates:
         data = data.with_name(data.name + f"-t{args.templates}")
     ctx = mp.get_context("spawn")
+    say(f"writing (or reusing) the cohort in {data}")
     with ProcessPoolExecutor(1, mp_context=ctx) as pool:  # the writer's memory is not the fit's
         from benchmarks._scale_data import write_large_cohort
 
@@ -446,6 +458,9 @@ def main(argv: list[str] | None = None) -> None:
             jobs=args.jobs,
             templates=args.templates,
         ).result()
+    say(
+        f"cohort ready ({manifest['feature_bytes'] / 2**30:.1f} GiB, written in {manifest['write_s']:.0f} s)"
+    )
     started = dt.datetime.now(dt.UTC)
     if args.probe:
         with ProcessPoolExecutor(1, mp_context=ctx) as pool:

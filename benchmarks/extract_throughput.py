@@ -55,7 +55,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._machine import cpu_name, usable_cores  # noqa: E402
+from benchmarks._machine import cpu_name, say, usable_cores  # noqa: E402
 from feature_extraction.direct import open_jpeg_level  # noqa: E402
 from feature_extraction.direct_batch import decode_blocks  # noqa: E402
 from feature_extraction.encoders import create_encoder  # noqa: E402
@@ -401,22 +401,31 @@ def measure(args: argparse.Namespace, settings: ExtractSettings, folder: Path, s
     """All rows, in one run; returns (rows, context)."""
     workers = default_num_workers() if args.num_workers is None else args.num_workers
     paths, warmup, build_s = build_slides(folder, args.slides, args.slide_size)
+    say("extract_throughput", f"{len(paths)} slides ready ({build_s:.1f} s); warming up")
     runner = make_runner(settings)
     for reader in ("openslide", "auto"):  # first batches, compile, loader start
         extract(
             [warmup], scratch / f"warm-{reader}", replace(settings, reader=reader), runner=runner
         )
+        say("extract_throughput", f"warm-up with --reader {reader} done")
     work = plan_work(paths, settings, scratch / "plans")
     rates: dict[str, list[float]] = {k: [] for k in ("read_os", "read_direct", "e2e_os", "e2e")}
     result = None
     for r in range(args.repeats):
         rates["read_os"].append(read_rate(work[0], settings, workers))
         rates["read_direct"].append(read_rate(work[1], settings, workers))
+        say(
+            "extract_throughput",
+            f"read + decode alone: {rates['read_os'][-1]:,.0f} tiles/s "
+            f"(OpenSlide), {rates['read_direct'][-1]:,.0f} (direct)",
+        )
         os_settings = replace(settings, reader="openslide")
         rate, _ = end_to_end(paths, os_settings, scratch / f"e2e-openslide-{r}", runner)
         rates["e2e_os"].append(rate)
+        say("extract_throughput", f"end to end, --reader openslide: {rate:,.0f} tiles/s")
         rate, result = end_to_end(paths, settings, scratch / f"e2e-auto-{r}", runner)
         rates["e2e"].append(rate)
+        say("extract_throughput", f"end to end, --reader auto: {rate:,.0f} tiles/s")
     kinds = sorted(set(result.readers.values()))
     ceiling = encoder_ceiling(runner, settings, args.ceiling_batches)
     med = {k: statistics.median(v) for k, v in rates.items()}
