@@ -54,22 +54,23 @@ def _fit(cohort_dir: Path, **kw):
     return _FITS[key]
 
 
+#: The small fit the tests compare paths on; a test's own settings (the GPU test's device) win.
+SMALL_FIT = {
+    "model_kwargs": {"hidden_dim": 16, "attn_dim": 8, "dropout": 0.1},
+    "folds": 2,
+    "epochs": 6,
+    "batch_size": 8,
+    "lr": 1e-2,
+    "schedule": "onecycle",
+    "inner_val_fraction": 0.0,
+    "progress": False,
+    "device": "cpu",
+    "seed": 1,
+}
+
+
 def _fit_now(cohort_dir: Path, **kw):
-    settings = FitSettings(
-        **{
-            "model_kwargs": {"hidden_dim": 16, "attn_dim": 8, "dropout": 0.1},
-            "folds": 2,
-            "epochs": 6,
-            "batch_size": 8,
-            "lr": 1e-2,
-            "schedule": "onecycle",
-            "inner_val_fraction": 0.0,
-            "progress": False,
-            "device": "cpu",
-            "seed": 1,
-            **kw,  # a test's own settings win (the GPU test's device among them)
-        }
-    )
+    settings = FitSettings(**(SMALL_FIT | kw))
     return fit(cohort_dir / "features", cohort_dir / "clinical.csv", settings)
 
 
