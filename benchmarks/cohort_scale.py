@@ -2,10 +2,19 @@
 
 One command per row::
 
-    # CPU row: 300 patients x 5k tiles x 1,024-d, 3 epochs per fold (extrapolated to all)
-    python benchmarks/cohort_scale.py --patients 300 --tiles 5000 --epochs 3 --threads 2
+    # CPU rows: 300 patients x 5k tiles x 1,024-d on 2 cores, a whole 5-fold fit each: with
+    # the library's default of every tile per bag (about an hour), and with a 512-tile cap
+    python benchmarks/cohort_scale.py --patients 300 --tiles 5000 --threads 2 --cache-gb 4 \
+        --templates 60 --max-tiles all
+    python benchmarks/cohort_scale.py --patients 300 --tiles 5000 --threads 2 --cache-gb 4 \
+        --templates 60 --max-tiles 512
     # GPU row (a step of benchmarks/gpu_check.sh): 1,000 x 10k x 1,024-d, defaults, all epochs
-    python benchmarks/cohort_scale.py --patients 1000 --tiles 10000 --device cuda
+    python benchmarks/cohort_scale.py --patients 1000 --tiles 10000 --max-tiles all \
+        --device cuda --threads 8 --jobs 16 --templates 100
+
+With ``--templates`` the cohort holds copies of fewer simulated patients, and copies of one
+patient can land on both sides of a fold: the C-index of such a row is not an accuracy figure
+(the timings and memory are what the row is for).
 
 What it does:
 
@@ -399,6 +408,15 @@ def _git() -> str:
         return "unknown"
 
 
+def _tiles_note(max_tiles: int | None, default: int | None) -> str:
+    """What the row trained on per bag, and whether that is the library's default."""
+    used = "every tile of every bag" if max_tiles is None else f"max_tiles {max_tiles}"
+    if max_tiles == default:
+        return f"{used} in training (the library's default)"
+    library = "every tile" if default is None else f"max_tiles {default}"
+    return f"{used} in training (the library's default is {library})"
+
+
 def _max_tiles(text: str) -> int | None:
     """``--max-tiles``: a positive number, or "all" for every tile (None)."""
     return None if text.lower() in ("all", "none") else int(text)
@@ -487,12 +505,7 @@ def main(argv: list[str] | None = None) -> None:
             f"threads {res['threads']}, {platform.platform()}",
             f"- Versions: git {_git()}, torch {res['torch']}, Python {platform.python_version()}",
             f"- Model: abmil defaults (hidden {res['hidden']}, attention {res['attn']}); "
-            f"max_tiles {row['max_tiles']} "
-            + (
-                "(the library default)"
-                if default_tiles
-                else f"(the library default is all tiles; {FALLBACK_MAX_TILES} used here)"
-            ),
+            + _tiles_note(args.max_tiles, default_tiles),
             f"- One core's matmul rate ({args.dim}x{res['hidden']}): "
             f"{res['gflops_core']:.1f} GFLOP/s; cohort written in "
             f"{manifest['write_s']:.0f} s ({manifest['feature_bytes'] / 2**30:.2f} GiB float16)"
