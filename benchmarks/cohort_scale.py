@@ -476,9 +476,8 @@ def main(argv: list[str] | None = None) -> None:
             jobs=args.jobs,
             templates=args.templates,
         ).result()
-    say(
-        f"cohort ready ({manifest['feature_bytes'] / 2**30:.1f} GiB, written in {manifest['write_s']:.0f} s)"
-    )
+    size_gb = manifest["feature_bytes"] / 2**30
+    say(f"cohort ready ({size_gb:.1f} GiB, written in {manifest['write_s']:.0f} s)")
     started = dt.datetime.now(dt.UTC)
     if args.probe:
         with ProcessPoolExecutor(1, mp_context=ctx) as pool:
