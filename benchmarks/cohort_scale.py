@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import multiprocessing as mp
 import platform
@@ -54,7 +55,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from benchmarks._machine import cpu_name, usable_cores  # noqa: E402
-from benchmarks._machine import say as progress_line  # noqa: E402
+from benchmarks._machine import say as _say  # noqa: E402
 
 #: Tiles per bag in training when the library's default is "all tiles" (max_tiles=None).
 FALLBACK_MAX_TILES = 512
@@ -155,8 +156,7 @@ class _Timer:
         fitting.open_training_bags = timed(open_and_load, loaded)
 
 
-def say(text: str) -> None:
-    progress_line("cohort_scale", text)
+say = functools.partial(_say, "cohort_scale")
 
 
 def _sync() -> None:
