@@ -13,11 +13,15 @@ from mil_crcrs.data.store import ReadSettings
 from mil_crcrs.errors import SettingError
 
 
-def cohort_columns(func: Callable) -> Callable:
+def cohort_columns(func: Callable | None = None, *, unit_from_model: bool = False) -> Callable:
     """Add ``--patient-col/--slide-col/--time-col/--event-col/--censor-col/--time-unit``.
 
     The command receives ``columns`` (a :class:`~mil_crcrs.data.cohort.Columns`) and ``time_unit``.
+    With ``unit_from_model`` (commands that load a model: ``@cohort_columns(unit_from_model=True)``)
+    ``--time-unit`` defaults to None, which the command reads as the unit the model was fitted in.
     """
+    if func is None:
+        return functools.partial(cohort_columns, unit_from_model=unit_from_model)
     options = [
         click.option(
             "--patient-col",
@@ -50,9 +54,10 @@ def cohort_columns(func: Callable) -> Callable:
         click.option(
             "--time-unit",
             type=click.Choice(TIME_UNITS),
-            default=DEFAULT_TIME_UNIT,
-            show_default=True,
-            help="Unit of the time column.",
+            default=None if unit_from_model else DEFAULT_TIME_UNIT,
+            show_default=not unit_from_model,
+            help="Unit of the time column"
+            + (" [default: the unit the model was fitted in]." if unit_from_model else "."),
         ),
     ]
 

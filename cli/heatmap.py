@@ -131,7 +131,7 @@ _DEFAULTS = HeatmapSettings()
 )
 @missing_option
 @device_option
-@cohort_columns
+@cohort_columns(unit_from_model=True)
 def command(
     model_dir,
     features,

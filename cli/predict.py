@@ -58,7 +58,7 @@ _PATH = click.Path(path_type=Path)
 @progress_option
 @read_settings
 @device_option
-@cohort_columns
+@cohort_columns(unit_from_model=True)
 def command(
     model_dir,
     features,
@@ -88,6 +88,8 @@ def command(
             cohort = read_cohort(
                 clinical, columns, unit, require_outcome=False, slide_table=slide_table
             )
+            source = "--time-unit" if time_unit else "the model's unit"
+            run_log.note(f"times of {clinical.name} read in {unit} ({source})")
         elif slide_table is not None:
             raise click.UsageError("--slide-table needs --clinical")
         table = model.predict(

@@ -166,3 +166,25 @@ def test_a_read_setting_error_names_the_flag_the_user_typed(tmp_path):
     result = run("inspect", tmp_path, "--tile-size", "0")
     assert_one_line_error(result, "--tile-size must be at least 1")
     assert "tile-size-level0" not in result.stderr
+
+
+def test_predict_reads_the_table_in_the_models_time_unit_unless_told(sim, model_dir, tmp_path):
+    out, _ = model_dir
+    months = tmp_path / "model_months"
+    months.mkdir()
+    for path in out.iterdir():
+        if path.is_file():
+            (months / path.name).write_bytes(path.read_bytes())
+    config = json.loads((months / "config.json").read_text())
+    assert config["time_unit"] == "days"
+    config["time_unit"] = "months"
+    (months / "config.json").write_text(json.dumps(config))
+    base = ["--features", sim.features_dir, "--clinical", sim.clinical_csv, "--device", "cpu"]
+    for args, expected in [
+        ([], "read in months (the model's unit)"),
+        (["--time-unit", "years"], "read in years (--time-unit)"),
+    ]:
+        pred = tmp_path / f"pred{len(args)}.csv"
+        result = run("predict", "--model", months, *base, "--out", pred, *args)
+        assert result.exit_code == 0, result.output
+        assert expected in pred.with_name(f"{pred.stem}.run.log").read_text()
