@@ -52,7 +52,9 @@ SECTIONS = [
         "cox",
         "Cox proportional-hazards models",
         ["cox", "proportional_hazards"],
-        "Hazard ratios with 95% CIs and Wald p. Categorical covariates are compared with their "
+        "Hazard ratios with 95% CIs and Wald p. The continuous CRCRS, as crcrs writes it, is "
+        "standardised on the training cohort's out-of-fold scores: its hazard ratio is per "
+        "training-cohort standard deviation. Categorical covariates are compared with their "
         "reference level (the most frequent one; 'low' for the risk group). Proportional hazards: "
         "Schoenfeld-residual test per term (Kaplan-Meier time transform, as R's cox.zph); p < 0.05 "
         "suggests the hazard ratio changes over time.",
