@@ -13,7 +13,7 @@
 # exit status. A failing step does not stop the others; the script exits 1 if any failed.
 #
 # Steps, the most telling first:
-#   1. the gpu-marked tests (pytest -m gpu), with their tracebacks
+#   1. the gpu-marked tests (pytest -m gpu), each failure's traceback printed at once
 #   2. (issue #15) the cohort-scale row: 5-fold fit of 1,000 x 10k x 1,024-d on the device
 #   3. build 8 pyramidal JPEG slides of real H&E tissue (12,288 px square) once, in $SLIDES_DIR
 #   4. extraction throughput (issue #14), resnet50_trunc, random weights, bf16 + compile:
@@ -68,7 +68,10 @@ step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, record the exit
 BENCH=(benchmarks/extract_throughput.py --device cuda --weights random --compile
        --batch-size 256 --slides 8 --slide-size "$SLIDE_SIZE" --slides-dir "$SLIDES_DIR" --no-dct)
 
-step "pytest -m gpu" 90 "$PYTHON" -m pytest -q -rs --tb=short -m gpu -p no:cacheprovider tests
+# Each failure's traceback is printed the moment it fails (tests/conftest.py), not in pytest's
+# summary at the end, which a time limit would cut off.
+CRCRS_FAILURES_AT_ONCE=1 step "pytest -m gpu" 90 "$PYTHON" -m pytest -v -rs --tb=short -m gpu \
+    -p no:cacheprovider tests
 
 # Issue #15, cohort scale: 5-fold fit of 1,000 patients x 10k tiles x 1,024-d with the library's
 # defaults (every tile of every bag in training: --max-tiles all) and all epochs (target: <= 2 min

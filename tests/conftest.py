@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,17 @@ from mil_crcrs import fit
 from mil_crcrs.data.store import write_bag
 from mil_crcrs.simulate import SimulationSettings, simulate_cohort
 from tests.helpers import grid_coords, make_meta, tiny, write_cohort
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """With ``CRCRS_FAILURES_AT_ONCE=1``, print a failure's traceback as soon as the test fails.
+
+    ``benchmarks/gpu_check.sh`` sets it: its pytest step runs under a time limit on a lent GPU,
+    and pytest's own summary of failures, printed at the end, is lost when the limit cuts the
+    session short (as it once did, leaving four GPU failures without their tracebacks)."""
+    if report.failed and os.environ.get("CRCRS_FAILURES_AT_ONCE") == "1":
+        print(f"\n--- FAILED {report.nodeid} ({report.when})", file=sys.stderr)
+        print(report.longreprtext, file=sys.stderr, flush=True)
 
 
 @pytest.fixture
