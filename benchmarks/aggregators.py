@@ -62,10 +62,6 @@ from __future__ import annotations
 import argparse
 import math
 import multiprocessing as mp
-import os
-import platform
-import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -86,10 +82,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout, without installing
     sys.path.insert(0, str(ROOT))
 
-from benchmarks._machine import cpu_name, usable_cores  # noqa: E402
+from benchmarks._machine import append_results, header_lines, load_average  # noqa: E402
 from feature_extraction.synthetic.demo import DEMO_ENCODER, DemoSettings  # noqa: E402
-from mil_crcrs._version import __version__  # noqa: E402
-from mil_crcrs.atomic import atomic_path, write_csv  # noqa: E402
+from mil_crcrs.atomic import write_csv  # noqa: E402
 from mil_crcrs.data.cohort import Columns, read_cohort  # noqa: E402
 
 if TYPE_CHECKING:
@@ -699,61 +694,28 @@ def scenario_notes(scenarios: Sequence[str]) -> str:
     return "\n".join(f"† {s}: {SCENARIO_NOTES[s]}" for s in scenarios if s in SCENARIO_NOTES)
 
 
-def machine_info() -> dict[str, str]:
-    """Machine, library versions, git commit and date, for the results section."""
+def versions() -> str:
+    """The versions of the libraries the benchmark's fits use, beyond torch."""
     import sklearn
     import sksurv
-    import torch
 
-    cpu, cores = cpu_name(), usable_cores()
-    try:
-        memory = f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB"
-    except (ValueError, OSError, AttributeError):
-        memory = "unknown"
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        commit += " (with uncommitted changes)" if dirty else ""
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    return {
-        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": f"{cpu}, {cores} CPU cores available, {memory} RAM, {platform.platform()}",
-        "versions": (
-            f"mil-crcrs {__version__} (git {commit}), Python {platform.python_version()}, "
-            f"torch {torch.__version__}, numpy {np.__version__}, pandas {pd.__version__}, "
-            f"scikit-survival {sksurv.__version__}, scikit-learn {sklearn.__version__}"
-        ),
-    }
-
-
-def _load() -> str:
-    try:
-        return " / ".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:
-        return "unknown"
+    return (
+        f"numpy {np.__version__}, pandas {pd.__version__}, "
+        f"scikit-survival {sksurv.__version__}, scikit-learn {sklearn.__version__}"
+    )
 
 
 def results_section(
     summary: pd.DataFrame,
     settings: BenchSettings,
-    command: str,
-    info: dict[str, str],
+    header: Sequence[str],
+    date: str,
     wall_s: float,
     load: tuple[str, str],
     quick: bool,
 ) -> str:
-    """The markdown section appended to RESULTS.md."""
+    """The markdown section appended to RESULTS.md (``header``: :func:`header_lines`'s lines;
+    ``date``: the start of the run, for the title)."""
     kind = "quick run (smoke test, not a result)" if quick else "full run"
     best = summary.loc[summary.groupby("scenario", sort=False)["c_mean"].idxmax()]
     winners = ", ".join(
@@ -772,11 +734,9 @@ def results_section(
     notes = scenario_notes(settings.scenarios)
     return "\n".join(
         [
-            f"## Aggregators benchmark, {kind}, {info['date']}",
+            f"## Aggregators benchmark, {kind}, {date}",
             "",
-            f"- Command: `{command}`",
-            f"- Machine: {info['machine']}",
-            f"- Versions: {info['versions']}",
+            *header,
             f"- Wall time of the whole run: {wall_s / 60:.1f} min; load average (1/5/15 min) "
             f"at start {load[0]}, at end {load[1]}",
             f"- Settings: `{asdict(settings)}`",
@@ -801,14 +761,6 @@ def results_section(
             "",
         ]
     )
-
-
-def append_results(path: Path, section: str) -> None:
-    """Append ``section`` to the markdown file ``path`` (created with a title if new)."""
-    path = Path(path)
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(old.rstrip("\n") + "\n\n" + section)
 
 
 def _csv_tuple(kind: type, text: str) -> tuple:
@@ -861,13 +813,17 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
         if getattr(args, name) is not None
     }
     settings = replace(settings, **overrides)
-    command = shlex.join(
-        ["python", "benchmarks/aggregators.py", *(sys.argv[1:] if argv is None else argv)]
+    started = datetime.now(UTC)
+    header = header_lines(
+        "aggregators",
+        argv,
+        threads=settings.threads,
+        extra_versions=versions(),
+        started=started,
     )
-    info = machine_info()
-    load_start = _load()
+    load_start = load_average()
     start = time.perf_counter()
-    print(f"{command}\n{info['machine']}\n{info['versions']}", flush=True)
+    print("\n".join(header), flush=True)
     if args.work_dir is not None:
         args.work_dir.mkdir(parents=True, exist_ok=True)
         runs = run_benchmark(settings, args.work_dir, log=lambda s: print(s, flush=True))
@@ -877,8 +833,9 @@ def main(argv: Sequence[str] | None = None) -> pd.DataFrame:
     wall_s = time.perf_counter() - start
     write_csv(args.out, runs)
     summary = summarise(runs)
+    date = f"{started:%Y-%m-%d %H:%M} UTC"
     section = results_section(
-        summary, settings, command, info, wall_s, (load_start, _load()), args.quick
+        summary, settings, header, date, wall_s, (load_start, load_average()), args.quick
     )
     append_results(args.results, section)
     print()

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import multiprocessing as mp
-import platform
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -36,7 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks._machine import cpu_name, usable_cores  # noqa: E402
+from benchmarks._machine import append_results, gpu_name, header_lines  # noqa: E402
 from benchmarks.train_throughput import ATTN_DIM, HIDDEN_DIM, _reset_peak_rss, _vm  # noqa: E402
 
 SIZES = (10_000, 100_000, 200_000, 400_000)
@@ -120,17 +119,18 @@ def main(argv: list[str] | None = None) -> None:
     print(table)
     if args.no_append:
         return
-    import torch
-
     from mil_crcrs.models.chunked import MAX_STEP_TILES, TILE_CHUNK
 
     section = [
-        "",
         f"## Full-bag step memory against bag size on {args.device} ({started:%Y-%m-%d %H:%M} UTC)",
         "",
-        f"- Command: `python benchmarks/bag_memory.py {' '.join(sys.argv[1:])}`",
-        f"- Machine: {cpu_name()}, {usable_cores()} cores, torch threads {args.threads}, "
-        f"{platform.platform()}; torch {torch.__version__}",
+        *header_lines(
+            "bag_memory",
+            argv,
+            threads=args.threads,
+            device=gpu_name(args.device),
+            started=started,
+        ),
         f"- abmil {args.dim} -> {HIDDEN_DIM} -> {ATTN_DIM}, one bag, every tile, float32; "
         f"chunked: above {MAX_STEP_TILES:,} tiles in chunks of {TILE_CHUNK:,}, recomputed in "
         "backward. Step peak: VmHWM after the step minus VmRSS before (CPU), the input "
@@ -139,8 +139,7 @@ def main(argv: list[str] | None = None) -> None:
         table,
         "",
     ]
-    with open(HERE / "RESULTS.md", "a") as f:
-        f.write("\n".join(section))
+    append_results(HERE / "RESULTS.md", "\n".join(section))
 
 
 if __name__ == "__main__":

@@ -44,8 +44,6 @@ import datetime as dt
 import functools
 import json
 import multiprocessing as mp
-import platform
-import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -54,7 +52,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks._machine import cpu_name, usable_cores  # noqa: E402
+from benchmarks._machine import append_results, header_lines  # noqa: E402
 from benchmarks._machine import say as _say  # noqa: E402
 
 #: Tiles per bag in training when the library's default is "all tiles" (max_tiles=None).
@@ -333,7 +331,20 @@ def summarise(args: argparse.Namespace, res: dict, manifest: dict) -> dict:
     }
 
 
-def _report_probe(args: argparse.Namespace, res: dict, manifest: dict, started) -> None:
+def _header(argv: list[str] | None, res: dict, started: dt.datetime) -> list[str]:
+    """The Command, Machine, Versions and Date lines of a section, from a run's result."""
+    return header_lines(
+        "cohort_scale",
+        argv,
+        threads=res["threads"],
+        device=res.get("gpu_name") or None,
+        started=started,
+    )
+
+
+def _report_probe(
+    args: argparse.Namespace, res: dict, manifest: dict, started, argv: list[str] | None
+) -> None:
     """The probe's table, printed and appended to RESULTS.md."""
     per_tile = tile_flops(args.dim, res["hidden"], res["attn"])
     train_tiles = res["n_train"] * min(args.tiles, args.max_tiles or args.tiles)
@@ -359,13 +370,10 @@ def _report_probe(args: argparse.Namespace, res: dict, manifest: dict, started) 
         return
     st = res["stats"]
     section = [
-        "",
         f"## Cohort scale, one-epoch probe: {args.patients} x {args.tiles} x {args.dim} on cpu "
         f"({started:%Y-%m-%d %H:%M} UTC)",
         "",
-        f"- Command: `python benchmarks/cohort_scale.py {' '.join(sys.argv[1:])}`",
-        f"- Machine: {cpu_name()}, {usable_cores()} CPU cores, torch threads {res['threads']}, "
-        f"{platform.platform()}; git {_git()}",
+        *_header(argv, res, started),
         f"- Cache: {st['cached_bags']} bags, {st['cached_gb']:.2f} GiB in memory (budget "
         f"{args.cache_gb} GiB), {st['streamed_bags']} streamed; peak RSS of the process "
         f"{res['peak_rss_gb']:.2f} GiB",
@@ -377,8 +385,7 @@ def _report_probe(args: argparse.Namespace, res: dict, manifest: dict, started) 
         table,
         "",
     ] + ([args.note, ""] if args.note else [])
-    with open(HERE / "RESULTS.md", "a") as f:
-        f.write("\n".join(section))
+    append_results(HERE / "RESULTS.md", "\n".join(section))
 
 
 def _mean(values: list[float]) -> float:
@@ -398,16 +405,6 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def _git() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE
-        )
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
 def _tiles_note(max_tiles: int | None, default: int | None) -> str:
     """What the row trained on per bag, and whether that is the library's default."""
     used = "every tile of every bag" if max_tiles is None else f"max_tiles {max_tiles}"
@@ -417,14 +414,25 @@ def _tiles_note(max_tiles: int | None, default: int | None) -> str:
     return f"{used} in training (the library's default is {library})"
 
 
+#: ``--max-tiles`` not given: the library's default (:func:`main` reads it after parsing, so
+#: that a wrong argument fails at once, before torch is imported).
+LIBRARY_MAX_TILES = object()
+
+
 def _max_tiles(text: str) -> int | None:
     """``--max-tiles``: a positive number, or "all" for every tile (None)."""
-    return None if text.lower() in ("all", "none") else int(text)
+    if text.strip().lower() in ("all", "none"):
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}")
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:
-    from mil_crcrs.train.settings import FitSettings
-
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--patients", type=int, default=300)
     p.add_argument("--tiles", type=int, default=5000, help="tiles per patient (one slide)")
@@ -434,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--max-tiles",
         type=_max_tiles,
-        default=FitSettings.max_tiles or FALLBACK_MAX_TILES,
+        default=LIBRARY_MAX_TILES,
         help="tiles per bag in training, or 'all' (every tile, the library's default) "
         f"[default: FitSettings.max_tiles, else {FALLBACK_MAX_TILES}]",
     )
@@ -458,6 +466,10 @@ def main(argv: list[str] | None = None) -> None:
         "--probe", action="store_true", help="only load and time one epoch of fold 1 (no full fit)"
     )
     args = p.parse_args(argv)
+    from mil_crcrs.train.settings import FitSettings
+
+    if args.max_tiles is LIBRARY_MAX_TILES:
+        args.max_tiles = FitSettings.max_tiles or FALLBACK_MAX_TILES
     args.full_epochs = FitSettings.epochs
     data = args.data / f"{args.patients}x{args.tiles}x{args.dim}"
     if args.templates:
@@ -482,7 +494,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.probe:
         with ProcessPoolExecutor(1, mp_context=ctx) as pool:
             res = pool.submit(probe_epoch, args, data).result()
-        _report_probe(args, res, manifest, started)
+        _report_probe(args, res, manifest, started, argv)
         return
     with ProcessPoolExecutor(1, mp_context=ctx) as pool:
         res = pool.submit(run_fit, args, data).result()
@@ -496,13 +508,9 @@ def main(argv: list[str] | None = None) -> None:
     default_tiles = FitSettings.max_tiles
     section = "\n".join(
         [
-            "",
             f"## Cohort scale: {row['cohort']} on {args.device} ({started:%Y-%m-%d %H:%M} UTC)",
             "",
-            f"- Command: `python benchmarks/cohort_scale.py {' '.join(sys.argv[1:])}`",
-            f"- Machine: {res['gpu_name'] or cpu_name()}, {usable_cores()} CPU cores, torch "
-            f"threads {res['threads']}, {platform.platform()}",
-            f"- Versions: git {_git()}, torch {res['torch']}, Python {platform.python_version()}",
+            *_header(argv, res, started),
             f"- Model: abmil defaults (hidden {res['hidden']}, attention {res['attn']}); "
             + _tiles_note(args.max_tiles, default_tiles),
             f"- One core's matmul rate ({args.dim}x{res['hidden']}): "
@@ -528,8 +536,7 @@ def main(argv: list[str] | None = None) -> None:
         ]
         + ([args.note, ""] if args.note else [])
     )
-    with open(HERE / "RESULTS.md", "a") as f:
-        f.write(section)
+    append_results(HERE / "RESULTS.md", section)
 
 
 if __name__ == "__main__":

@@ -40,8 +40,6 @@ import argparse
 import datetime as dt
 import functools
 import importlib.util
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -55,7 +53,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks._machine import cpu_name, say, usable_cores  # noqa: E402
+from benchmarks._machine import (  # noqa: E402
+    append_results,
+    gpu_name,
+    header_lines,
+    load_average,
+    say,
+    usable_cores,
+)
 from feature_extraction.direct import open_jpeg_level  # noqa: E402
 from feature_extraction.direct_batch import decode_blocks  # noqa: E402
 from feature_extraction.encoders import create_encoder  # noqa: E402
@@ -73,7 +78,6 @@ from feature_extraction.settings import PRECISIONS  # noqa: E402
 from feature_extraction.sharding import default_num_workers  # noqa: E402
 from feature_extraction.slides import Slide  # noqa: E402
 from feature_extraction.tissue import saturation  # noqa: E402
-from mil_crcrs._version import __version__  # noqa: E402
 from mil_crcrs.atomic import atomic_path  # noqa: E402
 from mil_crcrs.device import resolve_device  # noqa: E402
 
@@ -339,35 +343,17 @@ def dct_rows(path: Path, settings: ExtractSettings, n_tiles: int = 24) -> list[t
     return rows
 
 
-def machine() -> str:
-    cpu, cores = cpu_name(), usable_cores()
-    text = f"{cpu}, {cores} CPU cores"
-    if torch.cuda.is_available():
-        text += f", {torch.cuda.get_device_name(0)}"
-    return text
-
-
-def load() -> str:
-    return f"{os.getloadavg()[0]:.1f}" if hasattr(os, "getloadavg") else "?"
-
-
 def versions() -> str:
+    """The versions of the extraction's libraries beyond torch."""
     import openslide
     import PIL
     import timm
     import torchvision
 
     return (
-        f"mil-crcrs {__version__}, python {platform.python_version()}, torch {torch.__version__}, "
         f"torchvision {torchvision.__version__}, timm {timm.__version__}, "
         f"Pillow {PIL.__version__}, OpenSlide {openslide.__library_version__}"
     )
-
-
-def append_results(path: Path, section: str) -> None:
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    with atomic_path(path, suffix=".md") as tmp:
-        tmp.write_text(old.rstrip("\n") + "\n\n" + section)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -482,7 +468,8 @@ def main(argv: list[str] | None = None) -> None:
         qc=False,
         progress=False,
     )
-    load_start = load()
+    started = dt.datetime.now(dt.UTC)
+    load_start = load_average()
     if args.build_only:
         if args.slides_dir is None:
             sys.exit("--build-only needs --slides-dir")
@@ -500,12 +487,19 @@ def main(argv: list[str] | None = None) -> None:
     for name, value, note in rows:
         print(f"{name:<{width}}  {value:>10}  {note}")
     title = f"Feature extraction throughput{f', {args.label}' if args.label else ''}"
+    header = header_lines(
+        "extract_throughput",
+        argv,
+        device=gpu_name(resolve_device(settings.device)),
+        extra_versions=versions(),
+        started=started,
+    )
     section = (
         f"## {title} ({dt.date.today().isoformat()})\n\n"
-        f"- machine: {machine()}; load average {load_start} at the start, {load()} at the end "
+        + "".join(f"{line}\n" for line in header)
+        + f"- Load average (1/5/15 min): {load_start} at the start, {load_average()} at the end "
         "(other work shares the CPUs)\n"
-        f"- versions: {versions()}\n- run: {config}\n"
-        f"- command: `python benchmarks/extract_throughput.py {' '.join(argv or sys.argv[1:])}`\n\n"
+        f"- run: {config}\n\n"
         "| measure | tiles/s | note |\n|---|---:|---|\n"
         + "".join(f"| {name} | {value} | {note} |\n" for name, value, note in rows)
     )

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import random
 import re
 import signal
@@ -47,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks._machine import cpu_name, usable_cores  # noqa: E402
+from benchmarks._machine import append_results, header_lines  # noqa: E402
 from feature_extraction.synthetic.slides import write_pyramidal_tiff  # noqa: E402
 from mil_crcrs.data.store import read_bag  # noqa: E402
 
@@ -354,16 +353,16 @@ def main(argv: list[str] | None = None) -> int:
         r["check"].ok and r["tracebacks"] == 0 for r in races
     )
     if not args.no_record:
-        import torch
-
-        header = (
-            f"\n## Extraction under kills and races ({dt.date.today().isoformat()})\n\n"
-            f"- machine: {cpu_name()}, {usable_cores()} cores; Python {platform.python_version()}, "
-            f"torch {torch.__version__}\n"
-            f"- command: `python benchmarks/kill_extract.py {' '.join(argv or sys.argv[1:])}`\n\n"
-        )
-        with open(ROOT / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write(header + table + f"\n\nall end states correct: {ok}\n")
+        section = [
+            f"## Extraction under kills and races ({dt.date.today().isoformat()})",
+            "",
+            *header_lines("kill_extract", argv),
+            "",
+            table,
+            "",
+            f"all end states correct: {ok}",
+        ]
+        append_results(ROOT / "benchmarks" / "RESULTS.md", "\n".join(section))
     return 0 if ok else 1
 
 

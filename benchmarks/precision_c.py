@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import platform
 import statistics
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks._machine import cpu_name, usable_cores  # noqa: E402
+from benchmarks._machine import append_results, gpu_name, header_lines  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -98,12 +97,15 @@ def main(argv: list[str] | None = None) -> None:
     if args.no_append:
         return
     section = [
-        "",
         f"## bf16 autocast and the C-index on {args.device} ({started:%Y-%m-%d %H:%M} UTC)",
         "",
-        f"- Command: `python benchmarks/precision_c.py {' '.join(sys.argv[1:])}`",
-        f"- Machine: {cpu_name()}, {usable_cores()} cores, torch threads {args.threads}, "
-        f"{platform.platform()}; torch {torch.__version__}",
+        *header_lines(
+            "precision_c",
+            argv,
+            threads=args.threads,
+            device=gpu_name(args.device),
+            started=started,
+        ),
         f"- Each seed: a simulated `{args.scenario}` cohort of {args.patients} patients, "
         f"{args.dim}-d; abmil hidden 32 / attention 16, dropout 0.1, 5 folds, {args.epochs} "
         "epochs, one-cycle to lr 1e-2, no early stopping, max_tiles 32, otherwise FitSettings "
@@ -114,8 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         summary,
         "",
     ]
-    with open(HERE / "RESULTS.md", "a") as f:
-        f.write("\n".join(section))
+    append_results(HERE / "RESULTS.md", "\n".join(section))
 
 
 if __name__ == "__main__":

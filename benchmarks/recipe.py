@@ -36,13 +36,13 @@ import argparse
 import json
 import math
 import multiprocessing as mp
-import shlex
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, fields, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,15 +53,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout, without installing
     sys.path.insert(0, str(ROOT))
 
+from benchmarks._machine import append_results, header_lines  # noqa: E402
 from benchmarks.aggregators import (  # noqa: E402
     DEMO,
     BenchSettings,
     ScenarioCohort,
     _warm_up,
-    append_results,
     demo_scenario,
-    machine_info,
     run_cox,
+    versions,
 )
 from mil_crcrs.atomic import write_csv, write_json  # noqa: E402
 
@@ -549,16 +549,14 @@ def run(args: argparse.Namespace, work_dir: Path, log) -> tuple[list[str], pd.Da
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    command = shlex.join(
-        ["python", "benchmarks/recipe.py", *(sys.argv[1:] if argv is None else argv)]
-    )
-    info = machine_info()
+    started = datetime.now(UTC)
+    header = header_lines("recipe", argv, extra_versions=versions(), started=started)
     start = time.perf_counter()
 
     def log(line: str) -> None:
         print(f"[{(time.perf_counter() - start) / 60:5.1f} min] {line}", flush=True)
 
-    log(f"{command}\n{info['machine']}\n{info['versions']}")
+    log("\n".join(header))
     if args.work_dir is not None:
         args.work_dir.mkdir(parents=True, exist_ok=True)
         sections, rows = run(args, args.work_dir, log)
@@ -570,11 +568,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     kind = "quick run (smoke test, not a result)" if args.quick else "run"
     section = "\n".join(
         [
-            f"## Recipe study, {kind}, {info['date']}",
+            f"## Recipe study, {kind}, {started:%Y-%m-%d %H:%M} UTC",
             "",
-            f"- Command: `{command}`",
-            f"- Machine: {info['machine']}",
-            f"- Versions: {info['versions']}",
+            *header,
             f"- Wall time: {(time.perf_counter() - start) / 60:.1f} min",
             "",
             *sections,

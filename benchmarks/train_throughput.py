@@ -44,8 +44,6 @@ import argparse
 import datetime as dt
 import gc
 import multiprocessing as mp
-import os
-import platform
 import statistics
 import sys
 import time
@@ -58,8 +56,12 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks._machine import cpu_name, usable_cores  # noqa: E402
-from mil_crcrs._version import __version__  # noqa: E402
+from benchmarks._machine import (  # noqa: E402
+    append_results,
+    gpu_name,
+    header_lines,
+    load_average,
+)
 from mil_crcrs.data.bags import PatientBag, collate  # noqa: E402
 from mil_crcrs.models import create_model  # noqa: E402
 from mil_crcrs.train.losses import cox_nll  # noqa: E402
@@ -245,18 +247,6 @@ def peak_memory(
     return row
 
 
-def _machine(device: torch.device) -> str:
-    cpu = cpu_name()
-    text = f"{cpu}, {usable_cores()} cores, torch threads {torch.get_num_threads()}"
-    if hasattr(os, "getloadavg"):  # other work on the machine skews CPU timings
-        text += ", load average at the end {:.1f} / {:.1f} / {:.1f} (1/5/15 min)".format(
-            *os.getloadavg()
-        )
-    if device.type == "cuda":
-        text += f", GPU {torch.cuda.get_device_name(device)}"
-    return text
-
-
 def _table(rows: list[dict], columns: list[str]) -> str:
     def fmt(v):
         if isinstance(v, float):
@@ -340,23 +330,24 @@ def main(argv: list[str] | None = None) -> None:
     print("Training step throughput, instances (real tiles) / s:\n" + thr)
     print("\nOne training step on one huge bag:\n" + mem_table)
 
-    versions = (
-        f"mil-crcrs {__version__}, Python {platform.python_version()}, torch {torch.__version__}, "
-        f"numpy {np.__version__}"
+    header = header_lines(
+        "train_throughput",
+        argv,
+        threads=torch.get_num_threads(),
+        device=gpu_name(device),
+        extra_versions=f"numpy {np.__version__}",
     )
-    command = "python benchmarks/train_throughput.py " + " ".join(argv or sys.argv[1:])
     memory_note = (
         "GPU memory allocated by torch during the step, minus before it"
         if device.type == "cuda"
         else "resident-set high-water mark (VmHWM, reset via /proc/self/clear_refs) during the "
         "step minus VmRSS before it; the input tensor is excluded"
     )
-    section = f"""
-## Training throughput and huge-bag memory ({args.device}) -- {dt.date.today().isoformat()}
+    header_text = "\n".join(header)
+    section = f"""## Training throughput and huge-bag memory ({args.device}) -- {dt.date.today().isoformat()}
 
-- machine: {_machine(device)}
-- versions: {versions}
-- command: `{command.strip()}`
+{header_text}
+- Load average at the end (1/5/15 min): {load_average()}
 - clock: {args.clock} ({"wall-clock time" if args.clock == "wall" else "CPU time of the process"})
 - model: gated ABMIL {args.dim} -> {HIDDEN_DIM} -> {ATTN_DIM}, Cox loss, AdamW, grad clipping;
   one step = forward + loss + backward + clip + optimiser step; median of {args.repeats} steps
@@ -372,8 +363,7 @@ Peak memory of one training step on one bag ({memory_note}):
 
 {mem_table}
 """
-    with open(args.results, "a") as f:
-        f.write(section)
+    append_results(args.results, section)
     print(f"\nappended to {args.results}")
 
 

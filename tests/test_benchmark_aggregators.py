@@ -129,8 +129,10 @@ def test_results_section_notes_the_demo_cohort(bench):
         }
     )  # fmt: skip
     settings = bench.replace(bench.QUICK, scenarios=("null", "demo"))
-    info = {"date": "today", "machine": "m", "versions": "v"}
-    text = bench.results_section(summary, settings, "cmd", info, 60.0, ("0", "0"), True)
+    header = ["- Command: `python benchmarks/aggregators.py --quick`", "- Machine: m"]
+    text = bench.results_section(summary, settings, header, "today", 60.0, ("0", "0"), True)
+    assert "## Aggregators benchmark, quick run (smoke test, not a result), today" in text
+    assert "\n- Command: `python benchmarks/aggregators.py --quick`\n- Machine: m\n" in text
     assert "| demo † | abmil |" in text and "| null | abmil |" in text
     assert "† demo: the cohort `crcrs demo` runs on, one per seed: 60 patients" in text
     assert "(null: simulated, 80 patients; †: see below the table)" in text
