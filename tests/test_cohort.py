@@ -203,6 +203,14 @@ def test_validate_outcome_names_the_source():
     frame = pd.DataFrame({"t": [1.0, -2.0], "e": [1, 0]})
     with pytest.raises(InputError, match="my table, line 3: column 't' is negative"):
         validate_outcome(frame, "t", "e", "my table")
+    coded = pd.DataFrame({"t": [1.0, 2.0, 3.0], "e": [1, 0, 2]})
+    with pytest.raises(
+        InputError, match=r"line 4: column 'e' must be 0 \(censored\) or 1 \(event\), got 2$"
+    ):
+        validate_outcome(coded, "t", "e", "my table")
+    words = pd.DataFrame({"t": [1.0], "e": ["dead"]})
+    with pytest.raises(InputError, match="line 2: column 'e' has the non-numeric value 'dead'$"):
+        validate_outcome(words, "t", "e", "my table")
 
 
 # --------------------------------------------------------------------------------------------

@@ -94,9 +94,11 @@ def validate_outcome(
     bad = ~event.isin([0, 1])
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
+        value = table[event_col].iloc[i]
+        value = value.item() if isinstance(value, np.generic) else value  # 2, not np.int64(2)
         raise InputError(
             f"{source}, {table_line(i)}: column '{event_col}' must be 0 (censored) or 1 (event), "
-            f"got {table[event_col].iloc[i]!r}"
+            f"got {value!r}"
         )
     out = table.copy()
     out[time_col] = time.astype(np.float64)
