@@ -279,6 +279,17 @@ def probe_epoch(args: argparse.Namespace, data: Path) -> dict:
     }
 
 
+def _precision(precision: str, device: str) -> str:
+    """The training precision as set, with what "auto" became on ``device``."""
+    import torch
+
+    from mil_crcrs.train.settings import training_autocast
+
+    if precision != "auto":
+        return precision
+    return "auto (bf16)" if training_autocast(precision, torch.device(device)) else "auto (fp32)"
+
+
 def summarise(args: argparse.Namespace, res: dict, manifest: dict) -> dict:
     """One table row from a fit's timings."""
     t = res["timer"]
@@ -305,7 +316,7 @@ def summarise(args: argparse.Namespace, res: dict, manifest: dict) -> dict:
         "cohort": f"{args.patients} x {args.tiles} x {args.dim}",
         "device": args.device,
         "max_tiles": max_tiles,
-        "precision": settings.precision,
+        "precision": _precision(settings.precision, args.device),
         "cache_gb": f"{t['load'].get('cached_gb', 0):.2f} (budget {settings.cache_gb or 'auto'})",
         "streamed_gb": t["load"].get("streamed_gb", 0.0),
         "load_s": t["load"].get("s", float("nan")),
@@ -448,7 +459,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--cache-gb", type=float, default=None)
     p.add_argument("--resident", default="auto")
-    p.add_argument("--precision", default="fp32")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "fp32", "bf16"),
+        help="training precision (the library's default auto: bf16 on a GPU, fp32 on the CPU)",
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--jobs", type=int, default=2, help="processes writing the cohort")

@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mil_crcrs.errors import SettingError
 from mil_crcrs.models import create_model, list_models
 from mil_crcrs.train.losses import cox_nll
+from mil_crcrs.train.settings import FitSettings, training_autocast
 from tests.test_models import IN_DIM, SMALL
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
@@ -112,6 +114,19 @@ def test_bf16_autocast_applies_in_training_only():
     plain = model(features, mask=mask, grid=grid).risk
     model.autocast_dtype = None
     torch.testing.assert_close(plain, model(features, mask=mask, grid=grid).risk, rtol=0, atol=0)
+
+
+def test_auto_precision_is_bf16_on_a_bf16_gpu_and_full_precision_elsewhere(monkeypatch):
+    assert FitSettings().precision == "auto"
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert training_autocast("auto", cpu) is None
+    assert training_autocast("bf16", cpu) is torch.bfloat16
+    assert training_autocast("fp32", gpu) is None
+    for supported, expected in [(True, torch.bfloat16), (False, None)]:
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda s=supported: s)
+        assert training_autocast("auto", gpu) is expected
+    with pytest.raises(SettingError, match="precision"):
+        FitSettings(precision="fp16")
 
 
 @pytest.mark.gpu

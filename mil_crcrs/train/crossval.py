@@ -33,7 +33,7 @@ from mil_crcrs.stats.metrics import harrell_c
 from mil_crcrs.train.checkpoints import FoldCheckpoints
 from mil_crcrs.train.loop import TrainSettings, predict_risk, seeded, train_model
 from mil_crcrs.train.losses import make_loss, make_time_bins
-from mil_crcrs.train.settings import PRECISIONS, FitSettings
+from mil_crcrs.train.settings import FitSettings, training_autocast
 from mil_crcrs.train.splits import Fold, describe_folds, kfold_splits
 from mil_crcrs.train.standardize import attach_feature_norm, feature_moments
 
@@ -169,7 +169,7 @@ def _new_model(
             n_outputs=settings.n_bins if settings.loss == "discrete" else 1,
             **settings.model_kwargs,
         )
-    model.autocast_dtype = PRECISIONS[settings.precision]
+    model.autocast_dtype = training_autocast(settings.precision, device)
     # The fold's training part: its training and inner-validation patients, never its test fold.
     training_part = np.sort(np.concatenate([fold.train, fold.inner_val]))
     if settings.standardize:
