@@ -114,8 +114,8 @@ class FitSettings:
         half the available memory; see mil_crcrs.data.cache)
     resident : "auto" (the whole cohort on the GPU, once, when it fits), "on" or "off"; see
         mil_crcrs.data.packed
-    precision : "auto" (bf16 on a GPU, fp32 on the CPU: :func:`training_autocast`), "fp32", or
-        "bf16" for bf16 autocast in the training steps; prediction is fp32 in every case
+    precision : precision of the training steps: "auto" (bf16 autocast on a GPU, fp32 on the
+        CPU), "fp32" or "bf16"; prediction is fp32 in every case
     """
 
     model: str = "abmil"
