@@ -13,15 +13,16 @@
 # exit status. A failing step does not stop the others; the script exits 1 if any failed.
 #
 # Steps, the most telling first:
-#   1. the gpu-marked tests (pytest -m gpu), each failure's traceback printed at once
+#   1. the gpu-marked tests (pytest -m gpu), training then extraction, each failure's
+#      traceback printed at once
 #   2. (issue #15) the cohort-scale row: 5-fold fit of 1,000 x 10k x 1,024-d on the device
 #   3. build 8 pyramidal JPEG slides of real H&E tissue (12,288 px square) once, in $SLIDES_DIR
 #   4. extraction throughput (issue #14), resnet50_trunc, random weights, bf16 + compile:
 #      OpenSlide vs direct reader (batched GPU JPEG decode), end to end vs the encoder alone
 #
-# Worst case (every step at its limit): 90 + 240 + 20 + 130 s = 8 minutes. Beyond them, by hand
-# when there is time: the same extraction with --encoder vit_large_patch16_224 (about as long
-# again), benchmarks/bag_memory.py --device cuda --sizes 10000 200000 400000 1000000 and
+# Worst case (every step at its limit): 40 + 80 + 240 + 20 + 100 s = 8 minutes. Beyond them, by
+# hand when there is time: the same extraction with --encoder vit_large_patch16_224 (about as
+# long again), benchmarks/bag_memory.py --device cuda --sizes 10000 200000 400000 1000000 and
 # benchmarks/precision_c.py --device cuda --seeds 5.
 #
 # First try on an H200 (2026-11-28, budgets then 50-80 s for the tests and each extraction):
@@ -69,9 +70,13 @@ BENCH=(benchmarks/extract_throughput.py --device cuda --weights random --compile
        --batch-size 256 --slides 8 --slide-size "$SLIDE_SIZE" --slides-dir "$SLIDES_DIR" --no-dct)
 
 # Each failure's traceback is printed the moment it fails (tests/conftest.py), not in pytest's
-# summary at the end, which a time limit would cut off.
-CRCRS_FAILURES_AT_ONCE=1 step "pytest -m gpu" 90 "$PYTHON" -m pytest -v -rs --tb=short -m gpu \
-    -p no:cacheprovider tests
+# summary at the end, which a time limit would cut off. The training tests first, on their own:
+# the extraction tests compile an encoder and may use up their limit.
+TRAINING_TESTS=(tests/test_feature_cache.py tests/test_chunked.py)
+PYTEST=("$PYTHON" -m pytest -v -rs --tb=short -m gpu -p no:cacheprovider)
+CRCRS_FAILURES_AT_ONCE=1 step "pytest -m gpu, training" 40 "${PYTEST[@]}" "${TRAINING_TESTS[@]}"
+CRCRS_FAILURES_AT_ONCE=1 step "pytest -m gpu, extraction" 80 "${PYTEST[@]}" tests \
+    "${TRAINING_TESTS[@]/#/--ignore=}"
 
 # Issue #15, cohort scale: 5-fold fit of 1,000 patients x 10k tiles x 1,024-d with the library's
 # defaults (every tile of every bag in training: --max-tiles all) and all epochs (target: <= 2 min
@@ -84,7 +89,7 @@ step "cohort_scale 1000x10k x1024" 240 "$PYTHON" benchmarks/cohort_scale.py --pa
 
 step "build slides" 20 "$PYTHON" benchmarks/extract_throughput.py --build-only \
     --slides 8 --slide-size "$SLIDE_SIZE" --slides-dir "$SLIDES_DIR"
-step "extract_throughput resnet50_trunc" 130 "$PYTHON" "${BENCH[@]}" \
+step "extract_throughput resnet50_trunc" 100 "$PYTHON" "${BENCH[@]}" \
     --encoder resnet50_trunc --label "GPU check, $GPU_NAME"
 
 SUMMARY=$(mktemp "$RESULTS.XXXXXX")  # beside it, so the final mv is a rename
