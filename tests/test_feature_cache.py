@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from mil_crcrs.data.cache import BagCache, default_cache_gb, open_training_bags
 from mil_crcrs.data.cohort import read_cohort
 from mil_crcrs.data.packed import PackedBags
 from mil_crcrs.data.store import FeatureStore
+from mil_crcrs.runlog import PROGRESS_LOGGER
 from mil_crcrs.simulate import SimulationSettings, simulate_cohort
 from mil_crcrs.train.batches import eval_batches, iterate_batches
 
@@ -109,6 +111,20 @@ def test_device_resident_subsampling_keeps_the_c_index_within_noise(cohort_dir):
     packed = _fit(cohort_dir, max_tiles=24, resident="on")
     c_cached, c_packed = cached.metrics["harrell_c_oof"], packed.metrics["harrell_c_oof"]
     assert c_packed > 0.6 and abs(c_packed - c_cached) < 0.08
+
+
+def test_a_bf16_fit_says_so_and_stays_within_noise_of_fp32(cohort_dir, caplog):
+    """Precision "auto" is fp32 on the CPU (nothing said); bf16 autocast is logged once."""
+    with caplog.at_level(logging.INFO, logger=PROGRESS_LOGGER):
+        default = _fit_now(cohort_dir, max_tiles=24, resident="off")
+        said_default = [m for m in caplog.messages if "autocast" in m]
+        bf16 = _fit_now(cohort_dir, max_tiles=24, resident="off", precision="bf16")
+    said = [m for m in caplog.messages if "autocast" in m]
+    assert said_default == []
+    assert said == ["training steps under bf16 autocast on cpu (precision bf16; fp32 turns it "
+                    "off); prediction in fp32"]  # fmt: skip
+    c_fp32, c_bf16 = default.metrics["harrell_c_oof"], bf16.metrics["harrell_c_oof"]
+    assert c_bf16 > 0.6 and abs(c_bf16 - c_fp32) < 0.08
 
 
 @pytest.mark.gpu

@@ -62,11 +62,12 @@ from mil_crcrs.data.store import FeatureStore
 from mil_crcrs.device import resolve_device
 from mil_crcrs.ensemble import CRCRSModel
 from mil_crcrs.errors import SettingError
+from mil_crcrs.runlog import progress_log
 from mil_crcrs.stats.metrics import harrell_c
 from mil_crcrs.train.checkpoints import fold_checkpoints
 from mil_crcrs.train.crossval import CrossValidation, cross_validate
 from mil_crcrs.train.cutoff import Cutoff, choose_cutoff, risk_group
-from mil_crcrs.train.settings import FitSettings
+from mil_crcrs.train.settings import FitSettings, training_autocast
 
 #: Smallest share of patients in either group for the maxstat cutoff.
 MAXSTAT_MIN_FRACTION = 0.1
@@ -130,6 +131,11 @@ def fit(
         inputs.bags, device, settings.cache_gb, settings.resident, settings.progress
     )
     saved = fold_checkpoints(checkpoints, resume, settings, device, cohort, store)
+    if training_autocast(settings.precision, device) is not None:
+        progress_log.info(
+            f"training steps under bf16 autocast on {device} (precision {settings.precision}; "
+            "fp32 turns it off); prediction in fp32"
+        )
     cv = cross_validate(settings, bags, cohort.time, cohort.event, cohort.source, device, saved)
     if isinstance(bags, BagCache):
         bags.close()
