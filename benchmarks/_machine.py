@@ -163,3 +163,17 @@ def load_average() -> str:
         return " / ".join(f"{x:.1f}" for x in os.getloadavg())
     except (OSError, AttributeError):
         return "unknown"
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}"
+    return str(value)
+
+
+def rows_table(rows: list[dict]) -> str:
+    """A markdown table of ``rows`` (dicts with the same keys, the first row's order)."""
+    cols = list(rows[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_cell(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines)

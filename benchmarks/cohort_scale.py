@@ -52,7 +52,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks._machine import append_results, header_lines  # noqa: E402
+from benchmarks._machine import append_results, header_lines, rows_table  # noqa: E402
 from benchmarks._machine import say as _say  # noqa: E402
 
 #: Tiles per bag in training when the library's default is "all tiles" (max_tiles=None).
@@ -403,19 +403,6 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
-    return str(v)
-
-
-def _table(rows: list[dict]) -> str:
-    cols = list(rows[0])
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def _tiles_note(max_tiles: int | None, default: int | None) -> str:
     """What the row trained on per bag, and whether that is the library's default."""
     used = "every tile of every bag" if max_tiles is None else f"max_tiles {max_tiles}"
@@ -517,7 +504,7 @@ def main(argv: list[str] | None = None) -> None:
     row = summarise(args, res, manifest)
     raw = {k: v for k, v in res.items() if k != "settings"} | {"row": row, "argv": sys.argv[1:]}
     (data / f"result-{started:%Y%m%dT%H%M%S}.json").write_text(json.dumps(raw, default=str))
-    table = _table([row])
+    table = rows_table([row])
     print(table)
     if args.no_append:
         return

@@ -44,7 +44,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from benchmarks._machine import append_results, gpu_name, header_lines  # noqa: E402
+from benchmarks._machine import append_results, gpu_name, header_lines, rows_table  # noqa: E402
 
 TILE = 224
 #: A decoded file tile whose mean is above this is background, not tissue.
@@ -88,8 +88,8 @@ def _slides(folder: Path) -> dict[str, Path]:
     return {"Aperio SVS, RGB-coded 4:4:4": svs, "the same tissue, YCbCr 4:2:0": ycbcr}
 
 
-def _tissue_streams(path: Path) -> list[bytes]:
-    """Complete JPEG streams of the level-0 file tiles, in file order."""
+def _tissue_streams(path: Path) -> tuple[list[bytes], tuple[int, int]]:
+    """Complete JPEG streams of the level-0 file tiles, in file order, and the tile size."""
     from feature_extraction.direct import open_jpeg_level
     from feature_extraction.slides import Slide
 
@@ -97,24 +97,20 @@ def _tissue_streams(path: Path) -> list[bytes]:
         level = open_jpeg_level(path, slide.dimensions)
     try:
         present = np.flatnonzero(level.counts > 0)
-        return [s for s in level.tile_streams(present) if s is not None]
+        streams = [s for s in level.tile_streams(present) if s is not None]
+        return streams, (level.tile_width, level.tile_height)
     finally:
         level.close()
 
 
-def _decode(stream: bytes) -> np.ndarray:
-    """libjpeg-turbo at its defaults through Pillow: the decode OpenSlide does."""
-    import io
+def _variants(tj, stream: bytes, size: tuple[int, int]) -> dict[str, np.ndarray] | None:
+    """The tile decoded each way, cut to TILE x TILE; None for background or small tiles.
 
-    from PIL import Image
+    The reference is libjpeg-turbo at its defaults through Pillow, the decode OpenSlide does
+    (:func:`feature_extraction.dct_scale.decode_cpu`, at full size)."""
+    from feature_extraction.dct_scale import decode_cpu
 
-    with Image.open(io.BytesIO(stream)) as image:
-        return np.asarray(image.convert("RGB"))
-
-
-def _variants(tj, stream: bytes) -> dict[str, np.ndarray] | None:
-    """The tile decoded each way, cut to TILE x TILE; None for background or small tiles."""
-    ref = _decode(stream)
+    ref = decode_cpu(stream, *size)
     if min(ref.shape[:2]) < TILE + 1 or ref.mean() > BACKGROUND_MEAN:
         return None
     out = {"reference": ref[:TILE, :TILE]}
@@ -129,7 +125,8 @@ def _variants(tj, stream: bytes) -> dict[str, np.ndarray] | None:
     out["error: one pixel off"] = ref[1 : TILE + 1, 1 : TILE + 1]
     at = stream.find(ADOBE_SEGMENT)
     if at > 0 and stream[at + 15] == 0:  # transform 0, RGB-coded: drop the marker that says so
-        out["error: RGB decoded as YCbCr"] = _decode(stream[:at] + stream[at + 16 :])[:TILE, :TILE]
+        bare = stream[:at] + stream[at + 16 :]
+        out["error: RGB decoded as YCbCr"] = decode_cpu(bare, *size)[:TILE, :TILE]
     return out
 
 
@@ -176,8 +173,9 @@ def measure(
     for name, path in _slides(folder).items():
         decoded: dict[str, list[np.ndarray]] = {}
         used = []
-        for stream in _tissue_streams(path):
-            tile = _variants(tj, stream)
+        streams, size = _tissue_streams(path)
+        for stream in streams:
+            tile = _variants(tj, stream, size)
             if tile is None:
                 continue
             used.append(stream)
@@ -216,13 +214,6 @@ def _db(value: float) -> str:
     return "identical" if not np.isfinite(value) else f"{value:.1f}"
 
 
-def table(rows: list[dict]) -> str:
-    header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(r[k]) for k in header) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--tiles", type=int, default=32, help="tissue tiles per slide")
@@ -240,11 +231,13 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     import torch
 
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: torch sees no CUDA device")
     torch.set_num_threads(args.threads)
     started = dt.datetime.now(dt.UTC)
     with tempfile.TemporaryDirectory(prefix="crcrs-decoders-") as tmp:
         rows = measure(args.tiles, Path(tmp), args.device, args.weights)
-    text = table(rows)
+    text = rows_table(rows)
     print(text)
     if args.no_append:
         return

@@ -72,3 +72,8 @@ def test_cohort_scale_refuses_max_tiles_0_at_argument_parsing():
     assert out.returncode == 2
     assert "Traceback" not in out.stderr + out.stdout
     assert "--max-tiles: expected a positive integer or 'all', got '0'" in out.stderr
+
+
+def test_rows_table_is_one_markdown_row_per_dict_in_the_first_rows_column_order(machine):
+    text = machine.rows_table([{"b": 1234.5, "a": "x"}, {"b": 0.01234, "a": "y"}])
+    assert text.splitlines() == ["| b | a |", "|---|---|", "| 1,234 | x |", "| 0.0123 | y |"]
