@@ -7,11 +7,13 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from mil_crcrs.errors import InputError
 
 
 @contextlib.contextmanager
@@ -103,3 +105,66 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def _real(path: str | os.PathLike) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def _same(a: Path, b: Path) -> bool:
+    """``a`` and ``b`` are one file: the same real path, or hard links to one inode."""
+    if a == b:
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _overlap(out: Path, out_is_dir: bool, given: Path) -> str | None:
+    """How writing ``out`` would touch the input ``given`` (both real paths), or None."""
+    if _same(out, given):
+        return "is"
+    if given.is_dir() and given in out.parents and (out_is_dir or out.exists()):
+        return "is inside"
+    if out_is_dir and out in given.parents:
+        return "holds"
+    return None
+
+
+PathsLike = str | os.PathLike | Sequence[str | os.PathLike] | None
+
+
+def refuse_overwrite(
+    outputs: Mapping[str, str | os.PathLike | None],
+    inputs: Mapping[str, PathsLike],
+    folders: Collection[str] = (),
+) -> None:
+    """Raise :class:`InputError` if writing an output could replace or change an input.
+
+    ``outputs`` and ``inputs`` map what the user calls each path (a flag such as ``--out``) to
+    the path (an input: or paths), None where not given; ``folders`` names the outputs that are
+    folders. Paths are compared after resolving symbolic links (and hard links to one file
+    count as one file). An output file may not be an input file or an existing file inside an
+    input folder (``--out model/config.json``); an output folder may not be an input, lie
+    inside an input folder (``--attention features/``) or hold an input (it may be replaced
+    whole).
+    """
+    given = [(name, p) for name, paths in inputs.items() for p in _listed(paths)]
+    for out_name, out_path in outputs.items():
+        if out_path is None:
+            continue
+        out = _real(out_path)
+        for in_name, in_path in given:
+            how = _overlap(out, out_name in folders, _real(in_path))
+            if how is not None:
+                raise InputError(
+                    f"{out_path}: {out_name} {how} the input {in_name} ({in_path}); an output "
+                    "may not overwrite what the same run reads, choose another path"
+                )
+
+
+def _listed(paths: PathsLike) -> list[str | os.PathLike]:
+    if paths is None:
+        return []
+    return [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)

@@ -36,7 +36,13 @@ import pandas as pd
 import torch
 
 from mil_crcrs._version import __version__
-from mil_crcrs.atomic import INCOMPLETE_MARK, atomic_dir, write_csv, write_json
+from mil_crcrs.atomic import (
+    INCOMPLETE_MARK,
+    atomic_dir,
+    refuse_overwrite,
+    write_csv,
+    write_json,
+)
 from mil_crcrs.data.bags import PatientBag
 from mil_crcrs.data.cohort import DataWarning
 from mil_crcrs.data.store import FeatureStore, write_attention_file
@@ -325,6 +331,8 @@ def write_attention_files(
         and ``contribution`` (n_tiles,) are aligned with them
     encoder : the model's encoder, recorded in every file
     """
+    roots = {f"features #{i + 1}": root for i, root in enumerate(store.roots)}
+    refuse_overwrite({"attention_dir": folder}, roots, folders={"attention_dir"})
     _warn_unknown_coords(store, slide_ids)
     for i in range(len(bags)):
         parts = attention[i], contribution[i]
