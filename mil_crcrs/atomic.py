@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -95,6 +96,19 @@ def write_csv(path: str | os.PathLike, frame: pd.DataFrame, index: bool = False)
     """Write a data frame as CSV, atomically."""
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=index)
+
+
+def save_tensors(state: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """``torch.save(state, path)``, with a full disk reported as the :class:`OSError` it is
+    (torch raises a ``RuntimeError`` naming its own source file instead)."""
+    import torch
+
+    try:
+        torch.save(state, path)
+    except RuntimeError as exc:
+        full = shutil.disk_usage(Path(path).parent).free < (64 << 20)
+        code = errno.ENOSPC if full else errno.EIO
+        raise OSError(code, os.strerror(code), str(path)) from exc
 
 
 def _json_default(value: Any) -> Any:

@@ -123,16 +123,7 @@ def test_predict_refuses_a_feature_file_that_reads_another_file(tmp_path, tiny_m
         (features / src.name).parent.mkdir(exist_ok=True)
         (features / src.name).write_bytes(src.read_bytes())
     hostile = _feature_file(features / "p3.h5", "external raw storage", "features")
-    result = run(
-        "predict",
-        "--model",
-        tiny_model / "model",
-        "--features",
-        features,
-        "--out",
-        tmp_path / "pred.csv",
-        "--device",
-        "cpu",
-    )
+    model_and_features = ["--model", tiny_model / "model", "--features", features]
+    result = run("predict", *model_and_features, "--out", tmp_path / "pred.csv", "--device", "cpu")
     assert_one_line_error(result, str(hostile), "other files")
     assert not (tmp_path / "pred.csv").exists()
