@@ -162,8 +162,13 @@ def refuse_overwrite(
     count as one file). An output file may not be an input file or an existing file inside an
     input folder (``--out model/config.json``); an output folder may not be an input, lie
     inside an input folder (``--attention features/``) or hold an input (it may be replaced
-    whole).
+    whole). Each output must also be writable where it is: no part of its path a file, its
+    nearest existing folder writable (an :class:`OSError`, so the CLI says it in one line
+    before any work is done).
     """
+    for out_path in outputs.values():
+        if out_path is not None:
+            _check_writable(Path(out_path))
     given = [(name, p) for name, paths in inputs.items() for p in _listed(paths)]
     for out_name, out_path in outputs.items():
         if out_path is None:
@@ -176,6 +181,26 @@ def refuse_overwrite(
                     f"{out_path}: {out_name} {how} the input {in_name} ({in_path}); an output "
                     "may not overwrite what the same run reads, choose another path"
                 )
+
+
+def _check_writable(path: Path) -> None:
+    """Raise the :class:`OSError` writing at ``path`` would meet, where it can be told now."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing != path and not existing.is_dir():
+        raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+    folder = existing if existing.is_dir() else existing.parent
+    if not os.access(folder, os.W_OK):
+        code = errno.EROFS if _read_only(folder) else errno.EACCES
+        raise OSError(code, os.strerror(code), str(folder))
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _listed(paths: PathsLike) -> list[str | os.PathLike]:
