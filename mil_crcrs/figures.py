@@ -33,7 +33,7 @@ def new_figure(width_in: float, height_in: float, dpi: int = 110) -> Figure:
 def to_png(fig: Figure) -> bytes:
     """The figure as PNG bytes."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    _save(fig, buf)
     return buf.getvalue()
 
 
@@ -45,4 +45,18 @@ def write_png(path: str | os.PathLike, image: np.ndarray | Figure) -> None:
 
             imsave(tmp, image, format="png")
         else:
-            image.savefig(tmp, format="png", bbox_inches="tight")
+            _save(image, tmp, bbox_inches="tight")
+
+
+def _save(fig: Figure, target: io.BytesIO | os.PathLike, **kwargs) -> None:
+    """``fig.savefig`` with every text shown as written: ids, column names and category levels
+    come from users' tables, and matplotlib would read ``$...$`` in them as maths (and fail on
+    an unbalanced ``$``). Texts made before saving are switched off one by one; tick labels,
+    made while drawing, under the rc setting."""
+    from matplotlib import rc_context
+    from matplotlib.text import Text
+
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)
+    with rc_context({"text.parse_math": False}):
+        fig.savefig(target, format="png", **kwargs)

@@ -422,3 +422,20 @@ def test_hostile_ids_and_names_come_out_escaped(files, tmp_path):
     text = re.sub(r"base64,[A-Za-z0-9+/=]+", "", page)
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text  # shown, escaped
     assert "stage&lt;script&gt;" in text and "&lt;u&gt;" in text
+
+
+def test_dollar_signs_in_names_and_levels_are_drawn_as_written(files, tmp_path):
+    """matplotlib reads ``$...$`` as maths: a covariate named ``$\\cost$`` and a level
+    ``$\\foo$`` (unknown commands to it) ended the report in a traceback."""
+    clinical = pd.read_csv(files["train_clin"])
+    clinical = clinical.rename(columns={"stage": r"$\cost$"})
+    clinical[r"$\cost$"] = clinical[r"$\cost$"].map({"I": "$I$", "II": r"$\foo$", "III": "II$"})
+    path = tmp_path / "dollars.csv"
+    clinical.to_csv(path, index=False)
+    out = tmp_path / "out"
+    args = _stage_only_args(files["train_pred"], path, out, "--bootstrap", "0")
+    args[args.index("stage")] = r"$\cost$"
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and list(out.glob("figures/*.png"))
+    assert r"$\foo$" in (out / "report.html").read_text()
