@@ -132,6 +132,7 @@ def test_missing_renamed_column(write_table):
         ("-5", "is negative"),
         ("", "is empty"),
         ("inf", "is not finite"),
+        ("1e300", "holds 1e\\+300, not a follow-up in days, months or years"),
     ],
 )
 def test_bad_times(write_table, value, expected):
@@ -250,3 +251,20 @@ def test_warn_with_no_slide_left_is_an_error(write_table):
     cohort = _seven_patients(write_table)
     with pytest.warns(DataWarning), pytest.raises(InputError, match="no slide in the table"):
         cohort.match_features([], missing="warn")
+
+
+def test_excel_date_cells_in_a_time_column_are_refused(tmp_path):
+    """Excel dates were read as nanoseconds since 1970 and trained on; the same dates as CSV
+    text were refused. Both are refused now, naming the line."""
+    import datetime
+
+    table = pd.DataFrame(
+        {
+            "patient_id": ["a", "b"],
+            "time": [datetime.datetime(2020, 1, 5), datetime.datetime(2021, 3, 1)],
+            "event": [1, 0],
+        }
+    )
+    table.to_excel(tmp_path / "dates.xlsx", index=False)
+    with pytest.raises(InputError, match=r"line 2: column 'time' holds a date \(2020-01-05"):
+        read_cohort(tmp_path / "dates.xlsx")

@@ -12,6 +12,7 @@ Every problem raises :class:`~mil_crcrs.errors.InputError` naming the file, line
 
 from __future__ import annotations
 
+import datetime
 import io
 import logging
 import os
@@ -53,6 +54,10 @@ class Columns:
     censor: str | None = None
 
 
+#: The longest follow-up a time column may hold, in any unit (274 years in days).
+MAX_TIME = 100_000.0
+
+
 def table_line(index: int) -> str:
     """``"line N"`` for the row at ``index`` of a table read from a file."""
     # Line numbers as a spreadsheet or an editor shows them: the header is line 1.
@@ -60,6 +65,14 @@ def table_line(index: int) -> str:
 
 
 def _numeric_column(table: pd.DataFrame, column: str, source: str) -> pd.Series:
+    dates = table[column].map(lambda v: isinstance(v, datetime.date | datetime.time))
+    if table[column].dtype.kind in "mM" or dates.any():  # Excel date cells, read as datetimes
+        i = int(np.flatnonzero(dates.to_numpy())[0]) if dates.any() else 0
+        raise InputError(
+            f"{source}, {table_line(i)}: column '{column}' holds a date ({table[column].iloc[i]}),"
+            " not a number; give the follow-up as a duration (the days, months or years from"
+            " diagnosis to the event or last contact)"
+        )
     values = pd.to_numeric(table[column], errors="coerce")
     bad = values.isna() & table[column].notna()
     if bad.any():
@@ -90,6 +103,12 @@ def validate_outcome(
     if not np.isfinite(time.to_numpy(dtype=float)).all():
         i = int(np.flatnonzero(~np.isfinite(time.to_numpy(dtype=float)))[0])
         raise InputError(f"{source}, {table_line(i)}: column '{time_col}' is not finite")
+    if (time > MAX_TIME).any():
+        i = int(np.flatnonzero((time > MAX_TIME).to_numpy())[0])
+        raise InputError(
+            f"{source}, {table_line(i)}: column '{time_col}' holds {time.iloc[i]:.6g}, not a "
+            f"follow-up in days, months or years (at most {MAX_TIME:,.0f})"
+        )
     event = _numeric_column(table, event_col, source)
     bad = ~event.isin([0, 1])
     if bad.any():
