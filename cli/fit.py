@@ -191,7 +191,7 @@ def command(
     **given,
 ) -> None:
     """Train K fold models; write weights, config, metrics.json, oof_predictions.csv, run.log."""
-    from mil_crcrs.atomic import refuse_overwrite
+    from mil_crcrs.atomic import refuse_overwrite, sole_writer
     from mil_crcrs.data.cohort import read_cohort
     from mil_crcrs.data.store import FeatureStore
     from mil_crcrs.runlog import RUN_LOG_NAME, RunLog
@@ -211,7 +211,10 @@ def command(
         folders={"--out"},
     )
     settings = build_settings(config, given)
-    with RunLog(out / RUN_LOG_NAME, command_line(), progress=settings.progress) as run_log:
+    with (
+        sole_writer(out, "fit"),
+        RunLog(out / RUN_LOG_NAME, command_line(), progress=settings.progress) as run_log,
+    ):
         cohort = read_cohort(clinical, columns, time_unit, slide_table=slide_table)
         try:
             crcrs = fit(

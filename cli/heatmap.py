@@ -160,7 +160,7 @@ def command(
     """Attention/contribution heatmaps per slide, top-tile galleries, optional Grad-CAM."""
     from feature_extraction.explain.gradcam import GradCAMSettings
     from feature_extraction.explain.heatmaps import HeatmapJob, make_heatmaps
-    from mil_crcrs.atomic import refuse_overwrite
+    from mil_crcrs.atomic import refuse_overwrite, sole_writer
     from mil_crcrs.errors import InputError
     from mil_crcrs.explain.tiling import TileSize
 
@@ -200,6 +200,7 @@ def command(
         missing=missing,
     )
     slide_paths = list(slides) or None
-    result = make_heatmaps(model_dir, features, out_dir, slide_paths, clinical, job)
+    with sole_writer(out_dir, "heatmap"):
+        result = make_heatmaps(model_dir, features, out_dir, slide_paths, clinical, job)
     n_patients = result.images["patient_id"].nunique()
     click.echo(f"{len(result.images)} images for {n_patients} patient(s): {out_dir}")

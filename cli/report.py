@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from cli._options import cohort_columns, comma_list, seed_option
-from mil_crcrs.atomic import refuse_overwrite
+from mil_crcrs.atomic import refuse_overwrite, sole_writer
 from mil_crcrs.errors import InputError, SettingError
 from mil_crcrs.stats.report import ReportSettings, build_report
 
@@ -141,13 +141,14 @@ def command(
         },
         folders={"--out"},
     )
-    report = build_report(
-        predictions,
-        clinical,
-        out,
-        settings,
-        validation_predictions=validation_predictions,
-        validation_clinical=validation_clinical,
-        extra_images=images,
-    )
+    with sole_writer(out, "report"):
+        report = build_report(
+            predictions,
+            clinical,
+            out,
+            settings,
+            validation_predictions=validation_predictions,
+            validation_clinical=validation_clinical,
+            extra_images=images,
+        )
     click.echo(f"report: {report.html}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import shutil
@@ -78,6 +79,32 @@ def atomic_dir(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextlib.contextmanager
+def sole_writer(path: str | os.PathLike, command: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (an output folder) for the block.
+
+    The lock is an ``flock`` on ``.<name>.lock`` beside it, released by the kernel however the
+    process ends; a second ``command`` run writing to the same ``path`` meanwhile is refused in
+    one line (two fits to one ``--out`` used to both report success, the later silently
+    replacing the other's model). The empty lock file stays: removing it would let a third run
+    lock a new file while a second still holds the old one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.parent / f".{path.name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(
+                f"{path}: another crcrs {command} is writing here; wait for it to finish or "
+                "choose another --out"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def _umask() -> int:

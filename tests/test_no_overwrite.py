@@ -124,3 +124,16 @@ def test_fit_report_and_heatmap_refuse_outputs_over_their_inputs(work):
     heatmap = ["heatmap", "--model", work / "model", "--features", features]
     assert_one_line_error(run(*heatmap, "--out", features), "--out is the input --features")
     assert _digest(work) == before
+
+
+def test_a_second_writer_to_one_output_folder_is_refused_while_the_first_runs(work):
+    from mil_crcrs.atomic import sole_writer
+
+    out = work / "model2"
+    fit = ["fit", "--features", work / "features", "--clinical", work / "cohort.csv"]
+    with sole_writer(out, "fit"):  # a fit to --out model2 is running
+        result = run(*fit, "--out", out, "--folds", "2", "--epochs", "1")
+        assert_one_line_error(result, str(out), "another crcrs fit is writing here")
+        assert not out.exists()
+    with sole_writer(out, "fit"):  # the lock is released however the holder ends
+        pass
