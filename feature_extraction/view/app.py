@@ -1,0 +1,135 @@
+"""The viewer's web server: a Flask app over a :class:`~.site.Site`.
+
+Every route maps a slide key (``s0``, ...) or a packaged static file to a document; nothing in a
+URL is used as a path except the static files, which Flask's ``send_from_directory`` confines to
+the package's ``static/`` folder (werkzeug's ``safe_join`` refuses ``..`` and absolute paths).
+Anything unknown is a 404; a slide that cannot be opened answers with its one-line message (the
+page shows it), never a stack trace.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Any
+
+from feature_extraction.view.deepzoom import SlideUnavailable, TileNotFound
+from feature_extraction.view.site import Site
+
+#: The page and its scripts, shipped as package data.
+STATIC_DIR = Path(__file__).parent / "static"
+_NO_CACHE = {"Cache-Control": "no-store"}
+
+
+def create_app(site: Site) -> Any:
+    """The Flask app serving ``site``.
+
+    Parameters
+    ----------
+    site : the documents to serve
+
+    Returns
+    -------
+    flask.Flask
+    """
+    from flask import Flask, Response, abort, send_from_directory
+
+    app = Flask(__name__, static_folder=None)
+
+    def script(text: str) -> Response:
+        return Response(text, mimetype="text/javascript", headers=_NO_CACHE)
+
+    def known(key: str) -> None:
+        if key not in site.slides:
+            abort(404)
+
+    @app.get("/")
+    def index() -> Response:
+        return send_from_directory(STATIC_DIR, "index.html")
+
+    @app.get("/static/<path:name>")
+    def static_file(name: str) -> Response:
+        return send_from_directory(STATIC_DIR, name)
+
+    @app.get("/data.js")
+    def data() -> Response:
+        return script(site.data_js())
+
+    @app.get("/slides/<key>.js")
+    def slide(key: str) -> Response:
+        known(key)
+        return script(site.slide_js(key))
+
+    @app.get("/dzi/<key>_files/<int:level>/<int:col>_<int:row>.jpeg")
+    def tile(key: str, level: int, col: int, row: int) -> Response:
+        known(key)
+        try:
+            body = site.deepzoom.tile(site.entry(key).slide_id, level, col, row)
+        except TileNotFound:
+            abort(404)
+        except SlideUnavailable as exc:
+            return Response(str(exc), status=404, mimetype="text/plain")
+        return Response(body, mimetype="image/jpeg")
+
+    @app.get("/overlay/<key>/<kind>.png")
+    def overlay(key: str, kind: str) -> Response:
+        known(key)
+        try:
+            return Response(site.overlay(key, kind), mimetype="image/png")
+        except KeyError:
+            abort(404)
+        except SlideUnavailable as exc:
+            return Response(str(exc), status=404, mimetype="text/plain")
+
+    @app.get("/region/<key>/<int:index>.jpg")
+    def region(key: str, index: int) -> Response:
+        known(key)
+        try:
+            return Response(site.region(key, index), mimetype="image/jpeg")
+        except KeyError:
+            abort(404)
+        except SlideUnavailable as exc:
+            return Response(str(exc), status=404, mimetype="text/plain")
+
+    @app.after_request
+    def headers(response: Response) -> Response:
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'"
+        )
+        return response
+
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) only reaches this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve(site: Site, host: str = "127.0.0.1", port: int = 0, on_ready: Any = None) -> None:
+    """Serve ``site`` until interrupted, with werkzeug's threaded server.
+
+    Parameters
+    ----------
+    site : what to serve
+    host : the address to bind (loopback unless the caller chose otherwise)
+    port : the port; 0 picks a free one
+    on_ready : called with the URL once the server listens
+    """
+    from werkzeug.serving import make_server
+
+    server = make_server(host, port, create_app(site), threaded=True)
+    shown = f"[{host}]" if ":" in host else host
+    if on_ready is not None:
+        on_ready(f"http://{shown}:{server.server_port}/")
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        site.deepzoom.close()
