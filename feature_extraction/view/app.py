@@ -35,6 +35,7 @@ def create_app(site: Site) -> Any:
     from flask import Flask, Response, abort, send_from_directory
 
     app = Flask(__name__, static_folder=None)
+    app.url_map.merge_slashes = False  # "//etc/passwd" is a 404, not a redirect
 
     def script(text: str) -> Response:
         return Response(text, mimetype="text/javascript", headers=_NO_CACHE)

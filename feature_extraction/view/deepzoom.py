@@ -79,7 +79,7 @@ class DeepZoomSlides:
 
     def _generator(self, slide_id: str) -> tuple[Any, Any]:
         if slide_id not in self.files:
-            raise SlideUnavailable(f"no slide '{slide_id}'")
+            raise SlideUnavailable(f"no slide file for '{slide_id}' in the slide folder(s)")
         with self._lock:
             if slide_id in self._errors:
                 raise SlideUnavailable(self._errors[slide_id])
