@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 
-from feature_extraction.view.app import create_app, is_loopback
+from feature_extraction.view.app import create_app, is_loopback, quiet
 from feature_extraction.view.catalog import open_scores, slides_in
 from feature_extraction.view.export import export_site
 from feature_extraction.view.site import Site
@@ -125,7 +125,7 @@ def server(view_cohort, tmp_path_factory):
             (slides / path.name).write_bytes(path.read_bytes())
     (slides / "P002-S1.tiff").symlink_to(outside / "P002-S1.tiff")
     site = Site(open_scores(c.model, None, c.features, c.clinical), slides_in([slides]))
-    httpd = make_server("127.0.0.1", 0, create_app(site), threaded=True)
+    httpd = make_server("127.0.0.1", 0, create_app(site), threaded=True, request_handler=quiet())
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield httpd.server_port, root, site

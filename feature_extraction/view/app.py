@@ -113,6 +113,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def quiet() -> Any:
+    """werkzeug's request handler without a log line per request (a page asks for hundreds)."""
+    from werkzeug.serving import WSGIRequestHandler
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            pass
+
+    return QuietHandler
+
+
 def serve(site: Site, host: str = "127.0.0.1", port: int = 0, on_ready: Any = None) -> None:
     """Serve ``site`` until interrupted, with werkzeug's threaded server.
 
@@ -125,7 +136,7 @@ def serve(site: Site, host: str = "127.0.0.1", port: int = 0, on_ready: Any = No
     """
     from werkzeug.serving import make_server
 
-    server = make_server(host, port, create_app(site), threaded=True)
+    server = make_server(host, port, create_app(site), threaded=True, request_handler=quiet())
     shown = f"[{host}]" if ":" in host else host
     if on_ready is not None:
         on_ready(f"http://{shown}:{server.server_port}/")

@@ -92,6 +92,9 @@
     state.slide = null;
     state.overlay = null;
     clearMark();
+    $("legend").replaceChildren();
+    $("top-strip").replaceChildren();
+    $("tile-info").replaceChildren(el("p", "Click a tile to see its scores.", "note"));
     if (info.error) {
       viewer.close();
       message(info.error);
