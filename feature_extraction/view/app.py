@@ -61,36 +61,31 @@ def create_app(site: Site) -> Any:
         known(key)
         return script(site.slide_js(key))
 
-    @app.get("/dzi/<key>_files/<int:level>/<int:col>_<int:row>.jpeg")
-    def tile(key: str, level: int, col: int, row: int) -> Response:
-        known(key)
+    def answer(make: Any, mimetype: str) -> Response:
+        """``make()``'s bytes; 404 for an unknown address, the one-line message for a slide
+        that cannot be read."""
         try:
-            body = site.deepzoom.tile(site.entry(key).slide_id, level, col, row)
-        except TileNotFound:
+            return Response(make(), mimetype=mimetype)
+        except (KeyError, TileNotFound):
             abort(404)
         except SlideUnavailable as exc:
             return Response(str(exc), status=404, mimetype="text/plain")
-        return Response(body, mimetype="image/jpeg")
+
+    @app.get("/dzi/<key>_files/<int:level>/<int:col>_<int:row>.jpeg")
+    def tile(key: str, level: int, col: int, row: int) -> Response:
+        known(key)
+        slide_id = site.entry(key).slide_id
+        return answer(lambda: site.deepzoom.tile(slide_id, level, col, row), "image/jpeg")
 
     @app.get("/overlay/<key>/<kind>.png")
     def overlay(key: str, kind: str) -> Response:
         known(key)
-        try:
-            return Response(site.overlay(key, kind), mimetype="image/png")
-        except KeyError:
-            abort(404)
-        except SlideUnavailable as exc:
-            return Response(str(exc), status=404, mimetype="text/plain")
+        return answer(lambda: site.overlay(key, kind), "image/png")
 
     @app.get("/region/<key>/<int:index>.jpg")
     def region(key: str, index: int) -> Response:
         known(key)
-        try:
-            return Response(site.region(key, index), mimetype="image/jpeg")
-        except KeyError:
-            abort(404)
-        except SlideUnavailable as exc:
-            return Response(str(exc), status=404, mimetype="text/plain")
+        return answer(lambda: site.region(key, index), "image/jpeg")
 
     @app.after_request
     def headers(response: Response) -> Response:
