@@ -37,6 +37,13 @@ _DIR = click.Path(file_okay=False, path_type=Path)
 )
 @click.option("--clinical", type=_PATH, default=None, help="Cohort table (patients, outcome).")
 @click.option(
+    "--phenotypes",
+    type=_PATH,
+    default=None,
+    help="Table of tile phenotypes (slide_id, x, y, phenotype; level-0 top-left) for a third "
+    "overlay.",
+)
+@click.option(
     "--host",
     default="127.0.0.1",
     show_default=True,
@@ -74,6 +81,7 @@ def command(
     heatmaps,
     features,
     clinical,
+    phenotypes,
     host,
     port,
     open_browser,
@@ -87,10 +95,12 @@ def command(
     """Zoom into the slides with the model's attention and contributions over them."""
     from feature_extraction.view.app import is_loopback, serve
     from feature_extraction.view.catalog import open_scores, slides_in
+    from feature_extraction.view.phenotypes import read_phenotypes
     from feature_extraction.view.site import Site
 
     source = open_scores(model_dir, heatmaps, features, clinical, columns, time_unit)
-    site = Site(source, slides_in(slides), HeatmapSettings(top_k=top_k))
+    classes = read_phenotypes(phenotypes) if phenotypes is not None else None
+    site = Site(source, slides_in(slides), HeatmapSettings(top_k=top_k), classes)
     if export_dir is not None:
         _export(site, export_dir, export_slides, export_max_side)
         return

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from feature_extraction.synthetic.cohort import build_demo_cohort
 from feature_extraction.synthetic.planted import read_planted
@@ -29,6 +30,7 @@ class ViewCohort:
     model: Path
     planted: dict[str, np.ndarray]  # slide id -> (n, 2) level-0 top-left of planted tiles
     tile_px: int
+    phenotypes: Path  # slide_id, x, y, phenotype: "planted" or "other tissue" per tile
 
 
 def build_view_cohort(root: Path, n_patients: int = 6) -> ViewCohort:
@@ -41,6 +43,7 @@ def build_view_cohort(root: Path, n_patients: int = 6) -> ViewCohort:
     cohort = build_demo_cohort(root / "cohort", settings, workers=1)
     rng = np.random.default_rng(0)
     planted = {}
+    rows = []
     for sid, path in cohort.planted.items():
         region = read_planted(path)
         coords = region.tissue_xy.astype(np.int64)
@@ -53,6 +56,10 @@ def build_view_cohort(root: Path, n_patients: int = 6) -> ViewCohort:
         )  # fmt: skip
         write_bag(root / "features" / f"{sid}.h5", features, coords, meta, dtype="float32")
         planted[sid] = region.planted_xy
+        names = np.where(is_planted, "planted", "other tissue")
+        rows += [(sid, x, y, name) for (x, y), name in zip(coords.tolist(), names, strict=True)]
+    table = pd.DataFrame(rows, columns=["slide_id", "x", "y", "phenotype"])
+    table.to_csv(root / "phenotypes.csv", index=False)
     model = fit(
         root / "features",
         cohort.clinical_csv,
@@ -67,4 +74,5 @@ def build_view_cohort(root: Path, n_patients: int = 6) -> ViewCohort:
         model=root / "model",
         planted=planted,
         tile_px=settings.tile_size_px,
+        phenotypes=root / "phenotypes.csv",
     )

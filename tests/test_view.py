@@ -259,3 +259,71 @@ def test_cli_exports_from_the_attention_files_of_predict(view_cohort, tmp_path):
     np.testing.assert_allclose([t[4] for t in payload["tiles"]], expected.contribution, rtol=1e-5)
     assert payload["reference"] is None  # the attention files do not record one
     assert (tmp_path / "export.run.log").is_file()
+
+
+def test_phenotypes_overlay_and_tile_labels(view_cohort):
+    from io import BytesIO
+
+    from PIL import Image
+
+    from feature_extraction.view.phenotypes import read_phenotypes
+
+    c = view_cohort
+    phenotypes = read_phenotypes(c.phenotypes)
+    assert set(phenotypes.classes) == {"planted", "other tissue"}
+    site = Site(open_scores(c.model, None, c.features, c.clinical), slides_in([c.slides]),
+                phenotypes=phenotypes)  # fmt: skip
+    key = next(k for k, e in site.slides.items() if e.slide_id == "P001-S1")
+    payload = site.payload(key)
+    planted = {tuple(xy) for xy in c.planted["P001-S1"].tolist()}
+    planted_index = phenotypes.classes.index("planted")
+    for tile, label in zip(payload["tiles"], payload["phenotype"], strict=True):
+        assert (label == planted_index) == ((tile[0], tile[1]) in planted)
+    image = np.asarray(Image.open(BytesIO(site.overlay(key, "phenotype"))))
+    per_px = image.shape[1] * payload["overlay_width"] / 1344
+    x, y = c.planted["P001-S1"][0]
+    colour = phenotypes.colours()[planted_index]
+    pixel = image[int((y + 112) * per_px), int((x + 112) * per_px)]
+    assert "#" + "".join(f"{v:02x}" for v in pixel[:3]) == colour and pixel[3] == 255
+    assert "phenotype" in _payload(site.data_js(), "window.CRCRS_VIEW = ")["kinds"]
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("slide_id,x,y\ns1,0,0\n", "no column 'phenotype'"),
+        ("slide_id,x,y,phenotype\ns1,0,zero,a\n", "line 2"),
+        ("slide_id,x,y,phenotype\ns1,0,0.5,a\n", "line 2"),
+        ("slide_id,x,y,phenotype\ns1,0,0,a\ns1,0,0,b\n", "line 3: tile ('s1', 0, 0)"),
+        ("slide_id,x,y,phenotype\ns1,0,0,\n", "line 2"),
+    ],
+)
+def test_a_bad_phenotype_table_names_its_line(tmp_path, text, needle):
+    from feature_extraction.view.phenotypes import read_phenotypes
+    from mil_crcrs.errors import InputError
+
+    (tmp_path / "p.csv").write_text(text)
+    with pytest.raises(InputError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+        read_phenotypes(tmp_path / "p.csv")
+
+
+def test_cli_serves_on_loopback_and_warns_before_exposing_more(view_cohort, monkeypatch):
+    import feature_extraction.view.app as app
+
+    bound = []
+
+    def fake_serve(site, host, port, on_ready):  # records the address instead of serving
+        bound.append((host, port, len(site.slides)))
+        on_ready(f"http://{host}:{port or 5000}/")
+
+    monkeypatch.setattr(app, "serve", fake_serve)
+    c = view_cohort
+    args = ["view", "--slides", c.slides, "--model", c.model, "--features", c.features]
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    assert bound[-1] == ("127.0.0.1", 0, 6) and "warning" not in result.output
+    assert "6 slide(s) at http://127.0.0.1:5000/" in result.stdout
+    result = run(*args, "--host", "0.0.0.0", "--port", 8123)
+    assert result.exit_code == 0, result.output
+    assert bound[-1] == ("0.0.0.0", 8123, 6)
+    assert "anyone who can reach this address can see every slide" in result.stderr

@@ -59,6 +59,7 @@ def served(view_cohort, tmp_path_factory):
 
     from feature_extraction.view.app import create_app, quiet
     from feature_extraction.view.catalog import open_scores, slides_in
+    from feature_extraction.view.phenotypes import read_phenotypes
     from feature_extraction.view.site import Site
 
     c = view_cohort
@@ -68,7 +69,8 @@ def served(view_cohort, tmp_path_factory):
     (slides / "P006-S1.tiff").write_bytes(b"II*\x00 truncated, not a slide")
     table = c.clinical.read_text().replace("P001,", f"{HOSTILE_ID},", 1)
     (root / "clinical.csv").write_text(table)
-    site = Site(open_scores(c.model, None, c.features, root / "clinical.csv"), slides_in([slides]))
+    source = open_scores(c.model, None, c.features, root / "clinical.csv")
+    site = Site(source, slides_in([slides]), phenotypes=read_phenotypes(c.phenotypes))
     httpd = make_server("127.0.0.1", 0, create_app(site), threaded=True, request_handler=quiet())
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_port}/", site
@@ -163,6 +165,13 @@ def test_page_tiles_overlay_and_a_planted_tiles_score(browser, served, view_coho
     assert page.shown("attention") == pytest.approx(attention, rel=1e-9)
     assert page.shown("contribution") == pytest.approx(contribution, rel=1e-9)
     assert f"{x}, {y}" in page.page.locator("#tile-info").inner_text()
+    assert page.page.locator('#tile-info td[data-name="phenotype"]').inner_text() == "planted"
+    contribution_px = page.viewer_pixels(tmp_path / "view_contribution.png")
+    page.page.select_option("#kind", "phenotype")
+    page.ready("s0", "phenotype")
+    phenotype_px = page.viewer_pixels(tmp_path / "view_phenotype.png")
+    assert np.abs(phenotype_px - contribution_px).max(axis=2).__gt__(40).mean() > 0.05
+    assert "planted" in page.page.locator("#legend").inner_text()
     page.page.screenshot(path=str(tmp_path / "view_page.png"))
     _keep(tmp_path / "view_page.png")
     assert page.errors == []

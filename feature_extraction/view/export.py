@@ -93,7 +93,7 @@ def _export_slide(site: Site, key: str, root: Path, max_side_px: int) -> dict[st
         pyramid = site.deepzoom.pyramid(entry.slide_id)
     except SlideUnavailable:
         return {}  # data.js carries the message the page shows
-    for kind in ("attention", "contribution"):
+    for kind in site.kinds:
         _write(root / "overlay" / key / f"{kind}.png", site.overlay(key, kind))
     for tile in payload.get("top", []):
         if tile["slide_id"] == entry.slide_id:  # the other slides' pictures come with them

@@ -27,7 +27,8 @@ import numpy as np
 
 from feature_extraction.view.catalog import PatientRow
 from feature_extraction.view.deepzoom import DeepZoomSlides, SlideUnavailable
-from feature_extraction.view.overlays import overlay_png, slide_payload
+from feature_extraction.view.overlays import overlay_geometry, overlay_png, slide_payload
+from feature_extraction.view.phenotypes import Phenotypes, phenotype_png
 from mil_crcrs.explain.scores import VALUE_KINDS, TileScores
 from mil_crcrs.explain.settings import HeatmapSettings
 
@@ -64,6 +65,7 @@ class Site:
     source : the scores
     files : slide id -> slide file (found inside the slide folders)
     settings : percentiles, colormaps and the number of top tiles
+    phenotypes : a class name per tile for the third overlay, or None
     """
 
     def __init__(
@@ -71,15 +73,22 @@ class Site:
         source: ScoreSource,
         files: Mapping[str, Path],
         settings: HeatmapSettings = HeatmapSettings(),
+        phenotypes: Phenotypes | None = None,
     ) -> None:
         self.source = source
         self.settings = settings
+        self.phenotypes = phenotypes
         self.deepzoom = DeepZoomSlides(files)
         self.patients = source.patients()
         entries = [(sid, p.patient_id) for p in self.patients for sid in p.slides]
         self.slides = {
             f"s{i}": SlideEntry(f"s{i}", sid, pid) for i, (sid, pid) in enumerate(entries)
         }
+
+    @property
+    def kinds(self) -> list[str]:
+        """The overlays: the model's values, and the phenotypes when given."""
+        return [*VALUE_KINDS, *(["phenotype"] if self.phenotypes is not None else [])]
 
     def entry(self, key: str) -> SlideEntry:
         """The slide with URL key ``key``; :class:`KeyError` for an unknown key."""
@@ -111,7 +120,10 @@ class Site:
             "patients": [_patient(p) for p in self.patients],
             "slides": slides,
             "time_unit": self.source.time_unit,
-            "kinds": list(VALUE_KINDS),
+            "kinds": self.kinds,
+            "phenotypes": None
+            if self.phenotypes is None
+            else {"classes": list(self.phenotypes.classes), "colours": self.phenotypes.colours()},
         }
         return "window.CRCRS_VIEW = " + _json(data) + ";\n"
 
@@ -138,23 +150,33 @@ class Site:
         pyramid = self.deepzoom.pyramid(entry.slide_id)
         edge = self._edge(scores, entry.slide_id)
         size = (pyramid.width, pyramid.height)
-        return slide_payload(
+        payload = slide_payload(
             scores, entry.slide_id, size, edge, self.source.reference(), self.settings
         )
+        if self.phenotypes is not None:
+            coords = scores.coords[scores.slide_rows(entry.slide_id)]
+            payload["phenotype"] = self.phenotypes.of(entry.slide_id, coords).tolist()
+        return payload
 
     def _edge(self, scores: TileScores, slide_id: str) -> float:
         return self.source.tile_edge(slide_id, scores.coords[scores.slide_rows(slide_id)])
 
     def overlay(self, key: str, kind: str) -> bytes:
         """``overlay/<key>/<kind>.png``; :class:`KeyError` for an unknown key or kind."""
-        if kind not in VALUE_KINDS:
+        if kind not in self.kinds:
             raise KeyError(kind)
         entry = self.entry(key)
         scores = self.source.scores(entry.patient_id)
         pyramid = self.deepzoom.pyramid(entry.slide_id)
         size = (pyramid.width, pyramid.height)
         edge = self._edge(scores, entry.slide_id)
-        return overlay_png(scores, entry.slide_id, kind, size, edge, self.settings)
+        if kind != "phenotype":
+            return overlay_png(scores, entry.slide_id, kind, size, edge, self.settings)
+        assert self.phenotypes is not None  # self.kinds has "phenotype" only then
+        coords = scores.coords[scores.slide_rows(entry.slide_id)]
+        labels = self.phenotypes.of(entry.slide_id, coords)
+        downsample, shape = overlay_geometry(*size, edge)
+        return phenotype_png(labels, coords, edge, shape, downsample, self.phenotypes.colours())
 
     def region(self, key: str, bag_index: int) -> bytes:
         """``region/<key>/<bag_index>.jpg``: the picture of one of the slide's tiles."""

@@ -150,6 +150,15 @@
     const box = $("legend");
     box.replaceChildren();
     if (kind === "none" || !state.slide || !state.slide.legends) return;
+    if (kind === "phenotype") {
+      data.phenotypes.classes.forEach((name, k) => {
+        const swatch = el("span", undefined, "swatch");
+        swatch.style.background = data.phenotypes.colours[k];
+        box.append(swatch, el("span", name));
+      });
+      box.append(el("span", "tile phenotypes from the table given (--phenotypes)", "note"));
+      return;
+    }
     const lg = state.slide.legends[kind];
     const bar = el("span", undefined, "bar");
     bar.style.background = `linear-gradient(to right, ${lg.colours.join(", ")})`;
@@ -169,8 +178,10 @@
   // -- a tile's scores ---------------------------------------------------------------------
   function tileAt(x0, y0) {
     const edge = state.slide.tile_edge;
-    for (const t of state.slide.tiles) {
-      if (x0 >= t[0] && x0 < t[0] + edge && y0 >= t[1] && y0 < t[1] + edge) return t;
+    const tiles = state.slide.tiles;
+    for (let i = 0; i < tiles.length; i++) {
+      const t = tiles[i];
+      if (x0 >= t[0] && x0 < t[0] + edge && y0 >= t[1] && y0 < t[1] + edge) return i;
     }
     return null;
   }
@@ -178,15 +189,16 @@
     if (state.mark) viewer.removeOverlay(state.mark);
     state.mark = null;
   }
-  function showTile(t) {
+  function showTile(i) {
     const s = state.slide;
     const box = $("tile-info");
     box.replaceChildren();
     clearMark();
-    if (!t) {
+    if (i === null) {
       box.append(el("p", "No tile of the model here.", "note"));
       return;
     }
+    const t = s.tiles[i];
     const w = data.slides[state.key].width;
     state.mark = el("div", undefined, "tile-mark");
     viewer.addOverlay(state.mark, new OpenSeadragon.Rect(t[0] / w, t[1] / w, s.tile_edge / w, s.tile_edge / w));
@@ -196,6 +208,10 @@
       ["contribution", fmt(t[4], true), t[4]], ["patient CRCRS", fmt(s.crcrs, true), s.crcrs],
     ];
     if (s.reference !== null) rows.push(["reference", fmt(s.reference, true), s.reference]);
+    if (s.phenotype) {
+      const k = s.phenotype[i];
+      rows.push(["phenotype", k >= 0 ? data.phenotypes.classes[k] : "none given"]);
+    }
     const table = el("table");
     for (const [name, text, value] of rows) {
       const row = el("tr");
@@ -241,6 +257,11 @@
     }
   }
 
+  if (data.phenotypes) {
+    const option = el("option", "phenotype");
+    option.value = "phenotype";
+    $("kind").append(option);
+  }
   buildList();
   window.crcrsView = { viewer, state, openSlide, showTile, tileAt };
   const first = Object.keys(data.slides)[0];
