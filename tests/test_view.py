@@ -327,3 +327,14 @@ def test_cli_serves_on_loopback_and_warns_before_exposing_more(view_cohort, monk
     assert result.exit_code == 0, result.output
     assert bound[-1] == ("0.0.0.0", 8123, 6)
     assert "anyone who can reach this address can see every slide" in result.stderr
+
+
+def test_export_refuses_more_slides_than_its_bound(site, tmp_path, monkeypatch):
+    import feature_extraction.view.export as export
+    from mil_crcrs.errors import SettingError
+
+    monkeypatch.setattr(export, "EXPORT_MAX_SLIDES", 2)
+    with pytest.raises(SettingError, match="export holds at most 2"):
+        export_site(site, tmp_path / "export")
+    assert not (tmp_path / "export").exists()
+    assert len(export_site(site, tmp_path / "export", ["P003-S1"]).slide_keys) == 1

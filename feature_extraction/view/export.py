@@ -4,8 +4,9 @@ The export writes the same documents the server serves (:mod:`.site`), under the
 URLs, for the chosen slides: the page and its scripts, ``data.js``, each slide's scores, its
 overlays and top-tile pictures, and its deep-zoom tiles down to the level whose longest side is
 at most ``max_side_px`` (the export's size bound: a slide's tiles hold at most about
-``4/3 * max_side_px**2`` pixels as JPEG, a few MB at the default). The folder is built aside and
-moved into place whole (:func:`~mil_crcrs.atomic.atomic_dir`).
+``4/3 * max_side_px**2`` pixels as JPEG, a few MB at the default), and at most
+:data:`EXPORT_MAX_SLIDES` slides. The folder is built aside and moved into place whole
+(:func:`~mil_crcrs.atomic.atomic_dir`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ from mil_crcrs.errors import SettingError
 
 #: Longest side of an exported slide's deepest level, in pixels, unless told.
 EXPORT_MAX_SIDE_PX = 4096
+#: The most slides one export holds (with the side bound: at most about
+#: 50 * 4/3 * 4096^2 pixels of JPEG tiles).
+EXPORT_MAX_SLIDES = 50
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,17 @@ def export_site(
 
 def _chosen(site: Site, slide_ids: Sequence[str] | None) -> list[str]:
     by_id = {entry.slide_id: key for key, entry in site.slides.items()}
+    keys = list(site.slides) if slide_ids is None else []
+    if len(keys) > EXPORT_MAX_SLIDES:
+        raise SettingError(
+            "export_slides",
+            f"is needed: the viewer shows {len(keys)} slides and an export holds at most "
+            f"{EXPORT_MAX_SLIDES}; name the ones to share",
+        )
     if slide_ids is None:
-        return list(site.slides)
+        return keys
+    if len(slide_ids) > EXPORT_MAX_SLIDES:
+        raise SettingError("export_slides", f"names more than {EXPORT_MAX_SLIDES} slides")
     unknown = [s for s in slide_ids if s not in by_id]
     if unknown:
         raise SettingError("export_slides", f"names slides the viewer does not show: {unknown}")
