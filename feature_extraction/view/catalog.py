@@ -104,6 +104,10 @@ class ModelScores:
         step of its coords)."""
         return tile_edge_level0(self.inputs.store.info(slide_id), coords)
 
+    def level0_size(self, slide_id: str) -> tuple[int, int] | None:
+        """The slide size the feature file records (None where it records none)."""
+        return _recorded_size(self.inputs.store, slide_id)
+
     def reference(self) -> float | None:
         """What the tile contributions are measured against: the CRCRS minus their sum."""
         baseline = getattr(self.model, "contribution_baseline", None)
@@ -191,9 +195,22 @@ class AttentionFileScores:
         info = BagInfo(self._files[slide_id], "attention", slide_id, len(coords), 0, "float32")
         return tile_edge_level0(info, coords)
 
+    def level0_size(self, slide_id: str) -> tuple[int, int] | None:
+        """The slide size the feature file records, when the feature files were given."""
+        return _recorded_size(self.store, slide_id)
+
     def reference(self) -> float | None:
         """The files do not record what their contributions are measured against."""
         return None
+
+
+def _recorded_size(store: FeatureStore | None, slide_id: str) -> tuple[int, int] | None:
+    if store is None or slide_id not in store:
+        return None
+    info = store.info(slide_id)
+    if not (info.level0_width and info.level0_height):
+        return None
+    return int(info.level0_width), int(info.level0_height)
 
 
 def _number(value: object) -> float | None:

@@ -45,6 +45,7 @@ class ScoreSource(Protocol):
     def patients(self) -> list[PatientRow]: ...
     def scores(self, patient_id: str) -> TileScores: ...
     def tile_edge(self, slide_id: str, coords: np.ndarray) -> float: ...
+    def level0_size(self, slide_id: str) -> tuple[int, int] | None: ...
     def reference(self) -> float | None: ...
 
 
@@ -146,10 +147,7 @@ class Site:
         return payload
 
     def _payload(self, entry: SlideEntry) -> dict[str, Any]:
-        scores = self.source.scores(entry.patient_id)
-        pyramid = self.deepzoom.pyramid(entry.slide_id)
-        edge = self._edge(scores, entry.slide_id)
-        size = (pyramid.width, pyramid.height)
+        scores, size, edge = self._geometry(entry)
         payload = slide_payload(
             scores, entry.slide_id, size, edge, self.source.reference(), self.settings
         )
@@ -158,18 +156,29 @@ class Site:
             payload["phenotype"] = self.phenotypes.of(entry.slide_id, coords).tolist()
         return payload
 
-    def _edge(self, scores: TileScores, slide_id: str) -> float:
-        return self.source.tile_edge(slide_id, scores.coords[scores.slide_rows(slide_id)])
+    def _geometry(self, entry: SlideEntry) -> tuple[TileScores, tuple[int, int], float]:
+        """The patient's scores, the slide's level-0 (width, height) and its tile edge;
+        :class:`SlideUnavailable` for a slide of another size than its features were made from
+        (the wrong slide: its scores would be drawn in the wrong places)."""
+        scores = self.source.scores(entry.patient_id)
+        pyramid = self.deepzoom.pyramid(entry.slide_id)
+        size = (pyramid.width, pyramid.height)
+        recorded = self.source.level0_size(entry.slide_id)
+        if recorded is not None and recorded != size:
+            raise SlideUnavailable(
+                f"slide '{entry.slide_id}' is {size[0]}x{size[1]} px but its features were "
+                f"made from a {recorded[0]}x{recorded[1]} px slide; is it the right slide? "
+                "(its scores are not drawn)"
+            )
+        coords = scores.coords[scores.slide_rows(entry.slide_id)]
+        return scores, size, self.source.tile_edge(entry.slide_id, coords)
 
     def overlay(self, key: str, kind: str) -> bytes:
         """``overlay/<key>/<kind>.png``; :class:`KeyError` for an unknown key or kind."""
         if kind not in self.kinds:
             raise KeyError(kind)
         entry = self.entry(key)
-        scores = self.source.scores(entry.patient_id)
-        pyramid = self.deepzoom.pyramid(entry.slide_id)
-        size = (pyramid.width, pyramid.height)
-        edge = self._edge(scores, entry.slide_id)
+        scores, size, edge = self._geometry(entry)
         if kind != "phenotype":
             return overlay_png(scores, entry.slide_id, kind, size, edge, self.settings)
         assert self.phenotypes is not None  # self.kinds has "phenotype" only then
@@ -181,13 +190,11 @@ class Site:
     def region(self, key: str, bag_index: int) -> bytes:
         """``region/<key>/<bag_index>.jpg``: the picture of one of the slide's tiles."""
         entry = self.entry(key)
-        scores = self.source.scores(entry.patient_id)
-        if not 0 <= bag_index < scores.n_tiles or scores.slide_ids[
-            scores.tile_slide[bag_index]
-        ] != (entry.slide_id):
+        scores, _, edge = self._geometry(entry)
+        mine = 0 <= bag_index < scores.n_tiles
+        if not mine or scores.slide_ids[scores.tile_slide[bag_index]] != entry.slide_id:
             raise KeyError(bag_index)
         x, y = (int(v) for v in scores.coords[bag_index])
-        edge = self._edge(scores, entry.slide_id)
         return self.deepzoom.region(entry.slide_id, x, y, int(round(edge)), REGION_PX)
 
 
