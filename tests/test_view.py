@@ -356,3 +356,13 @@ def test_a_slide_of_another_size_than_its_features_is_not_drawn_on(view_cohort, 
     client = create_app(site).test_client()
     assert client.get(f"/overlay/{key}/attention.png").status_code == 404
     assert client.get(f"/dzi/{key}_files/11/0_0.jpeg").status_code == 200  # the slide still shows
+
+
+def test_a_loopback_server_refuses_other_host_names(site):
+    client = create_app(site).test_client()
+    assert client.get("/data.js", headers={"Host": "127.0.0.1:8000"}).status_code == 200
+    assert client.get("/data.js", headers={"Host": "[::1]:8000"}).status_code == 200
+    for host in ("attacker.example", "attacker.example:8000", "127.0.0.1.attacker.example"):
+        assert client.get("/data.js", headers={"Host": host}).status_code == 400, host
+    anyone = create_app(site, trusted_hosts=None).test_client()
+    assert anyone.get("/data.js", headers={"Host": "lab-server:8000"}).status_code == 200

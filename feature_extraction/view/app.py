@@ -10,6 +10,7 @@ page shows it), never a stack trace.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -18,24 +19,42 @@ from feature_extraction.view.site import Site
 
 #: The page and its scripts, shipped as package data.
 STATIC_DIR = Path(__file__).parent / "static"
+#: The Host names a loopback server answers to: another name (a web page's DNS rebound to
+#: 127.0.0.1) gets a 400, so that no other site can read the slides through the browser.
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
 _NO_CACHE = {"Cache-Control": "no-store"}
 
 
-def create_app(site: Site) -> Any:
+def host_name(header: str) -> str:
+    """The name of a ``Host`` header without its port (``[::1]:80`` -> ``[::1]``)."""
+    if header.startswith("["):
+        return header[: header.find("]") + 1]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
+
+
+def create_app(site: Site, trusted_hosts: Collection[str] | None = LOOPBACK_NAMES) -> Any:
     """The Flask app serving ``site``.
 
     Parameters
     ----------
     site : the documents to serve
+    trusted_hosts : the ``Host`` names answered (others get 400); None answers any (a server
+        bound beyond loopback, whose user was warned)
 
     Returns
     -------
     flask.Flask
     """
-    from flask import Flask, Response, abort, send_from_directory
+    from flask import Flask, Response, abort, request, send_from_directory
 
     app = Flask(__name__, static_folder=None)
     app.url_map.merge_slashes = False  # "//etc/passwd" is a 404, not a redirect
+
+    @app.before_request
+    def check_host() -> None:
+        if trusted_hosts is not None:
+            if host_name(request.headers.get("Host", "")).lower() not in trusted_hosts:
+                abort(400)
 
     def script(text: str) -> Response:
         return Response(text, mimetype="text/javascript", headers=_NO_CACHE)
@@ -91,7 +110,8 @@ def create_app(site: Site) -> Any:
     def headers(response: Response) -> Response:
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Content-Security-Policy"] = (
-            "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'"
+            "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+            "frame-ancestors 'none'"
         )
         return response
 
@@ -131,7 +151,9 @@ def serve(site: Site, host: str = "127.0.0.1", port: int = 0, on_ready: Any = No
     """
     from werkzeug.serving import make_server
 
-    server = make_server(host, port, create_app(site), threaded=True, request_handler=quiet())
+    trusted = LOOPBACK_NAMES | {f"[{host}]" if ":" in host else host} if is_loopback(host) else None
+    app = create_app(site, trusted)
+    server = make_server(host, port, app, threaded=True, request_handler=quiet())
     shown = f"[{host}]" if ":" in host else host
     if on_ready is not None:
         on_ready(f"http://{shown}:{server.server_port}/")
