@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -366,3 +367,18 @@ def test_a_loopback_server_refuses_other_host_names(site):
         assert client.get("/data.js", headers={"Host": host}).status_code == 400, host
     anyone = create_app(site, trusted_hosts=None).test_client()
     assert anyone.get("/data.js", headers={"Host": "lab-server:8000"}).status_code == 200
+
+
+def test_every_file_of_the_page_is_package_data():
+    import configparser
+
+    from feature_extraction.view.app import STATIC_DIR
+
+    config = configparser.ConfigParser()
+    config.read(Path(__file__).parents[1] / "setup.cfg")
+    patterns = config["options.package_data"]["feature_extraction.view"].split()
+    package = STATIC_DIR.parent
+    shipped = {p for pattern in patterns for p in package.glob(pattern) if p.is_file()}
+    needed = {p for p in STATIC_DIR.rglob("*") if p.is_file()}
+    assert needed and needed <= shipped
+    assert (STATIC_DIR / "openseadragon" / "LICENSE.txt") in shipped
