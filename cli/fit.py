@@ -191,12 +191,25 @@ def command(
     **given,
 ) -> None:
     """Train K fold models; write weights, config, metrics.json, oof_predictions.csv, run.log."""
+    from mil_crcrs.atomic import refuse_overwrite
     from mil_crcrs.data.cohort import read_cohort
     from mil_crcrs.data.store import FeatureStore
     from mil_crcrs.runlog import RUN_LOG_NAME, RunLog
     from mil_crcrs.train.checkpoints import checkpoint_folder, remove_checkpoints
     from mil_crcrs.train.fit import fit
 
+    refuse_overwrite(
+        {"--out": out},
+        {
+            "--features": features,
+            "--clinical": clinical,
+            "--slide-table": slide_table,
+            "--config": config,
+            "--val-clinical": val_clinical,
+            "--val-features": val_features,
+        },
+        folders={"--out"},
+    )
     settings = build_settings(config, given)
     with RunLog(out / RUN_LOG_NAME, command_line(), progress=settings.progress) as run_log:
         cohort = read_cohort(clinical, columns, time_unit, slide_table=slide_table)

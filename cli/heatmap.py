@@ -160,9 +160,15 @@ def command(
     """Attention/contribution heatmaps per slide, top-tile galleries, optional Grad-CAM."""
     from feature_extraction.explain.gradcam import GradCAMSettings
     from feature_extraction.explain.heatmaps import HeatmapJob, make_heatmaps
+    from mil_crcrs.atomic import refuse_overwrite
     from mil_crcrs.errors import InputError
     from mil_crcrs.explain.tiling import TileSize
 
+    refuse_overwrite(
+        {"--out": out_dir},
+        {"--model": model_dir, "--features": features, "--slides": slides, "--clinical": clinical},
+        folders={"--out"},
+    )
     try:
         low, high = (float(p) for p in percentiles.split(","))
     except ValueError:

@@ -17,7 +17,7 @@ import click
 
 from cli._options import flag
 from mil_crcrs._version import __version__
-from mil_crcrs.errors import InputError, SettingError, first_line
+from mil_crcrs.errors import InputError, SettingError, first_line, os_error_line
 from mil_crcrs.runlog import LOGGER, console_handler
 
 COMMANDS = {
@@ -53,6 +53,9 @@ class _LazyGroup(click.Group):
             ctx.exit(2)
         except InputError as exc:
             click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+        except OSError as exc:  # disk full, read-only, --out under a file: the user's to fix
+            click.echo(f"error: {os_error_line(exc)}", err=True)
             ctx.exit(2)
 
 

@@ -75,12 +75,23 @@ def command(
     slide_table,
 ) -> None:
     """Score patients with a trained model; one row per patient."""
-    from mil_crcrs.atomic import write_csv
+    from mil_crcrs.atomic import refuse_overwrite, write_csv
     from mil_crcrs.data.cohort import read_cohort
     from mil_crcrs.data.store import FeatureStore
     from mil_crcrs.runlog import RunLog
 
-    with RunLog(out.with_name(f"{out.stem}.run.log"), command_line(), progress) as run_log:
+    log = out.with_name(f"{out.stem}.run.log")
+    refuse_overwrite(
+        {"--out": out, "the run log": log, "--attention": attention_dir},
+        {
+            "--model": model_dir,
+            "--features": features,
+            "--clinical": clinical,
+            "--slide-table": slide_table,
+        },
+        folders={"--attention"},
+    )
+    with RunLog(log, command_line(), progress) as run_log:
         model = load_model(model_dir)
         cohort = None
         if clinical is not None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from cli._options import cohort_columns, comma_list, seed_option
+from mil_crcrs.atomic import refuse_overwrite
 from mil_crcrs.errors import InputError, SettingError
 from mil_crcrs.stats.report import ReportSettings, build_report
 
@@ -129,6 +130,17 @@ def command(
         )
     except SettingError as exc:  # cli.main shows it as --<setting>: use this command's flag
         raise SettingError(FLAGS.get(exc.setting, exc.setting), exc.problem) from None
+    refuse_overwrite(
+        {"--out": out},
+        {
+            "--predictions": predictions,
+            "--clinical": clinical,
+            "--validation-predictions": validation_predictions,
+            "--validation-clinical": validation_clinical,
+            "--image": images,
+        },
+        folders={"--out"},
+    )
     report = build_report(
         predictions,
         clinical,

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from mil_crcrs.errors import InputError
 
 
 @contextlib.contextmanager
@@ -95,6 +98,19 @@ def write_csv(path: str | os.PathLike, frame: pd.DataFrame, index: bool = False)
         frame.to_csv(tmp, index=index)
 
 
+def save_tensors(state: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """``torch.save(state, path)``, with a full disk reported as the :class:`OSError` it is
+    (torch raises a ``RuntimeError`` naming its own source file instead)."""
+    import torch
+
+    try:
+        torch.save(state, path)
+    except RuntimeError as exc:
+        full = shutil.disk_usage(Path(path).parent).free < (64 << 20)
+        code = errno.ENOSPC if full else errno.EIO
+        raise OSError(code, os.strerror(code), str(path)) from exc
+
+
 def _json_default(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy scalars
         return value.item()
@@ -103,3 +119,91 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def _real(path: str | os.PathLike) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def _same(a: Path, b: Path) -> bool:
+    """``a`` and ``b`` are one file: the same real path, or hard links to one inode."""
+    if a == b:
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _overlap(out: Path, out_is_dir: bool, given: Path) -> str | None:
+    """How writing ``out`` would touch the input ``given`` (both real paths), or None."""
+    if _same(out, given):
+        return "is"
+    if given.is_dir() and given in out.parents and (out_is_dir or out.exists()):
+        return "is inside"
+    if out_is_dir and out in given.parents:
+        return "holds"
+    return None
+
+
+PathsLike = str | os.PathLike | Sequence[str | os.PathLike] | None
+
+
+def refuse_overwrite(
+    outputs: Mapping[str, str | os.PathLike | None],
+    inputs: Mapping[str, PathsLike],
+    folders: Collection[str] = (),
+) -> None:
+    """Raise :class:`InputError` if writing an output could replace or change an input.
+
+    ``outputs`` and ``inputs`` map what the user calls each path (a flag such as ``--out``) to
+    the path (an input: or paths), None where not given; ``folders`` names the outputs that are
+    folders. Paths are compared after resolving symbolic links (and hard links to one file
+    count as one file). An output file may not be an input file or an existing file inside an
+    input folder (``--out model/config.json``); an output folder may not be an input, lie
+    inside an input folder (``--attention features/``) or hold an input (it may be replaced
+    whole). Each output must also be writable where it is: no part of its path a file, its
+    nearest existing folder writable (an :class:`OSError`, so the CLI says it in one line
+    before any work is done).
+    """
+    for out_path in outputs.values():
+        if out_path is not None:
+            _check_writable(Path(out_path))
+    given = [(name, p) for name, paths in inputs.items() for p in _listed(paths)]
+    for out_name, out_path in outputs.items():
+        if out_path is None:
+            continue
+        out = _real(out_path)
+        for in_name, in_path in given:
+            how = _overlap(out, out_name in folders, _real(in_path))
+            if how is not None:
+                raise InputError(
+                    f"{out_path}: {out_name} {how} the input {in_name} ({in_path}); an output "
+                    "may not overwrite what the same run reads, choose another path"
+                )
+
+
+def _check_writable(path: Path) -> None:
+    """Raise the :class:`OSError` writing at ``path`` would meet, where it can be told now."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing != path and not existing.is_dir():
+        raise OSError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+    folder = existing if existing.is_dir() else existing.parent
+    if not os.access(folder, os.W_OK):
+        code = errno.EROFS if _read_only(folder) else errno.EACCES
+        raise OSError(code, os.strerror(code), str(folder))
+
+
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _listed(paths: PathsLike) -> list[str | os.PathLike]:
+    if paths is None:
+        return []
+    return [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)

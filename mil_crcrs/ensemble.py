@@ -13,9 +13,8 @@ CRCRS is ``z`` of the model that held them out. The mean of models that partly d
 up around its centre; ``ensemble_scale`` and ``ensemble_shift`` give the ensemble's scores of the
 training cohort the mean and sd of its out-of-fold scores, so that the cutoff fixed on those
 splits new patients as it split the training cohort (:mod:`mil_crcrs.train.fit` says why). The
-map is linear: ranks and additive tile contributions are kept.
-
-The model is saved as, and loaded from, a model directory (:mod:`mil_crcrs.model_dir`).
+map is linear: ranks and additive tile contributions are kept. The model is saved as, and
+loaded from, a model directory (:mod:`mil_crcrs.model_dir`).
 """
 
 from __future__ import annotations
@@ -30,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mil_crcrs.data.attention import write_attention_files
 from mil_crcrs.data.bags import PatientBag
 from mil_crcrs.data.cache import CacheDtypeBags, to_cache_dtype
 from mil_crcrs.data.cohort import Cohort, Columns, DataWarning
@@ -43,7 +43,6 @@ from mil_crcrs.model_dir import (
     config_record,
     ensemble_arguments,
     read_model_dir,
-    write_attention_files,
     write_model_dir,
 )
 from mil_crcrs.models import MILModel
@@ -240,6 +239,9 @@ class CRCRSModel:
                     n = bags[pos].n_tiles
                     attention[pos] = mean_attention[row, :n]
                     contribution[pos] = share[row, :n]
+        if not np.isfinite(risk).all():  # an error, never a risk group
+            bad = bags[int(np.argmax(~np.isfinite(risk)))].patient_id
+            raise InputError(f"patient {bad!r} scores a non-finite CRCRS (features out of range?)")
         return risk, attention, contribution
 
     def patient_attention(

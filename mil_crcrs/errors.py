@@ -7,6 +7,8 @@ the CLI prints it as ``error: <message>`` and exits with status 2, with no trace
 
 from __future__ import annotations
 
+import errno
+
 
 class InputError(ValueError):
     """Bad input, described in one line that names the offending file, row or column.
@@ -37,6 +39,26 @@ class SettingError(InputError):
     def __reduce__(self) -> tuple[type[SettingError], tuple[str, str]]:
         # An exception pickles as type(self)(*self.args); ours takes the two parts.
         return type(self), (self.setting, self.problem)
+
+
+def os_error_line(error: OSError) -> str:
+    """One line for an error of the file system: the file, what went wrong, and what to do
+    where it is plain (``/out/m: No space left on device (errno 28): free space or ...``)."""
+    where = f"{error.filename}: " if error.filename else ""
+    what = error.strerror or first_line(error)
+    hint = _OS_HINTS.get(error.errno or 0, "")
+    code = f" (errno {error.errno})" if error.errno else ""
+    return f"{where}{what}{code}{hint}"
+
+
+_OS_HINTS = {
+    errno.ENOSPC: "; free some space or write elsewhere, then run again",
+    errno.EDQUOT: "; free some space or write elsewhere, then run again",
+    errno.EROFS: "; write to another folder",
+    errno.EACCES: "; check the folder's permissions or write elsewhere",
+    errno.ENOTDIR: "; a part of the path is a file, not a folder",
+    errno.EEXIST: "; a file is in the way of a folder",
+}
 
 
 def first_line(error: object) -> str:

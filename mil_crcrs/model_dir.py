@@ -15,12 +15,14 @@ This module knows the directory's layout and checks it on reading; what the numb
   (``validation_predictions.csv`` too when a validation cohort was given).
 
 Model directories of format version 1 (centring only) load with scales of 1 and no calibration,
-which is what they computed. :func:`write_patient_attention` writes the per-slide attention files
-of ``predict(attention_dir=...)``, through :func:`mil_crcrs.data.store.write_attention_file`.
+which is what they computed. Each recorded value is checked against
+:mod:`mil_crcrs.model_schema`.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import pickle
@@ -31,17 +33,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
 from mil_crcrs._version import __version__
-from mil_crcrs.atomic import INCOMPLETE_MARK, atomic_dir, write_csv, write_json
-from mil_crcrs.data.bags import PatientBag
+from mil_crcrs.atomic import (
+    INCOMPLETE_MARK,
+    atomic_dir,
+    save_tensors,
+    write_csv,
+    write_json,
+)
 from mil_crcrs.data.cohort import DataWarning
-from mil_crcrs.data.store import FeatureStore, write_attention_file
 from mil_crcrs.device import resolve_device
 from mil_crcrs.errors import InputError, first_line
+from mil_crcrs.model_schema import check_config, check_state
 from mil_crcrs.models import MILModel, create_model
 from mil_crcrs.train.cutoff import Cutoff
 from mil_crcrs.train.settings import settings_from_record
@@ -65,6 +71,7 @@ CONFIG_KEYS = (
     "n_folds",
     "n_models",
     "weights",
+    "weights_sha256",
     "fold_offsets",
     "fold_scales",
     "ensemble_scale",
@@ -116,15 +123,17 @@ def write_model_dir(directory: str | os.PathLike, files: ModelFiles) -> Path:
     if directory.exists() and not directory.is_dir():
         raise InputError(f"{directory}: exists and is not a folder")
     with atomic_dir(directory, keep=lambda name: not is_model_file(name)) as tmp:
+        digests = []
         for k, model in enumerate(files.fold_models, start=1):
             state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-            torch.save(state, tmp / weights_name(k))
+            save_tensors(state, tmp / weights_name(k))
+            digests.append(hashlib.sha256((tmp / weights_name(k)).read_bytes()).hexdigest())
         write_json(tmp / METRICS_NAME, files.metrics)
         if files.oof_predictions is not None:
             write_csv(tmp / OOF_NAME, files.oof_predictions)
         if files.validation_predictions is not None:
             write_csv(tmp / VALIDATION_NAME, files.validation_predictions)
-        write_json(tmp / CONFIG_NAME, files.config)
+        write_json(tmp / CONFIG_NAME, {**files.config, "weights_sha256": digests})
     return directory
 
 
@@ -134,35 +143,75 @@ def read_model_dir(directory: str | os.PathLike, device: str | torch.device = "c
     Weights are read with ``torch.load(weights_only=True)``: a file holding anything but
     tensors is refused, never executed.
 
+    The weights' SHA-256 digests recorded in ``config.json`` are checked, so a directory that
+    another fit replaces while it is read (one model's config with the other's weights) is
+    read again, up to three times, and never mixed.
+
     Raises
     ------
     InputError
-        A missing folder, a folder that is not a model directory, a newer format, or weights
-        that do not fit the recorded model.
+        A missing folder, a folder that is not a model directory, a newer format, a recorded
+        value of the wrong kind, or weights that do not fit the recorded model.
     """
     directory = Path(directory)
-    config = read_config(directory)
-    config_path = directory / CONFIG_NAME
     device = resolve_device(device)
+    previous = None
+    for _ in range(3):
+        config = read_config(directory)
+        try:
+            models = [model.to(device).eval() for model in _read_models(directory, config)]
+        except _Replaced as exc:
+            if config == previous:  # read twice, the same config and still other weights
+                raise InputError(
+                    f"{exc}: not the weights {CONFIG_NAME} records (another SHA-256): the file "
+                    "was edited or damaged"
+                ) from None
+            previous = config
+            continue
+        return ModelFiles(
+            models,
+            config,
+            _read_metrics(directory / METRICS_NAME),
+            _read_optional_csv(directory / OOF_NAME),
+            _read_optional_csv(directory / VALIDATION_NAME),
+        )
+    raise InputError(
+        f"{directory}: the model directory kept changing while it was read (a fit is "
+        "replacing it?); read it once that fit is done"
+    )
+
+
+class _Replaced(Exception):
+    """A weights file is not the one ``config.json`` records: the folder was replaced."""
+
+
+def _read_models(directory: Path, config: Mapping[str, Any]) -> list[MILModel]:
+    """The fold models ``config`` names, each checked against its recorded digest."""
+    digests = config.get("weights_sha256") or [None] * len(config["weights"])
     models = []
-    for name in config["weights"]:
-        if not isinstance(name, str) or Path(name).name != name or name in ("", ".", ".."):
-            raise InputError(f"{config_path}: weights {name!r} is not a file in {directory}")
+    for name, digest in zip(config["weights"], digests, strict=True):
+        if Path(name).name != name or name in ("", ".", ".."):
+            raise InputError(
+                f"{directory / CONFIG_NAME}: weights {name!r} is not a file in {directory}"
+            )
         model = create_model(**config["model"])
         if config.get("feature_norm"):  # filled from input_norm.mean/.sd in the weights
             model.input_norm = FeatureNorm.placeholder(int(config["feature_dim"]))
-        model.load_state_dict(_load_state(directory / name, model))
-        models.append(model.to(device).eval())
-    metrics = {}
-    if (directory / METRICS_NAME).is_file():
-        metrics = json.loads((directory / METRICS_NAME).read_text())
-    return ModelFiles(
-        models,
-        config,
-        metrics,
-        _read_optional_csv(directory / OOF_NAME),
-        _read_optional_csv(directory / VALIDATION_NAME),
-    )
+        model.load_state_dict(_load_state(directory / name, model, digest))
+        models.append(model)
+    return models
+
+
+def _read_metrics(path: Path) -> dict[str, Any]:
+    """``metrics.json``, which scoring does not need: a damaged one is a warning, not an error."""
+    if not path.is_file():
+        return {}
+    try:
+        metrics = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        warnings.warn(f"{path}: unreadable, ignored ({first_line(exc)})", DataWarning, stacklevel=4)
+        return {}
+    return metrics if isinstance(metrics, dict) else {}
 
 
 def read_config(directory: Path) -> dict[str, Any]:
@@ -193,6 +242,7 @@ def read_config(directory: Path) -> dict[str, Any]:
     absent = [key for key in REQUIRED_KEYS if key not in config]
     if absent:
         raise InputError(f"{config_path}: missing {', '.join(absent)}")
+    check_config(config_path, config)
     return config
 
 
@@ -275,25 +325,22 @@ def is_model_file(name: str) -> bool:
     return name in fixed or (name.startswith("fold_") and name.endswith(".pt"))
 
 
-def _load_state(path: Path, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def _load_state(path: Path, model: torch.nn.Module, digest: str | None) -> dict[str, torch.Tensor]:
+    """The checked state_dict in ``path``; :class:`_Replaced` if its bytes are not ``digest``."""
     if not path.is_file():
         raise InputError(f"{path}: missing weights file")
+    data = path.read_bytes()
+    if digest is not None and hashlib.sha256(data).hexdigest() != digest:
+        raise _Replaced(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise InputError(
             f"{path}: refused to load, the file holds more than plain tensors ({first_line(exc)})"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # torch raises many types for bytes that are no weights file
         raise InputError(f"{path}: not a readable weights file ({type(exc).__name__})") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise InputError(f"{path}: expected a state_dict of tensors")
-    expected = model.state_dict()
-    if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
-        raise InputError(
-            f"{path}: the weights do not fit the model recorded in {CONFIG_NAME} "
-            f"({type(model).__name__})"
-        )
+    check_state(path, state, model.state_dict())
     return state
 
 
@@ -302,74 +349,3 @@ def _read_optional_csv(path: Path) -> pd.DataFrame | None:
         return None
     id_column = pd.read_csv(path, nrows=0).columns[0]  # patient_id, or the table's own name
     return pd.read_csv(path, dtype={id_column: str})
-
-
-def write_attention_files(
-    folder: Path,
-    store: FeatureStore,
-    slide_ids: Sequence[str],
-    bags: Sequence[PatientBag],
-    crcrs: np.ndarray,
-    groups: Sequence[str],
-    attention: Sequence[np.ndarray],
-    contribution: Sequence[np.ndarray],
-    encoder: str | None,
-) -> None:
-    """The attention files of ``predict(attention_dir=folder)``: one per slide of ``slide_ids``
-    (those of ``bags``), each written atomically.
-
-    Parameters
-    ----------
-    store : the feature files (to warn once about slides without tile coordinates)
-    bags : the patients; ``crcrs`` (n,), ``groups`` (n,) and the per-bag arrays ``attention``
-        and ``contribution`` (n_tiles,) are aligned with them
-    encoder : the model's encoder, recorded in every file
-    """
-    _warn_unknown_coords(store, slide_ids)
-    for i in range(len(bags)):
-        parts = attention[i], contribution[i]
-        _write_patient_attention(folder, bags[i], crcrs[i], groups[i], *parts, encoder)
-
-
-def _warn_unknown_coords(store: FeatureStore, slide_ids: Sequence[str]) -> None:
-    """One warning for the slides whose attention files cannot say where the tiles are."""
-    unknown = [s for s in slide_ids if not store.info(s).has_coords]
-    if unknown:
-        warnings.warn(
-            f"{len(unknown)} of {len(slide_ids)} slide(s) have no level-0 tile coordinates "
-            f"(e.g. {unknown[0]}: {store.info(unknown[0]).coords_note}); their attention files "
-            "hold coords -1 and no heatmap can be drawn from them",
-            DataWarning,
-            stacklevel=4,
-        )
-
-
-def _write_patient_attention(
-    folder: Path,
-    bag: PatientBag,
-    crcrs: float,
-    group: str,
-    attention: np.ndarray,
-    contribution: np.ndarray,
-    encoder: str | None,
-) -> None:
-    """One HDF5 file per slide of ``bag``, each written atomically."""
-    for k, slide_id in enumerate(bag.slide_ids):
-        rows = bag.tile_slide == k
-        note = bag.coords_notes[k] if k < len(bag.coords_notes) else ""
-        attrs = {
-            "coords_known": not note,
-            "slide_id": slide_id,
-            "patient_id": bag.patient_id,
-            "crcrs": float(crcrs),
-            "risk_group": str(group),
-            "encoder": encoder or "",
-            "package_version": __version__,
-            "note": "attention is normalised over all of the patient's tiles "
-            "(all slides); contribution is each tile's additive share of the risk",
-        }
-        if note:
-            attrs["coords_note"] = f"coords are -1: {note}"
-        write_attention_file(
-            folder / f"{slide_id}.h5", bag.coords[rows], attention[rows], contribution[rows], attrs
-        )

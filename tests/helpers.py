@@ -279,3 +279,16 @@ TINY_RUN = [
     "--device",
     "cpu",
 ]
+
+
+def record_weights(model_dir: Path) -> None:
+    """Record the weights files now in ``model_dir`` in its ``config.json`` (their SHA-256), as
+    someone who edits both would: the checks behind the digests must then hold on their own."""
+    import hashlib
+    import json
+
+    path = model_dir / "config.json"
+    config = json.loads(path.read_text())
+    files = [model_dir / name for name in config["weights"]]
+    config["weights_sha256"] = [hashlib.sha256(f.read_bytes()).hexdigest() for f in files]
+    path.write_text(json.dumps(config))

@@ -17,7 +17,7 @@ from mil_crcrs.data.store import FeatureStore, read_bag, write_bag
 from mil_crcrs.errors import InputError
 from mil_crcrs.models import create_model
 from mil_crcrs.train.checkpoints import FoldCheckpoints
-from tests.helpers import grid_coords, make_meta
+from tests.helpers import grid_coords, make_meta, record_weights
 
 HOSTILE_IDS = ["../escape", "../../escape", "..", "a/../../escape", "/tmp/escape", "sub/x"]
 
@@ -101,6 +101,7 @@ def test_pickled_payloads_are_refused_everywhere_and_never_run(sandbox, tmp_path
     marker = tmp_path / "code-ran"
     # a model directory's weights
     torch.save({"x": Payload(marker)}, sandbox / "model" / "fold_1.pt")
+    record_weights(sandbox / "model")  # past the digest check, to the loader's own refusal
     result = CliRunner().invoke(
         cli,
         ["predict", "--model", str(sandbox / "model"), "--features", str(sandbox / "features")]

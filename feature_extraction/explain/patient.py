@@ -9,6 +9,7 @@ arrays are drawn by :mod:`mil_crcrs.explain`; the slides are read by
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -38,9 +39,15 @@ IMAGE_COLUMNS = ["patient_id", "slide_id", "kind", "path", "background"]
 
 
 def safe_name(name: str) -> str:
-    """A file-name-safe version of an id (never ``.``, ``..`` or hidden)."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "_"
-    return "_" + safe if safe.startswith(".") else safe
+    """A file name for an id: the id itself where it is a short, plain name; else its plain
+    characters (at most 80) and ``~`` with a digest of the whole id, so that two ids never
+    share a file (``é`` and ``è`` would both become ``_``) and the name stays far below the
+    255-byte limit. Never ``.``, ``..`` or hidden."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+    if safe == name and len(name) <= 100 and not name.startswith("."):
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{safe.lstrip('.')[:80]}~{digest}"
 
 
 def _caption(row: pd.Series, n_tiles: int) -> str:

@@ -30,6 +30,7 @@ import numpy as np
 
 from mil_crcrs._version import __version__
 from mil_crcrs.atomic import atomic_path
+from mil_crcrs.data._open import open_h5
 from mil_crcrs.data._peers import attr
 from mil_crcrs.errors import InputError
 
@@ -232,17 +233,6 @@ def write_bag(
 
 # --------------------------------------------------------------------------------------------
 # Reading
-
-
-def open_h5(path: Path) -> h5py.File:
-    """Open an HDF5 file for reading; an :class:`InputError` naming it if it is missing or not
-    HDF5."""
-    if not path.exists():
-        raise InputError(f"{path}: no such feature file")
-    try:
-        return h5py.File(path, "r")
-    except OSError as exc:
-        raise InputError(f"{path}: not a readable HDF5 file ({exc.__class__.__name__})") from None
 
 
 def read_extra(path: str | os.PathLike, name: str) -> np.ndarray | None:

@@ -19,7 +19,8 @@ import h5py
 import numpy as np
 
 from mil_crcrs.data import _peers
-from mil_crcrs.data._h5 import FORMAT_NAME, open_h5, our_fields
+from mil_crcrs.data._h5 import FORMAT_NAME, our_fields
+from mil_crcrs.data._open import open_h5
 from mil_crcrs.errors import InputError, first_line
 
 

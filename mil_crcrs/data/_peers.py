@@ -27,6 +27,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from mil_crcrs.data._open import open_h5
 from mil_crcrs.errors import InputError
 
 CLAM = "CLAM"
@@ -185,16 +186,13 @@ def patches_fields(path: Path) -> dict[str, Any]:
     found = patches_file(path)
     if found is None:
         return {}
-    try:
-        with h5py.File(found, "r") as f:
-            if "coords" not in f:
-                return {}
-            ca = f["coords"].attrs
-            fields = trident_coords_fields(ca) if "patch_size_level0" in ca else {}
-            fields.pop("name", None)
-            return _known({**clam_coords_fields(ca), **_known(fields)})
-    except OSError:
-        return {}
+    with open_h5(found) as f:
+        if "coords" not in f:
+            return {}
+        ca = f["coords"].attrs
+        fields = trident_coords_fields(ca) if "patch_size_level0" in ca else {}
+        fields.pop("name", None)
+        return _known({**clam_coords_fields(ca), **_known(fields)})
 
 
 def pt_companion(path: Path) -> tuple[str, Path | None]:

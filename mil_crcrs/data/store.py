@@ -337,6 +337,11 @@ class FeatureStore:
         return ", ".join(map(str, self._roots))
 
     @property
+    def roots(self) -> list[Path]:
+        """The folders (or files) the store was given."""
+        return list(self._roots)
+
+    @property
     def slide_ids(self) -> list[str]:
         return sorted(self._paths)
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from mil_crcrs._version import __version__
-from mil_crcrs.atomic import atomic_path, write_json
+from mil_crcrs.atomic import atomic_path, save_tensors, write_json
 from mil_crcrs.data.cohort import Cohort
 from mil_crcrs.data.store import FeatureStore
 from mil_crcrs.errors import InputError
@@ -168,7 +168,7 @@ class FoldCheckpoints:
         info_path, weights_path = self._paths(key)
         state = {key: value.detach().cpu() for key, value in model.state_dict().items()}
         with atomic_path(weights_path, suffix=".pt.tmp") as tmp:
-            torch.save(state, tmp)
+            save_tensors(state, tmp)
         record = {
             **info,
             "key": key,

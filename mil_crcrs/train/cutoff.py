@@ -70,6 +70,8 @@ def risk_group(risk: np.ndarray, cutoff: float | Cutoff) -> np.ndarray:
     """
     value = cutoff.value if isinstance(cutoff, Cutoff) else float(cutoff)
     risk = np.asarray(risk, dtype=np.float64)
+    if not (np.isfinite(value) and np.isfinite(risk).all()):
+        raise ValueError("a non-finite risk or cutoff has no risk group")
     return np.where(risk > value, HIGH, LOW).astype(object)
 
 

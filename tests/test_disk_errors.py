@@ -1,0 +1,94 @@
+"""The file system says no: every command ends in one line naming the file, never a traceback.
+
+A path under a regular file and a full disk (a write that raises ``ENOSPC``, and in the slow tier
+a real 200 KB tmpfs) through ``fit``, ``predict``, ``report`` and ``heatmap``.
+"""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.helpers import assert_one_line_error, run
+
+
+@pytest.fixture
+def work(tmp_path, tiny_model) -> Path:
+    shutil.copytree(tiny_model, tmp_path / "work")
+    (tmp_path / "work" / "a_file").write_text("not a folder")
+    table = pd.read_csv(tmp_path / "work" / "cohort.csv")
+    table["age"] = 50 + 2 * table.index  # a covariate for the report
+    table.to_csv(tmp_path / "work" / "cohort.csv", index=False)
+    return tmp_path / "work"
+
+
+def _commands(work: Path, out: Path) -> dict[str, list]:
+    model, features, table = work / "model", work / "features", work / "cohort.csv"
+    oof = model / "oof_predictions.csv"
+    return {
+        "fit": ["fit", "--features", features, "--clinical", table, "--out", out, "--folds", "2"],
+        "predict": ["predict", "--model", model, "--features", features, "--out", out / "p.csv"],
+        "report": ["report", "--predictions", oof, "--clinical", table, "--covariates", "age"]
+        + ["--out", out],
+        "heatmap": ["heatmap", "--model", model, "--features", features, "--out", out],
+    }
+
+
+@pytest.mark.parametrize("command", ["fit", "predict", "report", "heatmap"])
+def test_an_output_under_a_regular_file_is_one_line(work, command):
+    out = work / "a_file" / "out"
+    result = run(*_commands(work, out)[command])
+    assert_one_line_error(result, str(work / "a_file"))
+
+
+def test_a_full_disk_while_writing_predictions_is_one_line(work, monkeypatch):
+    def full(self, path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full)
+    result = run(*_commands(work, work / "out")["predict"])
+    assert_one_line_error(result, "No space left on device", "free some space")
+    assert not list((work / "out").glob("*.csv"))
+
+
+def _tmpfs(folder: Path, options: str):
+    """Mount a tmpfs at ``folder`` (root only; the test is skipped where it is not allowed)."""
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)])
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield folder
+    subprocess.run(["umount", str(folder)])
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    yield from _tmpfs(tmp_path / "small", "size=200k")
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    yield from _tmpfs(tmp_path / "ro", "ro,size=100k")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["fit", "predict", "report", "heatmap"])
+def test_a_read_only_folder_is_one_line_before_any_work(work, read_only, command):
+    result = run(*_commands(work, read_only / "out")[command])
+    assert_one_line_error(result, str(read_only), "Read-only file system")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["fit", "predict", "heatmap"])
+def test_a_really_full_disk_is_one_line(work, small_disk, command):
+    with open(small_disk / "ballast", "wb", buffering=0) as ballast:  # fill it to the last byte
+        with pytest.raises(OSError):
+            while True:
+                ballast.write(b"\0" * 4096)
+    result = run(*_commands(work, small_disk / "out")[command])
+    assert_one_line_error(result, "No space left on device")
