@@ -98,6 +98,12 @@ def command(
     from feature_extraction.view.phenotypes import read_phenotypes
     from feature_extraction.view.site import Site
 
+    if export_dir is not None:  # before any work: the export may not replace what it reads
+        from mil_crcrs.atomic import refuse_overwrite
+
+        inputs = {"--slides": slides, "--model": model_dir, "--heatmaps": heatmaps}
+        inputs |= {"--features": features, "--clinical": clinical, "--phenotypes": phenotypes}
+        refuse_overwrite({"--export": export_dir}, inputs, folders={"--export"})
     source = open_scores(model_dir, heatmaps, features, clinical, columns, time_unit)
     classes = read_phenotypes(phenotypes) if phenotypes is not None else None
     site = Site(source, slides_in(slides), HeatmapSettings(top_k=top_k), classes)

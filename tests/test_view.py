@@ -382,3 +382,21 @@ def test_every_file_of_the_page_is_package_data():
     needed = {p for p in STATIC_DIR.rglob("*") if p.is_file()}
     assert needed and needed <= shipped
     assert (STATIC_DIR / "openseadragon" / "LICENSE.txt") in shipped
+
+
+def test_cli_export_never_replaces_an_input(view_cohort, tmp_path):
+    c = view_cohort
+    before = sorted(p.name for p in c.slides.iterdir())
+    for target in (c.slides, c.slides.parent, c.features / "inside", c.model):
+        result = run("view", "--slides", c.slides, "--model", c.model, "--features", c.features,
+                     "--export", target)  # fmt: skip
+        assert_one_line_error(result, "--export", "may not overwrite")
+    assert sorted(p.name for p in c.slides.iterdir()) == before
+
+
+def test_export_site_never_replaces_a_slide(site, view_cohort):
+    from mil_crcrs.errors import InputError
+
+    with pytest.raises(InputError, match="may not overwrite"):
+        export_site(site, view_cohort.slides.parent, ["P001-S1"])
+    assert (view_cohort.slides / "P001-S1.tiff").is_file()

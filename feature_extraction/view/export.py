@@ -20,7 +20,7 @@ from pathlib import Path
 
 from feature_extraction.view.deepzoom import Pyramid, SlideUnavailable
 from feature_extraction.view.site import Site
-from mil_crcrs.atomic import atomic_dir
+from mil_crcrs.atomic import atomic_dir, refuse_overwrite
 from mil_crcrs.errors import SettingError
 
 #: Longest side of an exported slide's deepest level, in pixels, unless told.
@@ -58,7 +58,9 @@ def export_site(
     Raises
     ------
     SettingError
-        for an unknown slide id or a ``max_side_px`` under 256.
+        for an unknown slide id, too many slides or a ``max_side_px`` under 256.
+    InputError
+        for an ``out_dir`` that is, holds or lies inside a slide's folder.
     """
     from feature_extraction.view.app import STATIC_DIR
 
@@ -66,6 +68,12 @@ def export_site(
         raise SettingError("export_max_side", f"must be at least 256 px, got {max_side_px}")
     keys = _chosen(site, slide_ids)
     out_dir = Path(out_dir)
+    slides = [
+        site.deepzoom.files[e.slide_id]
+        for e in site.slides.values()
+        if e.slide_id in site.deepzoom.files
+    ]
+    refuse_overwrite({"out_dir": out_dir}, {"slides": slides}, folders={"out_dir"})
     with atomic_dir(out_dir) as tmp:
         shutil.copytree(STATIC_DIR, tmp / "static")
         shutil.copy(STATIC_DIR / "index.html", tmp / "index.html")
