@@ -9,7 +9,11 @@ DEMO_OUT ?= demo-output
 # local cache. They go in the same pip call as timm (pulled in by the `extract` extra).
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test test-slow lint bench clean
+# crcrs view's browser tests drive Debian's chromium through Playwright (never `playwright
+# install`); they skip, saying why, where it is missing.
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: setup browser demo test test-slow lint bench clean
 
 $(STAMP): setup.cfg pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +24,12 @@ $(STAMP): setup.cfg pyproject.toml Makefile
 
 setup: $(STAMP)
 
+# Installs chromium when it is missing and we can: as root, with apt-get (a fresh CI machine).
+browser:
+	@if [ ! -x $(CHROMIUM) ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	fi
+
 demo: $(STAMP)
 	$(BIN)/crcrs demo --out $(DEMO_OUT)
 
@@ -27,7 +37,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: $(STAMP) lint
+test: $(STAMP) lint browser
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)

@@ -66,3 +66,8 @@ def command(
     click.echo(f"time: {timing}")
     click.echo(f"heatmaps: {result.heatmap_dir}")
     click.echo(f"report:   {result.report_html}")
+    o = result.out_dir
+    click.echo(
+        f"viewer:   crcrs view --slides {o / 'cohort' / 'slides'} --model {result.model_dir} "
+        f"--features {o / 'features'} --clinical {o / 'cohort' / 'clinical.csv'}"
+    )

@@ -121,3 +121,14 @@ def sim(tmp_path_factory):
         seed=0,
     )
     return simulate_cohort(tmp_path_factory.mktemp("sim"), settings)
+
+
+# -- crcrs view -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def view_cohort(tmp_path_factory):
+    """A small demo-like cohort with slides, features and a fitted model (tests/_view_cohort.py)."""
+    from tests._view_cohort import build_view_cohort
+
+    return build_view_cohort(tmp_path_factory.mktemp("view_cohort"))
