@@ -107,6 +107,35 @@ def sole_writer(path: str | os.PathLike, command: str) -> Iterator[None]:
         os.close(fd)
 
 
+#: The file in which :func:`output_dir` lists what a run wrote.
+MANIFEST_NAME = "manifest.json"
+
+
+@contextlib.contextmanager
+def output_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder that becomes ``path`` whole when the block succeeds.
+
+    For outputs made of many files (a report, heatmaps): a run that is killed or fails leaves
+    the previous run's folder exactly as it was, never old and new files side by side. The new
+    folder lists its entries in ``manifest.json``; of the old folder's entries, those its own
+    manifest lists are dropped (they belong to the run being replaced) and anything else
+    (files a user put there) is kept (:func:`atomic_dir`).
+    """
+    path = Path(path)
+    old = _manifest(path / MANIFEST_NAME)
+    with atomic_dir(path, keep=lambda name: name not in old and name != MANIFEST_NAME) as tmp:
+        yield tmp
+        write_json(tmp / MANIFEST_NAME, sorted(p.name for p in tmp.iterdir()))
+
+
+def _manifest(path: Path) -> set[str]:
+    try:
+        names = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return set()
+    return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+
+
 def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import errno
 import json
 import re
 from pathlib import Path
@@ -439,3 +440,42 @@ def test_dollar_signs_in_names_and_levels_are_drawn_as_written(files, tmp_path):
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output and list(out.glob("figures/*.png"))
     assert r"$\foo$" in (out / "report.html").read_text()
+
+
+def test_a_failed_rerun_leaves_the_previous_report_whole_and_a_rerun_replaces_it(
+    files, tmp_path, monkeypatch
+):
+    """A killed re-run of ``report`` left old and new files side by side (``report.html`` said
+    one hazard ratio, ``cox.csv`` beside it another). The folder is now one run's, whole."""
+    from mil_crcrs.atomic import INCOMPLETE_MARK
+
+    out = tmp_path / "report"
+    args = _stage_only_args(files["train_pred"], files["train_clin"], out, "--bootstrap", "0")
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    (out / "my_notes.txt").write_text("mine")
+    first = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    calls = []
+
+    def dies_midway(path, frame, index=False):
+        calls.append(path)
+        if len(calls) == 3:  # the disk fills after two tables were written
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        frame.to_csv(path, index=index)
+
+    other = pd.read_csv(files["train_pred"])
+    other["crcrs"] = -other["crcrs"]  # a re-run on other scores: the tables differ
+    other["risk_group"] = other["risk_group"].map({"high": "low", "low": "high"})
+    other.to_csv(tmp_path / "other.csv", index=False)
+    rerun = _stage_only_args(tmp_path / "other.csv", files["train_clin"], out, "--bootstrap", "0")
+    monkeypatch.setattr("mil_crcrs.stats.report.write_csv", dies_midway)
+    assert CliRunner().invoke(cli, rerun).exit_code == 2
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == first
+    assert not [p for p in tmp_path.iterdir() if INCOMPLETE_MARK in p.name]
+    monkeypatch.undo()
+    (out / "stale.csv").write_text("not listed by the last run: a user's file")
+    assert CliRunner().invoke(cli, args).exit_code == 0
+    assert (out / "my_notes.txt").read_text() == "mine" and (out / "stale.csv").exists()
+    listed = json.loads((out / "manifest.json").read_text())
+    kept = ("my_notes.txt", "stale.csv", "manifest.json")
+    assert listed == sorted(p.name for p in out.iterdir() if p.name not in kept)
+    assert "report.html" in listed and "figures" in listed

@@ -72,6 +72,7 @@ def test_path_like_patient_ids_never_write_outside_the_output_folders(sandbox):
         sandbox / "p.run.log",
         sandbox / "attention",
         sandbox / "heatmaps",
+        sandbox / ".heatmaps.lock",  # heatmap's one-writer lock, named by --out, not by ids
     ]
     predicted = CliRunner().invoke(
         cli, ["predict", *common, "--out", str(outputs[0]), "--attention", str(outputs[2])]

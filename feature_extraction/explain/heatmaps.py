@@ -39,7 +39,7 @@ from feature_extraction.explain.gradcam import GradCAMSettings
 from feature_extraction.explain.patient import IMAGE_COLUMNS, PatientOutputs
 from feature_extraction.explain.pixels import slide_files
 from mil_crcrs._version import __version__
-from mil_crcrs.atomic import write_csv, write_json
+from mil_crcrs.atomic import output_dir, write_csv, write_json
 from mil_crcrs.data.cohort import Cohort, Columns
 from mil_crcrs.data.inputs import Inputs, open_inputs
 from mil_crcrs.data.store import FeatureStore
@@ -164,31 +164,42 @@ def make_heatmaps(
     encoder = None
     if job.gradcam is not None:
         encoder = _gradcam_encoder(inputs, files, slides is not None, job).to(device)
-    outputs = PatientOutputs(
-        model,
-        inputs.store,
-        files,
-        out_dir,
-        settings=job.heatmap,
-        gradcam=job.gradcam,
-        encoder=encoder,
-        tile_size=job.tile_size,
-        geojson=job.geojson,
-    )
-
-    image_rows: list[dict[str, Any]] = []
-    tile_tables: list[pd.DataFrame] = []
-    for i in range(len(bags)):
-        rows, table = outputs.write(bags[i])
-        image_rows.extend(rows)
-        tile_tables.append(table)
-
-    images = pd.DataFrame(image_rows, columns=IMAGE_COLUMNS)
-    tiles = pd.concat(tile_tables, ignore_index=True) if tile_tables else pd.DataFrame()
-    write_csv(out_dir / INDEX_NAME, images)
-    write_csv(out_dir / TILES_NAME, tiles)
-    write_json(out_dir / SETTINGS_NAME, _record(model, features, files, len(inputs.cohort), job))
+    with output_dir(out_dir) as tmp:  # all of one run, or the previous run's untouched
+        outputs = PatientOutputs(
+            model,
+            inputs.store,
+            files,
+            tmp,
+            settings=job.heatmap,
+            gradcam=job.gradcam,
+            encoder=encoder,
+            tile_size=job.tile_size,
+            geojson=job.geojson,
+        )
+        image_rows: list[dict[str, Any]] = []
+        tile_tables: list[pd.DataFrame] = []
+        for i in range(len(bags)):
+            rows, table = outputs.write(bags[i])
+            image_rows.extend(rows)
+            tile_tables.append(table)
+        images = _moved(pd.DataFrame(image_rows, columns=IMAGE_COLUMNS), "path", tmp, out_dir)
+        tiles = pd.concat(tile_tables, ignore_index=True) if tile_tables else pd.DataFrame()
+        tiles = _moved(tiles, "gradcam_path", tmp, out_dir)
+        write_csv(tmp / INDEX_NAME, images)
+        write_csv(tmp / TILES_NAME, tiles)
+        write_json(tmp / SETTINGS_NAME, _record(model, features, files, len(inputs.cohort), job))
     return HeatmapResult(out_dir=out_dir, images=images, tiles=tiles)
+
+
+def _moved(table: pd.DataFrame, column: str, tmp: Path, final: Path) -> pd.DataFrame:
+    """``table`` with the paths in ``column`` written under ``tmp`` given under ``final``."""
+    if column in table:
+        prefix = str(tmp)
+        table[column] = [
+            str(final) + p[len(prefix) :] if isinstance(p, str) and p.startswith(prefix) else p
+            for p in table[column]
+        ]
+    return table
 
 
 def _gradcam_encoder(

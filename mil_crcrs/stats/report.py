@@ -48,7 +48,7 @@ from typing import Any
 import pandas as pd
 
 from mil_crcrs._version import __version__
-from mil_crcrs.atomic import atomic_path, write_csv, write_json
+from mil_crcrs.atomic import output_dir, write_csv, write_json
 from mil_crcrs.data.cohort import DataWarning
 from mil_crcrs.errors import InputError
 from mil_crcrs.stats.report_cohorts import cohort_row, fit_training_models, prepare_cohort
@@ -102,7 +102,8 @@ def build_report(
     Parameters
     ----------
     predictions, clinical : the training cohort (paths or data frames)
-    out_dir : output folder (created; files in it are replaced atomically)
+    out_dir : output folder, replaced whole when the report is complete (a failed or killed
+        run leaves the previous report as it was; files a user put there are kept)
     settings : see :class:`ReportSettings`
     validation_predictions, validation_clinical : an external cohort, both or neither
     extra_images : image files (PNG, JPEG, SVG, GIF) embedded at the end, e.g. heatmaps
@@ -178,26 +179,22 @@ def _write(
     images: list[Path],
     notes: tuple[str, ...],
 ) -> Report:
-    out.mkdir(parents=True, exist_ok=True)
-    for name, frame in tables.items():
-        write_csv(out / f"{name}.csv", frame)
-    write_json(out / "settings.json", _settings_dict(settings))
-    write_json(
-        out / "results.json",
-        {
-            "version": __version__,
-            "time_unit": settings.time_unit,
-            "warnings": list(notes),
-            "tables": {name: _records(frame) for name, frame in tables.items()},
-        },
-    )
-    fig_dir = out / "figures"
-    fig_dir.mkdir(exist_ok=True)
-    for i, (section, cohort, _, png) in enumerate(figures):
-        with atomic_path(fig_dir / f"{i:02d}_{section}_{cohort}.png") as tmp:
-            tmp.write_bytes(png)
     page = render_html(settings, tables, figures, images, notes)
-    path = out / "report.html"
-    with atomic_path(path) as tmp:
-        tmp.write_text(page, encoding="utf-8")
-    return Report(html=path, out_dir=out, tables=tables, warnings=notes)
+    with output_dir(out) as tmp:  # all of one run, or the previous run's untouched
+        for name, frame in tables.items():
+            write_csv(tmp / f"{name}.csv", frame)
+        write_json(tmp / "settings.json", _settings_dict(settings))
+        write_json(
+            tmp / "results.json",
+            {
+                "version": __version__,
+                "time_unit": settings.time_unit,
+                "warnings": list(notes),
+                "tables": {name: _records(frame) for name, frame in tables.items()},
+            },
+        )
+        (tmp / "figures").mkdir()
+        for i, (section, cohort, _, png) in enumerate(figures):
+            (tmp / "figures" / f"{i:02d}_{section}_{cohort}.png").write_bytes(png)
+        (tmp / "report.html").write_text(page, encoding="utf-8")
+    return Report(html=out / "report.html", out_dir=out, tables=tables, warnings=notes)
