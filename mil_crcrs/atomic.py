@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import glob
 import json
 import os
 import shutil
@@ -102,9 +103,32 @@ def sole_writer(path: str | os.PathLike, command: str) -> Iterator[None]:
                 f"{path}: another crcrs {command} is writing here; wait for it to finish or "
                 "choose another --out"
             ) from None
+        sweep_leftovers(path)  # with the lock held, no live run owns them
         yield
     finally:
         os.close(fd)
+
+
+def sweep_leftovers(path: str | os.PathLike) -> list[Path]:
+    """Remove what killed writers of ``path`` left beside it; returns what was removed.
+
+    Call it only while no one else writes ``path`` (:func:`sole_writer` does). Every
+    ``.<name>.incomplete-*`` folder is removed; an ``.<name>.old-*`` folder (a swap cut short
+    after its first rename, :func:`atomic_dir`) is put back at ``path`` if ``path`` is missing,
+    and removed if ``path`` has everything it holds, else left alone for the user to look at.
+    """
+    path = Path(path)
+    removed = []
+    for leftover in sorted(path.parent.glob(f".{glob.escape(path.name)}{INCOMPLETE_MARK}*")):
+        shutil.rmtree(leftover, ignore_errors=True)
+        removed.append(leftover)
+    for old in sorted(path.parent.glob(f".{glob.escape(path.name)}.old-*")):
+        if not path.exists():
+            os.replace(old, path)  # the previous folder, as it was before the cut-short swap
+        elif all((path / entry.name).exists() for entry in old.iterdir()):
+            shutil.rmtree(old, ignore_errors=True)
+            removed.append(old)
+    return removed
 
 
 #: The file in which :func:`output_dir` lists what a run wrote.

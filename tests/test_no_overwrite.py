@@ -137,3 +137,22 @@ def test_a_second_writer_to_one_output_folder_is_refused_while_the_first_runs(wo
         assert not out.exists()
     with sole_writer(out, "fit"):  # the lock is released however the holder ends
         pass
+
+
+def test_leftovers_of_killed_writers_are_swept_when_the_next_writer_starts(tmp_path):
+    from mil_crcrs.atomic import sole_writer
+
+    out = tmp_path / "report"
+    (tmp_path / ".report.incomplete-abc").mkdir()  # a run killed while writing
+    (tmp_path / ".report.incomplete-abc" / "cox.csv").write_text("half")
+    (tmp_path / ".report.old-def").mkdir()  # a swap cut short: the previous folder, aside
+    (tmp_path / ".report.old-def" / "report.html").write_text("previous")
+    (tmp_path / ".other.incomplete-xyz").mkdir()  # another output's: not ours to sweep
+    with sole_writer(out, "report"):
+        assert (out / "report.html").read_text() == "previous"  # put back, not lost
+        assert not list(tmp_path.glob(".report.incomplete-*"))
+    (tmp_path / ".report.old-ghi").mkdir()  # a swap that completed before the kill
+    (tmp_path / ".report.old-ghi" / "report.html").write_text("older")
+    with sole_writer(out, "report"):
+        assert not list(tmp_path.glob(".report.old-*"))
+    assert (tmp_path / ".other.incomplete-xyz").exists()
