@@ -505,3 +505,37 @@ def test_gpu_bf16_channels_last_compile_matches_cpu(slides, tmp_path):
     b = read_bag(tmp_path / "gpu" / "slide0.h5")
     assert np.array_equal(a.coords, b.coords)
     assert _cosine(a.features, b.features).min() > 0.98
+
+
+def test_a_loader_worker_ends_with_the_process_that_started_it(tmp_path):
+    """A SIGTERMed ``crcrs extract`` left its reader processes running for up to 40 s; with
+    ``die_with_parent`` (the loader's worker_init_fn) the kernel ends them with their parent."""
+    script = (
+        "import os, sys, time\n"
+        "from feature_extraction.stream import die_with_parent\n"
+        "parent = os.getpid()\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    die_with_parent(0, parent=parent)\n"
+        "    time.sleep(60)\n"
+        "    os._exit(0)\n"
+        "print(child, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    middle = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    worker = int(middle.stdout.readline())
+    time.sleep(0.3)  # the worker has made its call
+    middle.send_signal(signal.SIGKILL)  # no handler runs: only the kernel can end the worker
+    middle.wait()
+
+    def alive(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return False
+        return "\nState:\tZ" not in state  # a zombie has ended, waiting to be reaped
+
+    deadline = time.monotonic() + 5
+    while alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(worker)
