@@ -194,12 +194,22 @@ def _read_models(directory: Path, config: Mapping[str, Any]) -> list[MILModel]:
             raise InputError(
                 f"{directory / CONFIG_NAME}: weights {name!r} is not a file in {directory}"
             )
-        model = create_model(**config["model"])
+        model = _recorded_model(directory / CONFIG_NAME, config["model"])
         if config.get("feature_norm"):  # filled from input_norm.mean/.sd in the weights
             model.input_norm = FeatureNorm.placeholder(int(config["feature_dim"]))
         model.load_state_dict(_load_state(directory / name, model, digest))
         models.append(model)
     return models
+
+
+def _recorded_model(path: Path, record: Mapping[str, Any]) -> MILModel:
+    """The (untrained) model ``config.json`` at ``path`` records; an error naming the file."""
+    try:
+        return create_model(**record)
+    except InputError as exc:
+        raise InputError(f"{path}: {exc}") from None
+    except (TypeError, ValueError, RuntimeError, OverflowError) as exc:  # bad hyperparameters
+        raise InputError(f"{path}: model {first_line(exc)}") from None
 
 
 def _read_metrics(path: Path) -> dict[str, Any]:

@@ -3,10 +3,14 @@
 Hypothesis writes HDF5 files with random feature and coordinate datasets (wrong dtypes, ranks
 and shapes, zero tiles, NaN and inf, coords that do not match, a group where a dataset should
 be, declared shapes far larger than memory), random attributes (our format with odd versions,
-TRIDENT-like ones), files truncated at a random byte, random bytes, and a folder named
-``x.h5``. The property: :func:`read_bag` (and the :class:`FeatureStore` around it) returns
-``features`` (n >= 1, dim >= 1) finite floats with ``coords`` (n, 2) int64, or raises
-:class:`InputError` with one line naming the file. Examples are derandomized.
+TRIDENT-like ones, arrays and bytes where text is expected), hostile structure (external
+links, virtual datasets and external raw storage pointing at files outside the folder, soft
+links inside the file, coordinates stored as strings, a group named ``coords``), files
+truncated at a random byte, random bytes, and a folder named ``x.h5``. The property:
+:func:`read_bag` (and the :class:`FeatureStore` around it) returns ``features`` (n >= 1,
+dim >= 1) finite floats with ``coords`` (n, 2) int64, or raises :class:`InputError` with one
+line naming the file; a file that points outside itself is always refused. Examples are
+derandomized.
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ def arrays(draw, rank_bias: int = 2) -> np.ndarray:
 def feature_files(draw) -> dict:
     """A description of one file to write (see :func:`write`)."""
     kind = draw(st.sampled_from(["h5"] * 6 + ["truncated", "bytes", "folder", "huge", "group"]))
+    structure = draw(st.sampled_from([None] * 6 + list(STRUCTURES)))
     features = draw(arrays())
     if draw(st.booleans()) and features.ndim == 2:  # coords that fit, mostly
         coords = np.arange(features.shape[0] * 2).reshape(-1, 2) * 256
@@ -68,17 +73,83 @@ def feature_files(draw) -> dict:
                 {"format": FORMAT_NAME, "format_version": "one"},
                 {"format": FORMAT_NAME},
                 {"format": b"\xff\xfe", "slide_id": "../x"},
+                {"format": FORMAT_NAME, "format_version": np.array([1, 2]), "slide_id": 5},
+                {"format": np.zeros(3), "tile_size_px": "big", "target_mpp": b"0.5"},
             ]
         )
     )
     return {
         "kind": kind,
+        "structure": structure,
         "features": features,
         "coords": coords,
         "attrs": attrs,
         "cut": draw(st.floats(0.0, 0.99)),
         "noise": draw(st.binary(max_size=64)),
     }
+
+
+def _secret(folder: Path) -> Path:
+    """Files outside the feature folder (``../outside/``) that no reader may take bytes from."""
+    folder = folder.parent / "outside"
+    folder.mkdir(exist_ok=True)
+    path = folder / "secret.h5"
+    if not path.exists():
+        with h5py.File(path, "w") as f:
+            f["data"] = np.full((3, 2), 7.0, np.float32)
+        (folder / "secret.bin").write_bytes(np.full(6, 7.0, np.float32).tobytes())
+    return path
+
+
+def _replace(f: h5py.File, name: str) -> None:
+    if name in f:
+        del f[name]
+
+
+def _external_link(f: h5py.File, folder: Path) -> None:
+    _replace(f, "features")
+    f["features"] = h5py.ExternalLink(str(_secret(folder)), "data")
+
+
+def _virtual(f: h5py.File, folder: Path) -> None:
+    _replace(f, "coords")
+    layout = h5py.VirtualLayout(shape=(3, 2), dtype="float32")
+    layout[:] = h5py.VirtualSource(str(_secret(folder)), "data", shape=(3, 2))
+    f.create_virtual_dataset("coords", layout)
+
+
+def _external_raw(f: h5py.File, folder: Path) -> None:
+    raw = _secret(folder).with_suffix(".bin")
+    _replace(f, "features")
+    f.create_dataset("features", (3, 2), "float32", external=[(str(raw), 0, 24)])
+
+
+def _soft_link(f: h5py.File, folder: Path) -> None:
+    if "coords" in f:  # inside the file: allowed, read as what it points to
+        _replace(f, "features")
+        f["features"] = h5py.SoftLink("/coords")
+
+
+def _string_coords(f: h5py.File, folder: Path) -> None:
+    _replace(f, "coords")
+    f["coords"] = np.array([[b"0", b"256"]] * 3)
+
+
+def _coords_group(f: h5py.File, folder: Path) -> None:
+    _replace(f, "coords")
+    f.create_group("coords")
+
+
+#: Ways a file's structure can be hostile; the first three point outside the file.
+STRUCTURES = {
+    "external link": _external_link,
+    "virtual dataset": _virtual,
+    "external raw storage": _external_raw,
+    "soft link": _soft_link,
+    "string coords": _string_coords,
+    "coords group": _coords_group,
+}
+OUTSIDE = ("external link", "virtual dataset", "external raw storage")
 
 
 def write(spec: dict, path: Path) -> None:
@@ -101,19 +172,23 @@ def write(spec: dict, path: Path) -> None:
         if spec["coords"] is not None and kind not in ("huge",):
             f.create_dataset("coords", data=spec["coords"])
         f.attrs.update(spec["attrs"])
+        if spec.get("structure") and kind in ("h5", "truncated"):
+            STRUCTURES[spec["structure"]](f, path.parent)
     if kind == "truncated":
         data = path.read_bytes()
         path.write_bytes(data[: int(len(data) * spec["cut"])])
 
 
-def check_read(path: Path) -> None:
-    """The property for one file."""
+def check_read(path: Path, structure: str | None = None) -> None:
+    """The property for one file: read as written, or refused in one line naming it; a file
+    that points outside itself is always refused."""
     try:
         bag = read_bag(path)
     except InputError as exc:
         message = str(exc)
         assert len(message.splitlines()) == 1 and str(path) in message, message
         return
+    assert structure not in OUTSIDE, f"read a {structure}"
     n, dim = bag.features.shape
     assert n >= 1 and dim >= 1 and bag.features.dtype.kind == "f"
     assert np.isfinite(bag.features).all()
@@ -124,10 +199,12 @@ def check_read(path: Path) -> None:
 @FUZZ
 @given(spec=feature_files())
 def test_fuzzed_feature_files_are_read_as_valid_bags_or_refused_in_one_line(spec):
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "slide.h5"
+    with tempfile.TemporaryDirectory() as root:
+        folder = Path(root) / "features"
+        folder.mkdir()
+        path = folder / "slide.h5"
         write(spec, path)
-        check_read(path)
+        check_read(path, spec["structure"])
         store = FeatureStore(folder)  # a folder named x.h5 is not a feature file
         assert store.slide_ids == ([] if spec["kind"] == "folder" else ["slide"])
 

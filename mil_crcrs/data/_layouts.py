@@ -73,6 +73,8 @@ def read_h5(path: Path, with_data: bool) -> tuple[dict[str, Any], Any, Any]:
         _check_shapes(path, feats.shape, coords.shape)
         if feats.dtype.kind != "f":
             raise InputError(f"{path}: '{name}' must be floating point, got {feats.dtype}")
+        if coords.dtype.kind not in "iuf":  # strings read as numbers would be a guess
+            raise InputError(f"{path}: 'coords' must be numbers, got {coords.dtype}")
         fields.update(n_tiles=int(feats.shape[0]), feature_dim=int(feats.shape[1]))
         fields["dtype"] = str(feats.dtype)
         if not with_data:
