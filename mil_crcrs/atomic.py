@@ -36,6 +36,11 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        if exc.filename or not exc.errno:
+            raise
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc  # say which file
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise

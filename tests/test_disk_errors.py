@@ -92,3 +92,26 @@ def test_a_really_full_disk_is_one_line(work, small_disk, command):
                 ballast.write(b"\0" * 4096)
     result = run(*_commands(work, small_disk / "out")[command])
     assert_one_line_error(result, "No space left on device")
+
+
+@pytest.mark.slow
+def test_extract_onto_a_full_disk_is_one_line_not_a_segfault(tmp_path):
+    """HDF5 segfaulted (exit 139) closing a feature file whose write failed for a full disk;
+    the writer now checks the space first."""
+    import sys
+
+    pytest.importorskip("openslide")
+    from benchmarks.kill_extract import ROOT, TINY, make_slides
+
+    make_slides(tmp_path / "slides", 2)
+    (tmp_path / "slides" / "bad.svs").unlink()
+    for size in ("800k", "2m"):  # room for the QC images, not for the features
+        disk = next(_tmpfs(tmp_path / size, f"size={size}"))
+        command = [sys.executable, "-m", "cli.main", "extract", str(tmp_path / "slides")]
+        done = subprocess.run(
+            [*command, "--out", str(disk / "f"), *TINY], cwd=ROOT, capture_output=True, text=True
+        )
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and lines[-1].startswith("error: "), done.stderr[-500:]
+        assert "No space left on device" in lines[-1] and "Traceback" not in done.stderr
+        subprocess.run(["umount", str(disk)])

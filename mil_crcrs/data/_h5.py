@@ -18,8 +18,10 @@ and the coordinates of a CLAM or TRIDENT patch file (:func:`read_coords_file`).
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,8 @@ FORMAT_NAME = "mil_crcrs.features"
 FORMAT_VERSION = 1
 LAYOUT_OURS = "mil_crcrs"
 ATTENTION_FORMAT = "mil_crcrs.attention"
+#: Free disk space a feature file leaves untouched, for HDF5's metadata and its closing flush.
+SPACE_RESERVE = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -165,6 +169,7 @@ class FeatureWriter:
             )
         if not finite_mask(features).all():
             raise InputError(f"{self.path}: features contain NaN or inf")
+        self._check_space(features.shape[0] * (self.dim * self.dtype.itemsize + 16))
         n = features.shape[0]
         start = self.n_tiles
         self._features.resize(start + n, axis=0)
@@ -172,6 +177,13 @@ class FeatureWriter:
         self._features[start:] = features.astype(self.dtype, copy=False)
         self._coords[start:] = coords.astype(np.int64, copy=False)
         self.n_tiles += n
+
+    def _check_space(self, nbytes: int) -> None:
+        """Refuse to write where the disk cannot take ``nbytes`` and a reserve: HDF5 does not
+        survive a write that fails for a full disk (the process segfaults on closing)."""
+        free = shutil.disk_usage(self._tmp.parent).free
+        if free < nbytes + SPACE_RESERVE:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
 
     def add_dataset(self, name: str, data: np.ndarray) -> None:
         """Store one more per-tile array beside the features (e.g. a simulation's truth)."""
