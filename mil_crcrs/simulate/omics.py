@@ -49,7 +49,7 @@ class OmicsSimulationSettings:
     n_genes: int = 2000
     n_mutation_genes: int = 200
     n_planted_genes: int = 4
-    mutation_log_odds: float = 1.0
+    mutation_log_odds: float = 1.5
     n_gene_sets: int = 20
     set_size: int = 40
     set_shift: float = 0.35
