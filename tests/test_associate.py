@@ -127,7 +127,7 @@ def test_fisher_and_fdr_match_scipy_and_statsmodels():
         assert row["p_fisher"] == pytest.approx(fisher_exact(t)[1], rel=1e-12)
         ci = Table2x2(t, shift_zeros=True).oddsratio_confint()
         assert (row["or_ci_low"], row["or_ci_high"]) == pytest.approx(ci, rel=1e-12)
-        p_rank = mannwhitneyu(scores["crcrs"][m], scores["crcrs"][~m])[1]
+        p_rank = mannwhitneyu(scores["crcrs"][m], scores["crcrs"][~m], method="asymptotic")[1]
         assert row["p_rank"] == pytest.approx(p_rank, rel=1e-12)
     expected = multipletests(table["p_fisher"], method="fdr_bh")[1]
     np.testing.assert_allclose(table["fdr_fisher"], expected, rtol=1e-12)
@@ -136,6 +136,21 @@ def test_fisher_and_fdr_match_scipy_and_statsmodels():
     q = bh_fdr(p)
     assert np.isnan(q[1])
     np.testing.assert_allclose(q[[0, 2, 3]], multipletests(p[[0, 2, 3]], method="fdr_bh")[1])
+
+
+def test_the_vectorised_rank_test_matches_scipy_with_ties():
+    from scipy.stats import mannwhitneyu
+
+    from mil_crcrs.omics.mutations import rank_test
+
+    rng = np.random.default_rng(4)
+    score = np.round(rng.normal(size=50), 1)  # many ties
+    groups = rng.random((50, 6)) < 0.3
+    auc, p = rank_test(score, groups)
+    for k in range(6):
+        u, p_scipy = mannwhitneyu(score[groups[:, k]], score[~groups[:, k]], method="asymptotic")
+        assert p[k] == pytest.approx(p_scipy, rel=1e-10)
+        assert auc[k] == pytest.approx(u / (groups[:, k].sum() * (~groups[:, k]).sum()))
 
 
 # --- expression and GSEA ----------------------------------------------------------------------
