@@ -271,6 +271,18 @@ def test_associate_finds_what_the_simulated_study_planted(study):
     assert {"oncoprint.png", "volcano.png", "enrichment_1.png", "box_1.png"} <= set(figures)
 
 
+def test_the_report_section_shows_the_top_findings_with_figures(study):
+    from mil_crcrs.stats.report_associate import associate_section
+
+    root, sim = study
+    page = associate_section(root / "out")
+    assert "What goes with a high CRCRS" in page and "PLANTED_MUT" in page
+    assert "Fisher" in page and "BH across" in page and "on 160 patients" in page
+    assert page.count("data:image/png;base64") >= 4
+    with pytest.raises(InputError, match="no associate.json"):
+        associate_section(sim.folder)
+
+
 def test_the_cli_writes_a_run_log_with_patient_counts(study):
     root, sim = study
     out = root / "cli-out"

@@ -70,9 +70,10 @@ def enrichment_plot(name: str, curve: np.ndarray, hits: np.ndarray, row: pd.Seri
     ax.axhline(0, color="black", lw=0.5)
     ax.set_ylabel("running ES")
     ax.set_xticks([])
-    ax.set_title(
-        f"{name}: NES {row['nes']:.2f}, p {row['p']:.3g}, FDR {row['fdr']:.3g}", fontsize=9
-    )
+    floor = 1.0 / float(row["permutations"])  # gseapy reports p = 0 below one permutation
+    p = f"p {row['p']:.3g}" if row["p"] > 0 else f"p < {floor:.2g}"
+    fdr = f"FDR {row['fdr']:.3g}" if row["fdr"] > 0 else f"FDR < {floor:.2g}"
+    ax.set_title(f"{name}: NES {row['nes']:.2f}, {p}, {fdr}", fontsize=9)
     ticks = fig.add_axes([0.12, 0.14, 0.84, 0.14], sharex=ax)
     ticks.vlines(hits, 0, 1, color="black", lw=0.5)
     ticks.set_yticks([])

@@ -106,6 +106,7 @@ def prerank(
         )
         curves[name] = (np.asarray(r["RES"], float), np.asarray(r["hits"], int))
     table = pd.DataFrame(rows)
+    table["permutations"] = permutations  # p = 0 means p < 1 / permutations
     table["test"] = f"pre-ranked GSEA (gseapy {gseapy.__version__}, {permutations} permutations)"
     table["family"] = f"gene sets: gseapy's FDR across the {len(table)} sets tested"
     table = table.assign(abs_nes=table["nes"].abs()).sort_values(
@@ -115,5 +116,6 @@ def prerank(
 
 
 def _empty() -> pd.DataFrame:
-    cols = ["gene_set", "size", "es", "nes", "p", "fdr", "fwer", "leading_edge", "test", "family"]
+    cols = ["gene_set", "size", "es", "nes", "p", "fdr", "fwer", "leading_edge", "permutations",
+            "test", "family"]  # fmt: skip
     return pd.DataFrame(columns=cols)

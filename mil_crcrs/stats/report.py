@@ -51,6 +51,7 @@ from mil_crcrs._version import __version__
 from mil_crcrs.atomic import atomic_path, write_csv, write_json
 from mil_crcrs.data.cohort import DataWarning
 from mil_crcrs.errors import InputError
+from mil_crcrs.stats.report_associate import associate_section
 from mil_crcrs.stats.report_cohorts import cohort_row, fit_training_models, prepare_cohort
 from mil_crcrs.stats.report_html import IMAGE_TYPES, render_html
 from mil_crcrs.stats.report_inputs import load_patients
@@ -96,6 +97,7 @@ def build_report(
     validation_predictions: TableInput | None = None,
     validation_clinical: TableInput | None = None,
     extra_images: Sequence[str | os.PathLike] = (),
+    associate_dir: str | os.PathLike | None = None,
 ) -> Report:
     """Compute every statistic and write ``report.html``, the tables and the figures.
 
@@ -106,6 +108,7 @@ def build_report(
     settings : see :class:`ReportSettings`
     validation_predictions, validation_clinical : an external cohort, both or neither
     extra_images : image files (PNG, JPEG, SVG, GIF) embedded at the end, e.g. heatmaps
+    associate_dir : a ``crcrs associate`` output folder, shown as the omics section
 
     Returns
     -------
@@ -116,6 +119,7 @@ def build_report(
             "validation predictions and validation clinical table go together: give both or neither"
         )
     images = _check_images(extra_images)
+    sections = [associate_section(associate_dir)] if associate_dir is not None else []
     inputs = [("training", predictions, clinical)]
     if validation_predictions is not None:
         inputs.append(("validation", validation_predictions, validation_clinical))
@@ -138,7 +142,7 @@ def build_report(
     for note in parts.notes:
         warnings.warn(note, DataWarning, stacklevel=2)
     return _write(
-        Path(out_dir), settings, parts.merged(), parts.figures, images, tuple(parts.notes)
+        Path(out_dir), settings, parts.merged(), parts.figures, images, tuple(parts.notes), sections
     )
 
 
@@ -177,6 +181,7 @@ def _write(
     figures: list[ReportFigure],
     images: list[Path],
     notes: tuple[str, ...],
+    sections: list[str],
 ) -> Report:
     out.mkdir(parents=True, exist_ok=True)
     for name, frame in tables.items():
@@ -196,7 +201,7 @@ def _write(
     for i, (section, cohort, _, png) in enumerate(figures):
         with atomic_path(fig_dir / f"{i:02d}_{section}_{cohort}.png") as tmp:
             tmp.write_bytes(png)
-    page = render_html(settings, tables, figures, images, notes)
+    page = render_html(settings, tables, figures, images, notes, sections)
     path = out / "report.html"
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")
