@@ -69,6 +69,15 @@ def test_a_cbioportal_sample_table_maps_non_tcga_samples():
     assert mapping.patient_of == {"S1": "P1", "S2": "P2"}
 
 
+def test_a_sample_table_s_normal_samples_are_left_out():
+    from mil_crcrs.omics.barcodes import sample_table_map
+
+    table = pd.DataFrame({"PATIENT_ID": ["P1", "P1", "P2"], "SAMPLE_ID": ["S1", "S1-N", "S2"],
+                          "SAMPLE_TYPE": ["Primary", "Solid Tissue Normal", "Metastasis"]})  # fmt: skip
+    mapping = map_samples(["S1", "S1-N", "S2"], ["P1", "P2"], "f", sample_table_map(table, "t"))
+    assert mapping.patient_of == {"S1": "P1", "S2": "P2"} and mapping.n_normal == 1
+
+
 def test_two_tumour_samples_of_one_patient_is_an_error():
     with pytest.raises(InputError, match="TCGA-AA-0001.*two tumour samples"):
         map_samples(["TCGA-AA-0001-01", "TCGA-AA-0001-02"], ["TCGA-AA-0001"], "f")
@@ -294,6 +303,27 @@ def test_the_cli_writes_a_run_log_with_patient_counts(study):
     log = (out / "run.log").read_text()
     assert "160 tumour samples of scored patients used" in log and "classes counted: " in log
     assert "classes counted: Missense_Mutation)" in log
+
+
+def test_plain_tables_samples_by_genes_and_a_0_1_mutation_table(tmp_path):
+    scores = _scores(40, seed=5)
+    scores.rename_axis("patient_id").reset_index().to_csv(tmp_path / "pred.csv", index=False)
+    rng = np.random.default_rng(5)
+    high = (scores["risk_group"] == "high").to_numpy()
+    tpm = np.exp2(rng.normal(5, 1, (40, 30)))  # patients x genes, TPM-like
+    tpm[high, 0] *= 8.0
+    pd.DataFrame(tpm, index=scores.index, columns=[f"G{k}" for k in range(30)]).rename_axis(
+        "patient_id"
+    ).to_csv(tmp_path / "tpm.csv")
+    muts = pd.DataFrame(rng.random((40, 3)) < 0.4, index=scores.index, columns=["A", "B", "C"])
+    muts.astype(int).rename_axis("patient_id").to_csv(tmp_path / "muts.csv")
+    result = associate(tmp_path / "pred.csv", tmp_path / "out", mutations=tmp_path / "muts.csv",
+                       expression=tmp_path / "tpm.csv")  # fmt: skip
+    de = result.tables["expression"]
+    assert de["gene"].iloc[0] == "G0" and de["log2_fold_change"].iloc[0] > 2
+    assert "log2(x + 1) of linear values" in de["test"].iloc[0] and (de["n"] == 40).all()
+    assert sorted(result.tables["mutations"]["gene"]) == ["A", "B", "C"]
+    assert result.n_patients == {"mutations": 40, "expression": 40}
 
 
 # --- bad inputs: one line each ----------------------------------------------------------------

@@ -4,7 +4,8 @@ A TCGA barcode ``TCGA-AA-3514-01A-01D-1234-10`` names the patient in its first t
 (``TCGA-AA-3514``) and the sample type in the first two digits of the fourth: ``01``-``09`` are
 tumour samples (primary, recurrent, metastatic ...), ``10``-``19`` normal tissue or blood, ``20``
 and above controls. Only tumour samples are associated with a patient's CRCRS; the others are
-left out and counted in the run log.
+left out and counted in the run log; so are samples whose ``SAMPLE_TYPE`` in a cBioPortal sample
+table says normal.
 
 :func:`map_samples` maps each column (or row) of an omics file to a scored patient: through a
 cBioPortal ``data_clinical_sample.txt`` mapping when one is given, else a sample named as the
@@ -24,6 +25,8 @@ from mil_crcrs.errors import InputError
 
 #: ``TCGA-XX-XXXX`` then optionally ``-NN`` (sample type) and the rest of the barcode.
 TCGA_BARCODE = re.compile(r"^(TCGA-[A-Za-z0-9]{2}-[A-Za-z0-9]{4})(?:-(\d{2})[A-Za-z]?(?:-.*)?)?$")
+#: What :func:`sample_table_map` maps a sample to when its ``SAMPLE_TYPE`` says normal tissue.
+NORMAL_SAMPLE = "\x00normal"
 TUMOUR_TYPES = range(1, 10)
 NORMAL_TYPES = range(10, 20)
 
@@ -61,7 +64,8 @@ class SampleMap:
         """One line for the run log."""
         return (
             f"{len(self.patient_of)} tumour samples of scored patients used; {self.n_normal} "
-            f"normal/control samples (TCGA types 10-99) left out; {len(self.unmatched)} samples "
+            f"normal/control samples (TCGA types 10-99, or SAMPLE_TYPE normal) left out; "
+            f"{len(self.unmatched)} samples "
             "of patients without a score left out"
         )
 
@@ -92,7 +96,7 @@ def map_samples(
     n_normal, unmatched = 0, []
     for sample in map(str, samples):
         kind = tcga_sample_type(sample)
-        if kind is not None and kind not in TUMOUR_TYPES:
+        if (kind is not None and kind not in TUMOUR_TYPES) or known.get(sample) == NORMAL_SAMPLE:
             n_normal += 1
             continue
         patient = known.get(sample) or (sample if sample in scored else tcga_patient(sample))
@@ -123,12 +127,17 @@ def _refuse_duplicates(patient_of: Mapping[str, str], source: str) -> None:
 
 
 def sample_table_map(table: pd.DataFrame, source: str) -> dict[str, str]:
-    """``SAMPLE_ID -> PATIENT_ID`` of a cBioPortal ``data_clinical_sample.txt``."""
+    """``SAMPLE_ID -> PATIENT_ID`` of a cBioPortal ``data_clinical_sample.txt``; a sample whose
+    ``SAMPLE_TYPE`` names normal tissue maps to :data:`NORMAL_SAMPLE`."""
     missing = [c for c in ("SAMPLE_ID", "PATIENT_ID") if c not in table.columns]
     if missing:
         raise InputError(f"{source}: missing column(s) {', '.join(map(repr, missing))}")
     sample = table["SAMPLE_ID"].astype(str)
-    return dict(zip(sample, table["PATIENT_ID"].astype(str), strict=True))
+    patient = table["PATIENT_ID"].astype(str)
+    if "SAMPLE_TYPE" in table.columns:
+        normal = table["SAMPLE_TYPE"].astype(str).str.contains("normal", case=False)
+        patient = patient.where(~normal, NORMAL_SAMPLE)
+    return dict(zip(sample, patient, strict=True))
 
 
 def collapse_barcodes(barcodes: pd.Series) -> pd.Series:

@@ -76,7 +76,7 @@ def differential_expression(
         how = "log2(x + 1) of " + kind + " values" if kind != "log" else "log values as given"
         what = f"Mann-Whitney U per gene on {how}"
     table["fdr"] = bh_fdr(table["p"])
-    table["n_high"], table["n_low"] = int(high.sum()), int((~high).sum())
+    table["n"], table["n_high"], table["n_low"] = len(high), int(high.sum()), int((~high).sum())
     table["test"] = what
     table["family"] = f"expression: BH across the {len(table)} genes tested"
     dropped = int((~varies).sum())

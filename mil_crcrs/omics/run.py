@@ -211,7 +211,7 @@ def _expression(result, path, gene_sets, scores, sample_map, settings) -> None:
     ranking = gene_ranking(de)
     gsea = prerank(ranking, sets, settings.permutations, settings.min_set_size,
                    settings.max_set_size, settings.seed, settings.threads)  # fmt: skip
-    result.tables["gene_sets"] = gsea.table
+    result.tables["gene_sets"] = gsea.table.assign(n=matrix.shape[1])
     result.n_patients["gene_sets"] = matrix.shape[1]
     result.note(
         f"gene sets: {gene_sets}: {len(gsea.table)} sets tested on {len(ranking)} ranked genes, "

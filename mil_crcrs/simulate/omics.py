@@ -20,7 +20,8 @@ cohort), :func:`simulate_omics` draws, with ``z`` the risk standardised over the
   ``0:LIVING``) from an exponential hazard ``exp(risk)`` with uniform censoring, unless given.
 
 Patient ids that are TCGA barcodes get TCGA sample barcodes (``-01``, MAF aliquots
-``-01A-11D-...``); others get ``<patient>-T`` samples named in ``data_clinical_sample.txt``.
+``-01A-11D-...``); others get ``<patient>-T`` samples (normals ``<patient>-N``), named in
+``data_clinical_sample.txt`` with their ``SAMPLE_TYPE`` (``Primary``, ``Solid Tissue Normal``).
 ``truth.json`` lists what was planted.
 """
 
@@ -100,7 +101,7 @@ def simulate_omics(
     z = (z - z.mean()) / (z.std() or 1.0)
     out = Path(out_dir)
     sample = {p: f"{p}-01" if tcga_patient(p) == p else f"{p}-T" for p in ids}
-    _write_clinical(out, ids, sample, risk, outcome, rng)
+    _write_clinical(out, ids, sample, risk, outcome, rng, s.n_normal_samples)
     genes = _write_mutations(out, ids, sample, z, s, rng)
     set_names = _write_expression(out, ids, sample, z, s, rng)
     cells = _write_tables(out, ids, sample, z, s, rng)
@@ -134,7 +135,12 @@ def _write_tsv(path: Path, frame: pd.DataFrame, header_lines: int = 0) -> None:
             frame.to_csv(fh, sep="\t", index=False, float_format="%.4g", lineterminator="\n")
 
 
-def _write_clinical(out, ids, sample, risk, outcome, rng) -> None:
+def _normal_id(patient: str) -> str:
+    """The normal sample of a patient: TCGA type 11, or ``<patient>-N``."""
+    return f"{patient}-11" if tcga_patient(patient) == patient else f"{patient}-N"
+
+
+def _write_clinical(out, ids, sample, risk, outcome, rng, n_normal) -> None:
     if outcome is None:
         hazard = 0.02 * np.exp(risk.to_numpy(float) - risk.mean())
         t_event = rng.exponential(1.0 / hazard)
@@ -152,7 +158,13 @@ def _write_clinical(out, ids, sample, risk, outcome, rng) -> None:
         }
     )
     _write_tsv(out / "data_clinical_patient.txt", patients, header_lines=4)
-    samples = pd.DataFrame({"PATIENT_ID": ids, "SAMPLE_ID": [sample[p] for p in ids]})
+    samples = pd.DataFrame(
+        {
+            "PATIENT_ID": ids + ids[:n_normal],
+            "SAMPLE_ID": [sample[p] for p in ids] + [_normal_id(p) for p in ids[:n_normal]],
+            "SAMPLE_TYPE": ["Primary"] * len(ids) + ["Solid Tissue Normal"] * n_normal,
+        }
+    )
     _write_tsv(out / "data_clinical_sample.txt", samples, header_lines=4)
 
 
@@ -189,9 +201,7 @@ def _write_expression(out, ids, sample, z, s, rng) -> list[str]:
     logx[in_set] += s.set_shift * z[None, :]
     columns = [sample[p] for p in ids]
     normals = rng.normal(6.0, 1.0, (s.n_genes, s.n_normal_samples))
-    normal_ids = [
-        f"{p[:12]}-11" if tcga_patient(p) else f"{p}-N" for p in ids[: s.n_normal_samples]
-    ]
+    normal_ids = [_normal_id(p) for p in ids[: s.n_normal_samples]]
     values = np.exp2(np.hstack([logx, normals])) - 1.0
     matrix = pd.DataFrame(values.clip(0), columns=columns + normal_ids)
     matrix.insert(0, "Hugo_Symbol", genes)
