@@ -292,6 +292,27 @@ def test_the_report_section_shows_the_top_findings_with_figures(study):
         associate_section(sim.folder)
 
 
+def test_report_reads_the_cbioportal_clinical_file_and_shows_the_section(study):
+    root, sim = study
+    associate(root / "predictions.csv", root / "rep-assoc", cbioportal=sim.folder,
+              settings=AssociateSettings(permutations=50))  # fmt: skip
+    out = root / "report"
+    result = CliRunner().invoke(cli, [
+        "report", "--predictions", str(root / "predictions.csv"),
+        "--clinical", str(sim.folder / "data_clinical_patient.txt"), "--patient-col", "PATIENT_ID",
+        "--time-col", "OS_MONTHS", "--event-col", "OS_STATUS", "--time-unit", "months",
+        "--covariates", "AGE", "--horizons", "1,2", "--bootstrap", "0",
+        "--associate", str(root / "rep-assoc"), "--out", str(out),
+    ])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    page = (out / "report.html").read_text()
+    assert "What goes with a high CRCRS" in page and "PLANTED_MUT" in page
+    clinical = pd.read_csv(sim.folder / "data_clinical_patient.txt", sep="\t", comment="#")
+    events = int(clinical["OS_STATUS"].str.startswith("1:").sum())
+    cohorts = pd.read_csv(out / "cohorts.csv")
+    assert int(cohorts["events"].iloc[0]) == events  # every 1:DECEASED read as an event
+
+
 def test_the_cli_writes_a_run_log_with_patient_counts(study):
     root, sim = study
     out = root / "cli-out"
