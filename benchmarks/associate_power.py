@@ -11,8 +11,8 @@ cBioPortal folder; the stand-in CRCRS is the standardised risk plus N(0, 0.5) no
 its median (:func:`~mil_crcrs.simulate.omics.simulated_scores`). ``associate`` runs on the
 folder, its gene sets and its immune table with ``--permutations`` GSEA permutations. Counted at
 FDR < 0.05: the planted genes (Fisher's test), the planted gene set (GSEA), the planted cell
-type (Spearman); and the null genes, null sets, null cell types and the null categorical
-variables called anyway.
+type (Spearman), the planted amplification (Fisher's test on the CNA calls); and the null genes,
+null sets, null cell types, null categorical variables and null CNA tests called anyway.
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ def one_seed(seed: int, n_patients: int, permutations: int) -> dict:
     mut = result.tables["mutations"].set_index("gene")["fdr_fisher"]
     sets = result.tables["gene_sets"].set_index("gene_set")["fdr"]
     tab = result.tables["patient_tables"].set_index("variable")["fdr"]
+    cna = result.tables["cna"].set_index(["gene", "alteration"])["fdr_fisher"]
+    amp = cna.index == ("PLANTED_AMP1", "amplification (2)")
     planted = [g for g in sim.planted_genes if g in mut.index]
     nulls = [g for g in sim.null_genes if g in mut.index]
     null_vars = [v for v in tab.index if v != sim.planted_cell_type]
@@ -68,9 +70,11 @@ def one_seed(seed: int, n_patients: int, permutations: int) -> dict:
         "planted genes found": f"{int((mut[planted] < FDR).sum())}/{len(sim.planted_genes)}",
         "planted set found": bool(sets[sim.planted_set] < FDR),
         "planted cell type found": bool(tab[sim.planted_cell_type] < FDR),
+        "planted amplification found": bool((cna[amp] < FDR).any()),
         "null genes called": f"{int((mut[nulls] < FDR).sum())}/{len(nulls)}",
         "null sets called": f"{int((sets[list(sim.null_sets)] < FDR).sum())}/{len(sim.null_sets)}",
         "null variables called": f"{int((tab[null_vars] < FDR).sum())}/{len(null_vars)}",
+        "null CNA calls": f"{int((cna[~amp] < FDR).sum())}/{int((~amp).sum())}",
         "associate s": seconds,
         "_counts": (
             int((mut[planted] < FDR).sum()),
@@ -81,24 +85,28 @@ def one_seed(seed: int, n_patients: int, permutations: int) -> dict:
             len(sim.null_sets),
             int((tab[null_vars] < FDR).sum()),
             len(null_vars),
+            int((cna[~amp] < FDR).sum()),
+            int((~amp).sum()),
         ),  # fmt: skip
     }
 
 
 def summary(rows: list[dict]) -> list[str]:
     """The pooled rates over seeds, against the issue's bars."""
-    sums = [sum(r["_counts"][k] for r in rows) for k in range(8)]
+    sums = [sum(r["_counts"][k] for r in rows) for k in range(10)]
     n = len(rows)
     genes = sums[0] / sums[1]
     found_set = sum(r["planted set found"] for r in rows) / n
     cell = sum(r["planted cell type found"] for r in rows) / n
+    amp = sum(r["planted amplification found"] for r in rows) / n
     return [
         f"- Planted genes found at FDR < {FDR}: {sums[0]}/{sums[1]} = {100 * genes:.0f}% "
         f"(bar: >= 80%); planted gene set: {100 * found_set:.0f}% of {n} seeds; planted cell "
-        f"type: {100 * cell:.0f}% of seeds.",
+        f"type: {100 * cell:.0f}% of seeds; planted amplification: {100 * amp:.0f}% of seeds.",
         f"- Null calls at FDR < {FDR}: genes {sums[2]}/{sums[3]} = {100 * sums[2] / sums[3]:.2f}%, "
         f"gene sets {sums[4]}/{sums[5]} = {100 * sums[4] / sums[5]:.1f}%, table variables "
-        f"{sums[6]}/{sums[7]} = {100 * sums[6] / sums[7]:.1f}% (bar: <= 5%).",
+        f"{sums[6]}/{sums[7]} = {100 * sums[6] / sums[7]:.1f}%, CNA gene x alteration tests "
+        f"{sums[8]}/{sums[9]} = {100 * sums[8] / sums[9]:.2f}% (bar: <= 5%).",
     ]
 
 

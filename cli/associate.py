@@ -32,6 +32,9 @@ _DEFAULTS = AssociateSettings()
     help="Genes x samples (or samples x genes) matrix: counts, TPM, RSEM or log values.",
 )
 @click.option(
+    "--cna", type=_FILE, help="Discrete copy number, GISTIC -2..2 (cBioPortal data_cna.txt)."
+)
+@click.option(
     "--gene-sets", type=_FILE, help="GMT file of gene sets for GSEA (needs --expression)."
 )
 @click.option(
@@ -44,7 +47,7 @@ _DEFAULTS = AssociateSettings()
 @click.option(
     "--cbioportal",
     type=click.Path(file_okay=False, path_type=Path),
-    help="cBioPortal study folder: its mutation and expression files, and its sample table.",
+    help="cBioPortal study folder: its mutation, CNA and expression files, and its sample table.",
 )
 @click.option(
     "--out",
@@ -79,10 +82,11 @@ _DEFAULTS = AssociateSettings()
               help="GSEA threads.")  # fmt: skip
 @seed_option
 @progress_option
-def command(scores, mutations, expression, gene_sets, tables, cbioportal, out, variant_classes,
+def command(scores, mutations, expression, cna, gene_sets, tables, cbioportal, out, variant_classes,
             min_mutated, de_method, permutations, min_set_size, max_set_size, fdr, threads, seed,
             progress) -> None:  # fmt: skip
-    """Test the CRCRS against mutations, expression (DE + GSEA) and per-patient tables."""
+    """Test the CRCRS against mutations, copy number, expression (DE + GSEA) and per-patient
+    tables."""
     from mil_crcrs.omics.run import associate
     from mil_crcrs.runlog import RUN_LOG_NAME, RunLog
 
@@ -99,7 +103,7 @@ def command(scores, mutations, expression, gene_sets, tables, cbioportal, out, v
     )
     with RunLog(out / RUN_LOG_NAME, command_line(), progress) as run_log:
         result = associate(scores, out, mutations, expression, gene_sets, tables, cbioportal,
-                           settings)  # fmt: skip
+                           settings, cna)  # fmt: skip
         for name, table in result.tables.items():
             q = _fdr_column(table)
             n_hits = int((table[q] < fdr).sum()) if q else 0

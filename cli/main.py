@@ -28,7 +28,7 @@ COMMANDS = {
     "heatmap": "Attention and Grad-CAM heatmaps per slide.",
     "demo": "Offline end-to-end run on a semi-synthetic cohort of real H&E tissue.",
     "inspect": "What a feature folder or a model directory holds.",
-    "associate": "CRCRS against mutations, expression (DE, GSEA) and per-patient tables.",
+    "associate": "CRCRS against mutations, copy number, expression (DE, GSEA), any table.",
 }
 
 

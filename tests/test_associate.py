@@ -265,12 +265,15 @@ def test_associate_finds_what_the_simulated_study_planted(study):
     mut = result.tables["mutations"].set_index("gene")
     assert (mut.loc[list(sim.planted_genes), "fdr_fisher"] < 0.05).all()
     assert (mut.loc[list(sim.planted_genes), "odds_ratio"] > 1).all()
+    cna = result.tables["cna"].set_index(["gene", "alteration"])
+    assert cna.loc[("PLANTED_AMP1", "amplification (2)"), "fdr_fisher"] < 0.05
+    assert "copy number: BH across" in cna["family"].iloc[0]
     sets = result.tables["gene_sets"].set_index("gene_set")
     assert sets.loc[sim.planted_set, "fdr"] < 0.05 and sets.loc[sim.planted_set, "nes"] > 0
     tables = result.tables["patient_tables"]
     assert tables["variable"].iloc[0] == sim.planted_cell_type
-    assert result.n_patients == {"mutations": 160, "expression": 160, "gene_sets": 160,
-                                 "patient_tables": 160}  # fmt: skip
+    assert result.n_patients == {"mutations": 160, "cna": 160, "expression": 160,
+                                 "gene_sets": 160, "patient_tables": 160}  # fmt: skip
     summary = json.loads((root / "out" / "associate.json").read_text())
     assert any("5 normal/control samples" in n for n in summary["notes"])
     for name in ("mutations", "expression", "gene_sets", "patient_tables"):
@@ -388,6 +391,10 @@ def test_more_bad_inputs(study, tmp_path):
                          str(sim.folder)), "holds an input")  # fmt: skip
     _one_line_error(_run("--scores", scores, "--table", str(sim.immune), "--min-mutated", "0",
                          "--out", str(tmp_path / "o")), "--min-mutated")  # fmt: skip
+    cna = tmp_path / "log2cna.txt"
+    cna.write_text("Hugo_Symbol\tTCGA-SM-0000-01\tTCGA-SM-0001-01\nMYC\t0.73\t0\n")
+    _one_line_error(_run("--scores", scores, "--cna", str(cna), "--out", str(tmp_path / "o")),
+                    "log2cna.txt", "MYC", "-2..2")  # fmt: skip
     notes = tmp_path / "notes.txt"
     notes.write_text("Hugo_Symbol\tTCGA-SM-0000-01\nA\tlots\n")
     _one_line_error(_run("--scores", scores, "--expression", str(notes), "--out",

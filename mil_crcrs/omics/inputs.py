@@ -68,12 +68,16 @@ def sample_map_of(samples_file: str | os.PathLike | None) -> dict[str, str]:
 
 
 def expression_by_patient(
-    path: str | os.PathLike, scored: pd.Index, sample_to_patient: Mapping[str, str]
+    path: str | os.PathLike,
+    scored: pd.Index,
+    sample_to_patient: Mapping[str, str],
+    what: str = "expression",
 ) -> tuple[pd.DataFrame, list[str]]:
     """The (n_genes, n_patients) matrix with one column per scored patient, and log notes.
 
     The matrix may be genes x samples (cBioPortal, most tools) or samples x genes: the axis
-    whose ids match scored patients is taken as the samples.
+    whose ids match scored patients is taken as the samples. ``what`` names it in the notes
+    (a discrete copy-number matrix is read the same way).
     """
     matrix, source = read_gene_matrix(path)
     ids = pd.Index(matrix.columns.astype(str))
@@ -87,11 +91,9 @@ def expression_by_patient(
     matrix.columns = [mapping.patient_of[c] for c in ids if c in mapping.patient_of]
     matrix.index = matrix.index.astype(str)
     matrix, n_dup = unique_genes(matrix)
-    notes = [f"expression: {source}: {mapping.describe()}"]
+    notes = [f"{what}: {source}: {mapping.describe()}"]
     if n_dup:
-        notes.append(
-            f"expression: {n_dup} rows repeating a gene symbol dropped (highest mean kept)"
-        )
+        notes.append(f"{what}: {n_dup} rows repeating a gene symbol dropped (highest mean kept)")
     return matrix, notes
 
 

@@ -44,6 +44,7 @@ CBIOPORTAL_FILES = {
         "data_mrna_seq_tpm.txt",
         "data_mrna_seq_rpkm.txt",
     ),
+    "cna": ("data_cna.txt", "data_CNA.txt"),
 }
 
 
@@ -220,10 +221,11 @@ class CBioPortalStudy:
     samples: Path | None
     mutations: Path | None
     expression: Path | None
+    cna: Path | None
 
 
 def find_cbioportal(folder: str | os.PathLike) -> CBioPortalStudy:
-    """Locate the clinical, sample, mutation and expression files of a study folder."""
+    """Locate the clinical, sample, mutation, expression and CNA files of a study folder."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: no such folder (a cBioPortal study folder)")
@@ -231,7 +233,7 @@ def find_cbioportal(folder: str | os.PathLike) -> CBioPortalStudy:
         role: next((folder / n for n in names if (folder / n).is_file()), None)
         for role, names in CBIOPORTAL_FILES.items()
     }
-    if found["mutations"] is None and found["expression"] is None:
+    if all(found[k] is None for k in ("mutations", "expression", "cna")):
         raise InputError(
             f"{folder}: neither {CBIOPORTAL_FILES['mutations'][0]} nor "
             f"{CBIOPORTAL_FILES['expression'][0]}; is this a cBioPortal study folder?"

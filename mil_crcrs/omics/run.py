@@ -24,6 +24,7 @@ from mil_crcrs._version import __version__
 from mil_crcrs.atomic import atomic_dir, write_csv, write_json
 from mil_crcrs.errors import InputError, SettingError
 from mil_crcrs.figures import write_png
+from mil_crcrs.omics.cna import cna_tests
 from mil_crcrs.omics.expression import DE_METHODS, differential_expression, gene_ranking
 from mil_crcrs.omics.figures import box_plot, enrichment_plot, oncoprint, volcano
 from mil_crcrs.omics.gsea import prerank, restrict_sets
@@ -46,7 +47,7 @@ from mil_crcrs.omics.tables import table_tests
 
 log = logging.getLogger(__name__)
 PathLike = str | os.PathLike
-OUTPUT_NAMES = ("mutations.csv", "expression.csv", "gene_sets.csv", "patient_tables.csv",
+OUTPUT_NAMES = ("mutations.csv", "cna.csv", "expression.csv", "gene_sets.csv", "patient_tables.csv",
                 "associate.json", "figures", "run.log")  # fmt: skip
 
 
@@ -118,6 +119,7 @@ def associate(
     tables: Sequence[PathLike] = (),
     cbioportal: PathLike | None = None,
     settings: AssociateSettings = AssociateSettings(),
+    cna: PathLike | None = None,
 ) -> AssociateResult:
     """Test the CRCRS against every omics input given and write the results to ``out_dir``.
 
@@ -130,8 +132,9 @@ def associate(
     expression : genes x samples (or samples x genes) counts, TPM, RSEM or log values
     gene_sets : a GMT file (needs ``expression``)
     tables : per-patient tables (immune fractions, scores, subtypes ...)
-    cbioportal : a cBioPortal study folder; its mutation and expression files are used where
-        ``mutations`` / ``expression`` are not given, its sample table maps samples to patients
+    cbioportal : a cBioPortal study folder; its mutation, expression and CNA files are used
+        where not given, its sample table maps samples to patients
+    cna : discrete copy number (cBioPortal ``data_cna.txt``, GISTIC -2..2)
     settings : see :class:`AssociateSettings`
 
     Returns
@@ -139,14 +142,17 @@ def associate(
     AssociateResult
     """
     out = Path(out_dir)
-    inputs = [p for p in (scores, mutations, expression, gene_sets, cbioportal, *tables) if p]
+    inputs = [p for p in (scores, mutations, expression, gene_sets, cbioportal, cna, *tables) if p]
     _check_out_dir(out, inputs)
     study = find_cbioportal(cbioportal) if cbioportal is not None else None
     if study is not None:
         mutations = mutations or study.mutations
         expression = expression or study.expression
-    if mutations is None and expression is None and not tables:
-        raise InputError("associate needs --mutations, --expression, --table or --cbioportal")
+        cna = cna or study.cna
+    if mutations is None and expression is None and cna is None and not tables:
+        raise InputError(
+            "associate needs --mutations, --expression, --cna, --table or --cbioportal"
+        )
     if gene_sets is not None and expression is None:
         raise InputError(f"{gene_sets}: gene sets need an expression matrix (--expression)")
     score_table, score_note = read_scores(scores)
@@ -155,12 +161,14 @@ def associate(
     sample_map = sample_map_of(study.samples if study else None)
     if mutations is not None:
         _mutations(result, Path(mutations), score_table, sample_map, settings)
+    if cna is not None:
+        _cna(result, Path(cna), score_table, sample_map, settings)
     if expression is not None:
         _expression(result, Path(expression), gene_sets, score_table, sample_map, settings)
     if tables:
         _tables(result, [Path(t) for t in tables], score_table, sample_map, settings)
     given = {"scores": scores, "mutations": mutations, "expression": expression,
-             "gene_sets": gene_sets, "cbioportal": cbioportal}  # fmt: skip
+             "gene_sets": gene_sets, "cbioportal": cbioportal, "cna": cna}  # fmt: skip
     given = {k: None if v is None else str(v) for k, v in given.items()}
     _write(result, settings, {**given, "tables": [str(t) for t in tables]})
     return result
@@ -193,6 +201,19 @@ def _mutations(result, path, scores, sample_map, settings) -> None:
     top = tests["gene"].head(settings.n_top).tolist()
     if top:
         result.figures["oncoprint.png"] = oncoprint(matrix, scores, top)
+
+
+def _cna(result, path, scores, sample_map, settings) -> None:
+    levels, notes = expression_by_patient(path, scores.index, sample_map, what="cna")
+    for n in notes:
+        result.note(n)
+    tests, n_skipped = cna_tests(levels, scores, settings.min_mutated, str(path))
+    result.tables["cna"] = tests
+    result.n_patients["cna"] = levels.shape[1]
+    result.note(
+        f"cna: {levels.shape[1]} patients; {len(tests)} gene x alteration tests, {n_skipped} "
+        f"altered in fewer than {settings.min_mutated} patients skipped"
+    )
 
 
 def _expression(result, path, gene_sets, scores, sample_map, settings) -> None:

@@ -13,6 +13,8 @@ cohort), :func:`simulate_omics` draws, with ``z`` the risk standardised over the
   also have a normal sample (TCGA type 11), which ``associate`` must leave out;
 - **gene sets** (``gene_sets.gmt``): ``PLANTED_SET`` and ``n_gene_sets - 1`` null sets drawn
   from the other genes;
+- **copy number** (``data_cna.txt``, GISTIC -2..2): ``PLANTED_AMP1`` amplified more often with
+  risk (10% at average risk, ``mutation_log_odds`` per sd), the other genes at random;
 - **immune cells** (``data_immune.txt``): ``n_cell_types`` independent absolute abundances
   (CIBERSORTx absolute mode), ``log a = N(0, 1)``, the first (``Macrophages M2``) plus
   ``immune_effect * z``; and a null categorical table ``data_subtypes.txt`` (CMS, MSI);
@@ -56,6 +58,7 @@ class OmicsSimulationSettings:
     set_shift: float = 0.35
     n_cell_types: int = 6
     immune_effect: float = 0.5
+    n_cna_genes: int = 100
     n_normal_samples: int = 5
     seed: int = 0
 
@@ -104,6 +107,7 @@ def simulate_omics(
     _write_clinical(out, ids, sample, risk, outcome, rng, s.n_normal_samples)
     genes = _write_mutations(out, ids, sample, z, s, rng)
     set_names = _write_expression(out, ids, sample, z, s, rng)
+    _write_cna(out, ids, sample, z, s, rng)
     cells = _write_tables(out, ids, sample, z, s, rng)
     truth = SimulatedOmics(
         folder=out,
@@ -214,6 +218,20 @@ def _write_expression(out, ids, sample, z, s, rng) -> list[str]:
     with atomic_path(out / "gene_sets.gmt") as tmp:
         tmp.write_text("".join(f"{n}\tsimulated\t" + "\t".join(g) + "\n" for n, g in sets.items()))
     return list(sets)
+
+
+def _write_cna(out, ids, sample, z, s, rng) -> None:
+    """GISTIC-like calls: ``PLANTED_AMP1`` amplified with ``logit p = logit 0.1 +
+    mutation_log_odds * z``, the other genes amplified (5%) or deeply deleted (3%) at random."""
+    draw = rng.random((s.n_cna_genes, len(ids)))
+    calls = np.select([draw < 0.03, draw < 0.08, draw < 0.4, draw < 0.7], [-2, 2, -1, 1], 0)
+    p_amp = 1.0 / (1.0 + np.exp(-(np.log(0.1 / 0.9) + s.mutation_log_odds * z)))
+    calls[0] = np.where(rng.random(len(ids)) < p_amp, 2, calls[0].clip(-1, 1))
+    genes = ["PLANTED_AMP1"] + [f"NULL_CNA{k:03d}" for k in range(1, s.n_cna_genes)]
+    frame = pd.DataFrame(calls, columns=[sample[p] for p in ids])
+    frame.insert(0, "Hugo_Symbol", genes)
+    frame.insert(1, "Entrez_Gene_Id", np.arange(1, s.n_cna_genes + 1))
+    _write_tsv(out / "data_cna.txt", frame)
 
 
 def _write_tables(out, ids, sample, z, s, rng) -> tuple[str, ...]:
