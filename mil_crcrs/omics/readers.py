@@ -99,9 +99,10 @@ def read_text_table(path: str | os.PathLike, numeric: bool = False) -> Table:
     return Table(frame, str(path), skipped)
 
 
-def read_maf(path: str | os.PathLike) -> Table:
-    """A MAF (cBioPortal ``data_mutations.txt`` or a GDC ``.maf``) with its required columns."""
-    table = read_text_table(path)
+def read_maf(path: str | os.PathLike | Table) -> Table:
+    """A MAF (cBioPortal ``data_mutations.txt`` or a GDC ``.maf``, or its table already read)
+    with its required columns."""
+    table = path if isinstance(path, Table) else read_text_table(path)
     missing = [c for c in MAF_COLUMNS if c not in table.frame.columns]
     if missing:
         raise InputError(

@@ -185,7 +185,7 @@ def _check_out_dir(out: Path, inputs: Sequence[PathLike]) -> None:
 def _mutations(result, path, scores, sample_map, settings) -> None:
     table = read_text_table(path)
     if is_maf(table) or {"Hugo_Symbol", "Tumor_Sample_Barcode"} & set(table.frame.columns):
-        maf = read_maf(path)
+        maf = read_maf(table)
         matrix, used = mutation_matrix(maf, scores.index, settings.variant_classes, sample_map)
         what = f"{used}; classes counted: {', '.join(settings.variant_classes)}"
     else:
