@@ -1,9 +1,10 @@
-"""``associate``: what goes with a high CRCRS, in mutations, expression, gene sets and any
-per-patient table; one CSV per analysis, the figures and a summary.
+"""``associate``: what goes with a high CRCRS, in mutations, copy number, expression, gene sets
+and any per-patient table; one CSV per analysis, the figures and a summary.
 
 Outputs in ``out_dir`` (written as one folder, atomically):
 
-- ``mutations.csv`` (:mod:`.mutations`), ``expression.csv`` (:mod:`.expression`),
+- ``mutations.csv`` (:mod:`.mutations`), ``cna.csv`` (:mod:`.cna`), ``expression.csv``
+  (:mod:`.expression`),
   ``gene_sets.csv`` (:mod:`.gsea`), ``patient_tables.csv`` (:mod:`.tables`): every test with
   its effect, CI where there is one, p, FDR, n, the test's name and its multiple-testing family;
 - ``figures/``: ``oncoprint.png``, ``volcano.png``, ``enrichment_<k>.png``, ``box_<k>.png``;
