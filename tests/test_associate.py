@@ -395,6 +395,9 @@ def test_more_bad_inputs(study, tmp_path):
     cna.write_text("Hugo_Symbol\tTCGA-SM-0000-01\tTCGA-SM-0001-01\nMYC\t0.73\t0\n")
     _one_line_error(_run("--scores", scores, "--cna", str(cna), "--out", str(tmp_path / "o")),
                     "log2cna.txt", "MYC", "-2..2")  # fmt: skip
+    _one_line_error(_run("--scores", scores, "--cbioportal", str(sim.folder), "--de-method",
+                         "deseq2", "--out", str(tmp_path / "o")), "data_mrna_seq_v2_rsem.txt",
+                    "needs raw counts", "linear values")  # fmt: skip
     notes = tmp_path / "notes.txt"
     notes.write_text("Hugo_Symbol\tTCGA-SM-0000-01\nA\tlots\n")
     _one_line_error(_run("--scores", scores, "--expression", str(notes), "--out",

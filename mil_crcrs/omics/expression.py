@@ -41,7 +41,7 @@ def expression_kind(values: np.ndarray) -> str:
 
 
 def differential_expression(
-    matrix: pd.DataFrame, high: np.ndarray, method: str = "auto"
+    matrix: pd.DataFrame, high: np.ndarray, method: str = "auto", source: str = "expression"
 ) -> tuple[pd.DataFrame, str]:
     """Test every gene, high vs low.
 
@@ -50,6 +50,7 @@ def differential_expression(
     matrix : (n_genes, n_patients) values, columns in the order of ``high``
     high : (n_patients,) bool, True for CRCRS high
     method : "auto" (by :func:`expression_kind`), "deseq2" or "rank"
+    source : the file, for messages
 
     Returns
     -------
@@ -60,14 +61,17 @@ def differential_expression(
         raise InputError(f"differential-expression method must be one of {DE_METHODS}")
     high = np.asarray(high, dtype=bool)
     if high.all() or not high.any():
-        raise InputError("expression: every patient with expression is in one risk group")
+        raise InputError(f"{source}: every patient with expression is in one risk group")
     values = matrix.to_numpy(dtype=float)
     kind = expression_kind(values)
     varies = values.max(axis=1) > values.min(axis=1)
     matrix, values = matrix.loc[varies], values[varies]
     if method == "deseq2" or (method == "auto" and kind == "counts"):
         if kind != "counts":
-            raise InputError("expression: DESeq2 needs raw counts (non-negative integers)")
+            raise InputError(
+                f"{source}: --de-method deseq2 needs raw counts (non-negative integers); this "
+                f"matrix holds {kind} values"
+            )
         table = _deseq2(matrix, high)
         what = "PyDESeq2 Wald test on raw counts"
     else:

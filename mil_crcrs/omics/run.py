@@ -222,7 +222,7 @@ def _expression(result, path, gene_sets, scores, sample_map, settings) -> None:
     for n in notes:
         result.note(n)
     high = (scores.loc[matrix.columns, "risk_group"] == "high").to_numpy()
-    de, what = differential_expression(matrix, high, settings.de_method)
+    de, what = differential_expression(matrix, high, settings.de_method, str(path))
     result.tables["expression"] = de
     result.n_patients["expression"] = matrix.shape[1]
     result.note(f"expression: {matrix.shape[1]} patients ({int(high.sum())} high); {what}")
