@@ -29,6 +29,7 @@ COMMANDS = {
     "demo": "Offline end-to-end run on a semi-synthetic cohort of real H&E tissue.",
     "inspect": "What a feature folder or a model directory holds.",
     "view": "A local web viewer of the slides with the model's maps (or a static export).",
+    "associate": "CRCRS against mutations, copy number, expression (DE, GSEA), any table.",
 }
 
 

@@ -98,6 +98,13 @@ def _years(text: str) -> tuple[float, ...]:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Extra image to embed (e.g. a heatmap PNG); repeat for several.",
 )
+@click.option(
+    "--associate",
+    "associate_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Output folder of crcrs associate: its top findings and figures as a section.",
+)
 @seed_option
 @cohort_columns
 def command(
@@ -112,6 +119,7 @@ def command(
     dca_horizon,
     n_bootstrap,
     images,
+    associate_dir,
     columns,
     time_unit,
     seed,
@@ -138,6 +146,7 @@ def command(
             "--validation-predictions": validation_predictions,
             "--validation-clinical": validation_clinical,
             "--image": images,
+            "--associate": associate_dir,
         },
         folders={"--out"},
     )
@@ -150,5 +159,6 @@ def command(
             validation_predictions=validation_predictions,
             validation_clinical=validation_clinical,
             extra_images=images,
+            associate_dir=associate_dir,
         )
     click.echo(f"report: {report.html}")

@@ -37,11 +37,14 @@ _LAZY = {
     "simulate_cohort": "mil_crcrs.simulate",
     "create_model": "mil_crcrs.models",
     "list_models": "mil_crcrs.models",
+    "AssociateSettings": "mil_crcrs.omics",
+    "associate": "mil_crcrs.omics",
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
     from mil_crcrs.ensemble import CRCRSModel, load_model
     from mil_crcrs.models import create_model, list_models
+    from mil_crcrs.omics import AssociateSettings, associate
     from mil_crcrs.simulate import SimulationSettings, simulate_cohort
     from mil_crcrs.stats.report import ReportSettings, build_report
     from mil_crcrs.train.fit import fit
@@ -62,6 +65,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "AssociateSettings",
     "Bag",
     "BagInfo",
     "CRCRSModel",
@@ -76,6 +80,7 @@ __all__ = [
     "ReportSettings",
     "SimulationSettings",
     "__version__",
+    "associate",
     "build_report",
     "cohort_from_slides",
     "create_model",

@@ -39,7 +39,7 @@ def small_demo(tmp_path_factory):
 def test_demo_runs_every_step_and_writes_its_outputs(small_demo):
     result, lines = small_demo
     assert [line.split("]")[0] for line in lines if line.startswith("[")] == [
-        f"[{i}/6" for i in range(1, 7)
+        f"[{i}/7" for i in range(1, 8)
     ]
     assert result.report_html.is_file()
     html = result.report_html.read_text()
@@ -55,7 +55,11 @@ def test_demo_runs_every_step_and_writes_its_outputs(small_demo):
     assert any(result.heatmap_dir.rglob("*_attention.png"))
     summary = json.loads((result.out_dir / "demo_summary.json").read_text())
     assert 0.0 <= summary["oracle_c"] <= 1.0
-    assert set(summary["seconds"]) == {"build", "extract", "fit", "predict", "heatmap", "report"}
+    assert set(summary["seconds"]) == {
+        "build", "extract", "fit", "predict", "heatmap", "associate", "report"
+    }  # fmt: skip
+    assert "What goes with a high CRCRS" in html and (result.out_dir / "omics").is_dir()
+    assert (result.out_dir / "associate" / "mutations.csv").is_file()
 
 
 def test_demo_reruns_into_the_same_folder(small_demo):

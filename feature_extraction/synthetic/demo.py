@@ -7,8 +7,9 @@ from that hazard. Nothing here is a clinical result: the demo shows that every s
 the model finds the planted pattern (its attention AUROC for the planted tiles is reported).
 
 Steps: build slides -> ``extract`` (offline EfficientNet-Lite0) -> ``fit`` (K-fold CV) ->
-``predict`` -> ``report`` (KM, Cox, nomogram on the simulated stage, on out-of-fold CRCRS) ->
-``heatmap`` for the patients with the most planted tissue.
+``predict`` -> ``heatmap`` for the patients with the most planted tissue -> ``associate`` (a
+simulated cBioPortal study of the same patients, :mod:`.demo_omics`) -> ``report`` (KM, Cox,
+nomogram on the simulated stage, on out-of-fold CRCRS, with the omics section).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from feature_extraction.synthetic.cohort import DemoCohort, build_demo_cohort
+from feature_extraction.synthetic.demo_omics import run_associate_step
 from feature_extraction.synthetic.planted import read_planted
 from feature_extraction.synthetic.settings import DemoCohortSettings
 from mil_crcrs.atomic import write_csv, write_json
@@ -35,8 +37,8 @@ if TYPE_CHECKING:
 
 #: The demo's encoder: offline (its weights ship with the package), fast on a CPU.
 DEMO_ENCODER = "efficientnet_lite0"
-#: The demo's steps: build, extract, fit, predict, heatmap, report.
-N_STEPS = 6
+#: The demo's steps: build, extract, fit, predict, heatmap, associate, report.
+N_STEPS = 7
 
 
 @dataclass(frozen=True)
@@ -158,8 +160,12 @@ def run_demo(
         predictions, predictions_csv = _predict(out, model, features, cohort, s)
     with steps.step("heatmap", f"heatmaps for the {s.n_heatmap_patients} most-planted patients"):
         heatmap_dir, images, auroc = _heatmaps(out, model, features, cohort, s)
+    with steps.step("associate", "simulated omics of the same patients against the CRCRS"):
+        associate_dir = run_associate_step(
+            out, model_dir, cohort.truth_csv, cohort.clinical_csv, s.seed
+        )
     with steps.step("report", "survival report: KM, Cox, nomogram with the simulated stage"):
-        report_html = _report(out, model_dir, cohort, images, s)
+        report_html = _report(out, model_dir, cohort, images, s, associate_dir)
     result = DemoResult(
         out_dir=out,
         report_html=report_html,
@@ -278,7 +284,12 @@ def _heatmaps(
 
 
 def _report(
-    out: Path, model_dir: Path, cohort: DemoCohort, images: list[Path], settings: DemoSettings
+    out: Path,
+    model_dir: Path,
+    cohort: DemoCohort,
+    images: list[Path],
+    settings: DemoSettings,
+    associate_dir: Path,
 ) -> Path:
     """Step 6: the survival report on the out-of-fold CRCRS, in ``out/report``; its HTML."""
     from mil_crcrs.stats.report import ReportSettings, build_report
@@ -295,6 +306,7 @@ def _report(
             title="mil-crcrs demo (semi-synthetic cohort)",
         ),
         extra_images=images,
+        associate_dir=associate_dir,
     )
     return report.html
 

@@ -31,6 +31,10 @@ CENSORING_NAME = re.compile(r"censor|^cens$|^is_cens", re.IGNORECASE)
 #: Column names a peer uses for a censoring indicator (1 = censored), matched without case.
 CENSOR_NAMES = ("censorship", "censored", "censor", "is_censored", "censoring", "cens")
 
+#: TCGA's missing-value markers, as cBioPortal's TCGA clinical files hold them.
+TCGA_MISSING = ("[Not Available]", "[Not Applicable]", "[Unknown]", "[Not Evaluated]",
+                "[Discrepancy]")  # fmt: skip
+
 log = logging.getLogger(__name__)
 
 
@@ -109,7 +113,8 @@ def validate_outcome(
             f"{source}, {table_line(i)}: column '{time_col}' holds {time.iloc[i]:.6g}, not a "
             f"follow-up in days, months or years (at most {MAX_TIME:,.0f})"
         )
-    event = _numeric_column(table, event_col, source)
+    coded = table.assign(**{event_col: decode_status(table[event_col], event_col, source)})
+    event = _numeric_column(coded, event_col, source)
     bad = ~event.isin([0, 1])
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
@@ -179,6 +184,7 @@ def _read_csv(path: Path, id_columns: tuple[str, ...] = ()) -> pd.DataFrame:
     except UnicodeDecodeError:
         text = raw.decode("latin-1")
         log.info("%s: not UTF-8; read as Latin-1", path)
+    text = _skip_comment_lines(text, path)
     if path.suffix.lower() in (".tsv", ".tab"):
         sep = "\t"
     else:
@@ -195,9 +201,42 @@ def _read_csv(path: Path, id_columns: tuple[str, ...] = ()) -> pd.DataFrame:
         as_text = {
             raw: str for raw, name in zip(raw_names, names, strict=True) if name in id_columns
         }
-        return pd.read_csv(io.StringIO(text), sep=sep, dtype=as_text)
+        return pd.read_csv(io.StringIO(text), sep=sep, dtype=as_text, na_values=TCGA_MISSING)
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise InputError(f"{path}: not a readable CSV table ({first_line(exc)})") from None
+
+
+def _skip_comment_lines(text: str, path: Path) -> str:
+    """The text without its leading ``#`` lines (cBioPortal's four header lines), noted once."""
+    lines = text.split("\n")
+    n = 0
+    while n < len(lines) and lines[n].startswith("#"):
+        n += 1
+    if not n:
+        return text
+    log.info(
+        "%s: %d leading '#' line(s) skipped (cBioPortal header); line numbers in messages count "
+        "from the column-name line",
+        path,
+        n,
+    )
+    return "\n".join(lines[n:])
+
+
+def decode_status(column: pd.Series, name: str, source: str) -> pd.Series:
+    """cBioPortal's status coding, ``1:DECEASED`` / ``0:LIVING`` (any ``N:LABEL``), as N.
+
+    Returns the column unchanged unless every non-blank value is ``0:...`` or ``1:...``.
+    """
+    if pd.api.types.is_numeric_dtype(column):
+        return column
+    text = column.dropna().astype(str).str.strip()
+    codes = text.str.extract(r"^([01])\s*:\s*\S", expand=False)
+    if text.empty or codes.isna().any():
+        return column
+    labels = sorted(set(text))
+    log.info("%s: '%s' read as cBioPortal status codes (%s)", source, name, ", ".join(labels))
+    return pd.to_numeric(column.astype(str).str.strip().str[0].where(column.notna()))
 
 
 def looks_like_censoring(name: object) -> bool:

@@ -51,6 +51,7 @@ from mil_crcrs._version import __version__
 from mil_crcrs.atomic import output_dir, write_csv, write_json
 from mil_crcrs.data.cohort import DataWarning
 from mil_crcrs.errors import InputError
+from mil_crcrs.stats.report_associate import associate_section
 from mil_crcrs.stats.report_cohorts import cohort_row, fit_training_models, prepare_cohort
 from mil_crcrs.stats.report_html import IMAGE_TYPES, render_html
 from mil_crcrs.stats.report_inputs import load_patients
@@ -96,6 +97,7 @@ def build_report(
     validation_predictions: TableInput | None = None,
     validation_clinical: TableInput | None = None,
     extra_images: Sequence[str | os.PathLike] = (),
+    associate_dir: str | os.PathLike | None = None,
 ) -> Report:
     """Compute every statistic and write ``report.html``, the tables and the figures.
 
@@ -107,6 +109,7 @@ def build_report(
     settings : see :class:`ReportSettings`
     validation_predictions, validation_clinical : an external cohort, both or neither
     extra_images : image files (PNG, JPEG, SVG, GIF) embedded at the end, e.g. heatmaps
+    associate_dir : a ``crcrs associate`` output folder, shown as the omics section
 
     Returns
     -------
@@ -117,6 +120,7 @@ def build_report(
             "validation predictions and validation clinical table go together: give both or neither"
         )
     images = _check_images(extra_images)
+    sections = [associate_section(associate_dir)] if associate_dir is not None else []
     inputs = [("training", predictions, clinical)]
     if validation_predictions is not None:
         inputs.append(("validation", validation_predictions, validation_clinical))
@@ -139,7 +143,7 @@ def build_report(
     for note in parts.notes:
         warnings.warn(note, DataWarning, stacklevel=2)
     return _write(
-        Path(out_dir), settings, parts.merged(), parts.figures, images, tuple(parts.notes)
+        Path(out_dir), settings, parts.merged(), parts.figures, images, tuple(parts.notes), sections
     )
 
 
@@ -178,8 +182,9 @@ def _write(
     figures: list[ReportFigure],
     images: list[Path],
     notes: tuple[str, ...],
+    sections: list[str],
 ) -> Report:
-    page = render_html(settings, tables, figures, images, notes)
+    page = render_html(settings, tables, figures, images, notes, sections)
     with output_dir(out) as tmp:  # all of one run, or the previous run's untouched
         for name, frame in tables.items():
             write_csv(tmp / f"{name}.csv", frame)

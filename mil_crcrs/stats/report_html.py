@@ -152,6 +152,7 @@ def render_html(
     figures: Sequence[tuple[str, str, str, bytes]],
     images: Sequence[Path],
     notes: Sequence[str],
+    extra_sections: Sequence[str] = (),
 ) -> str:
     """The report as one self-contained HTML page: figures and extra images embedded as data
     URIs, every user-given text escaped.
@@ -164,6 +165,8 @@ def render_html(
         :data:`SECTIONS`
     images : extra image files (of :data:`IMAGE_TYPES`), shown at the end
     notes : warnings shown at the top
+    extra_sections : HTML sections built elsewhere (the omics section of
+        :mod:`mil_crcrs.stats.report_associate`), shown before the extra images
     """
     esc = html.escape
     now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
@@ -193,6 +196,7 @@ def render_html(
             for cohort, frame in tables[name].groupby("cohort", sort=False):
                 parts.append(f"<h3>{esc(name.replace('_', ' '))}: {esc(str(cohort))}</h3>")
                 parts.append(_table_html(frame))
+    parts.extend(extra_sections)
     if images:
         parts.append("<h2>Additional images</h2>")
         for p in images:
