@@ -87,6 +87,7 @@ def command(scores, mutations, expression, cna, gene_sets, tables, cbioportal, o
             progress) -> None:  # fmt: skip
     """Test the CRCRS against mutations, copy number, expression (DE + GSEA) and per-patient
     tables."""
+    from mil_crcrs.atomic import refuse_overwrite, sole_writer
     from mil_crcrs.omics.run import associate
     from mil_crcrs.runlog import RUN_LOG_NAME, RunLog
 
@@ -101,7 +102,13 @@ def command(scores, mutations, expression, cna, gene_sets, tables, cbioportal, o
         seed=seed,
         threads=threads,
     )
-    with RunLog(out / RUN_LOG_NAME, command_line(), progress) as run_log:
+    given = {"--scores": scores, "--mutations": mutations, "--expression": expression,
+             "--cna": cna, "--gene-sets": gene_sets, "--table": tables, "--cbioportal": cbioportal}  # fmt: skip
+    refuse_overwrite({"--out": out}, given, folders={"--out"})
+    with (
+        sole_writer(out, "associate"),
+        RunLog(out / RUN_LOG_NAME, command_line(), progress) as run_log,
+    ):
         result = associate(scores, out, mutations, expression, gene_sets, tables, cbioportal,
                            settings, cna)  # fmt: skip
         for name, table in result.tables.items():

@@ -388,7 +388,7 @@ def test_more_bad_inputs(study, tmp_path):
     scores = str(root / "predictions.csv")
     _one_line_error(_run("--scores", scores, "--out", str(tmp_path / "o")), "needs --mutations")
     _one_line_error(_run("--scores", scores, "--cbioportal", str(sim.folder), "--out",
-                         str(sim.folder)), "holds an input")  # fmt: skip
+                         str(sim.folder)), "--out is the input --cbioportal")  # fmt: skip
     _one_line_error(_run("--scores", scores, "--table", str(sim.immune), "--min-mutated", "0",
                          "--out", str(tmp_path / "o")), "--min-mutated")  # fmt: skip
     cna = tmp_path / "log2cna.txt"

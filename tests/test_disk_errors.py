@@ -6,6 +6,7 @@ a real 200 KB tmpfs) through ``fit``, ``predict``, ``report`` and ``heatmap``.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import shutil
 import subprocess
@@ -56,24 +57,29 @@ def test_a_full_disk_while_writing_predictions_is_one_line(work, monkeypatch):
     assert not list((work / "out").glob("*.csv"))
 
 
+@contextlib.contextmanager
 def _tmpfs(folder: Path, options: str):
     """Mount a tmpfs at ``folder`` (root only; the test is skipped where it is not allowed)."""
     folder.mkdir()
     done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)])
     if done.returncode != 0:
         pytest.skip("cannot mount a tmpfs here (needs root)")
-    yield folder
-    subprocess.run(["umount", str(folder)])
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)])
 
 
 @pytest.fixture
 def small_disk(tmp_path):
-    yield from _tmpfs(tmp_path / "small", "size=200k")
+    with _tmpfs(tmp_path / "small", "size=200k") as folder:
+        yield folder
 
 
 @pytest.fixture
 def read_only(tmp_path):
-    yield from _tmpfs(tmp_path / "ro", "ro,size=100k")
+    with _tmpfs(tmp_path / "ro", "ro,size=100k") as folder:
+        yield folder
 
 
 @pytest.mark.slow
@@ -105,13 +111,15 @@ def test_extract_onto_a_full_disk_is_one_line_not_a_segfault(tmp_path):
 
     make_slides(tmp_path / "slides", 2)
     (tmp_path / "slides" / "bad.svs").unlink()
+    command = [sys.executable, "-m", "cli.main", "extract", str(tmp_path / "slides")]
     for size in ("800k", "2m"):  # room for the QC images, not for the features
-        disk = next(_tmpfs(tmp_path / size, f"size={size}"))
-        command = [sys.executable, "-m", "cli.main", "extract", str(tmp_path / "slides")]
-        done = subprocess.run(
-            [*command, "--out", str(disk / "f"), *TINY], cwd=ROOT, capture_output=True, text=True
-        )
+        with _tmpfs(tmp_path / size, f"size={size}") as disk:
+            done = subprocess.run(
+                [*command, "--out", str(disk / "f"), *TINY],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+            )
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 2 and lines[-1].startswith("error: "), done.stderr[-500:]
         assert "No space left on device" in lines[-1] and "Traceback" not in done.stderr
-        subprocess.run(["umount", str(disk)])

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from mil_crcrs._version import __version__
-from mil_crcrs.atomic import atomic_dir, write_csv, write_json
+from mil_crcrs.atomic import output_dir, refuse_overwrite, write_csv, write_json
 from mil_crcrs.errors import InputError, SettingError
 from mil_crcrs.figures import write_png
 from mil_crcrs.omics.cna import cna_tests
@@ -48,8 +48,6 @@ from mil_crcrs.omics.tables import table_tests
 
 log = logging.getLogger(__name__)
 PathLike = str | os.PathLike
-OUTPUT_NAMES = ("mutations.csv", "cna.csv", "expression.csv", "gene_sets.csv", "patient_tables.csv",
-                "associate.json", "figures", "run.log")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -143,8 +141,9 @@ def associate(
     AssociateResult
     """
     out = Path(out_dir)
-    inputs = [p for p in (scores, mutations, expression, gene_sets, cbioportal, cna, *tables) if p]
-    _check_out_dir(out, inputs)
+    given = {"scores": scores, "mutations": mutations, "expression": expression,
+             "gene_sets": gene_sets, "cbioportal": cbioportal, "cna": cna}  # fmt: skip
+    refuse_overwrite({"out_dir": out}, {**given, "tables": list(tables)}, folders={"out_dir"})
     study = find_cbioportal(cbioportal) if cbioportal is not None else None
     if study is not None:
         mutations = mutations or study.mutations
@@ -168,19 +167,9 @@ def associate(
         _expression(result, Path(expression), gene_sets, score_table, sample_map, settings)
     if tables:
         _tables(result, [Path(t) for t in tables], score_table, sample_map, settings)
-    given = {"scores": scores, "mutations": mutations, "expression": expression,
-             "gene_sets": gene_sets, "cbioportal": cbioportal, "cna": cna}  # fmt: skip
     given = {k: None if v is None else str(v) for k, v in given.items()}
     _write(result, settings, {**given, "tables": [str(t) for t in tables]})
     return result
-
-
-def _check_out_dir(out: Path, inputs: Sequence[PathLike]) -> None:
-    target = out.resolve()
-    for path in inputs:
-        p = Path(path).resolve()
-        if p == target or target in p.parents:
-            raise InputError(f"{out}: the output folder holds an input ({path}); choose another")
 
 
 def _mutations(result, path, scores, sample_map, settings) -> None:
@@ -263,10 +252,7 @@ def _tables(result, paths, scores, sample_map, settings) -> None:
 
 
 def _write(result: AssociateResult, settings: AssociateSettings, inputs: dict) -> None:
-    def keep(name: str) -> bool:  # files someone else put in the folder stay; ours are replaced
-        return name not in OUTPUT_NAMES
-
-    with atomic_dir(result.out_dir, keep=keep) as tmp:
+    with output_dir(result.out_dir) as tmp:  # all of one run, or the previous run's untouched
         for name, table in result.tables.items():
             write_csv(tmp / f"{name}.csv", table)
         for name, fig in result.figures.items():
