@@ -50,6 +50,13 @@ from mil_crcrs.models import MILModel
 from mil_crcrs.train.batches import eval_batches
 from mil_crcrs.train.cutoff import Cutoff, risk_group
 
+#: What the sign of a contribution means, for legends, captions and file notes.
+CONTRIBUTION_MEANING = (
+    "contribution: each tile's share of the CRCRS against contribution_reference, the training "
+    "cohort's mean CRCRS (reference + the patient's contributions = CRCRS); positive raises the "
+    "patient's risk above the training average, negative lowers it"
+)
+
 #: Bags per forward pass of :meth:`CRCRSModel.predict` unless told.
 PREDICT_BATCH_SIZE = 16
 
@@ -184,15 +191,15 @@ class CRCRSModel:
         mask : (B, N) bool, True for a real tile (None = all real)
         grid : (B, N, 2) or, shared by every bag, (N, 2) long tile-grid positions (used by
             transmil), or None
-        tiles : also return the mean attention and each tile's additive share of the CRCRS
+        tiles : also return the mean attention and each tile's contribution
 
         Returns
         -------
         crcrs : (B,) float64
         attention : (B, N) float64 mean attention of the fold models, or None
-        contribution : (B, N) float64 tile shares, or None; they sum, with
-            :meth:`contribution_baseline`, to ``crcrs`` (exactly for abmil and mean with a Cox
-            loss, see ``MILModel.tile_contributions``)
+        contribution : (B, N) float64 each tile's contribution against
+            :attr:`contribution_reference`, or None: ``reference + contribution.sum(1) = crcrs``
+            for every bag and every model (see :meth:`_tile_contributions`)
         """
         if grid is not None and grid.ndim == 2:
             grid = grid.unsqueeze(0).expand(features.shape[0], -1, -1)
@@ -203,20 +210,35 @@ class CRCRSModel:
             out = model(features, mask=mask, grid=grid)
             total = total + (out.risk.double() - offset) / scale
             if tiles:
-                share = model.tile_contributions(features, mask, grid).double() * (gain / scale)
-                weight = out.attention.double() / len(self.fold_models)
+                weight = out.attention.double()
+                share = _tile_contributions(model, features, mask, grid, out.risk, weight, offset)
+                share = share * (gain / scale)
                 contribution = share if contribution is None else contribution + share
+                weight = weight / len(self.fold_models)
                 attention = weight if attention is None else attention + weight
+        if contribution is not None and attention is not None:
+            contribution = contribution - attention * (
+                self.contribution_reference - self.calibration[1]
+            )
         return total * gain + self.calibration[1], attention, contribution
 
-    def contribution_baseline(self) -> float:
-        """What the tile contributions of :meth:`risk` add up to short of the CRCRS:
-        the fold models' head biases, standardised, averaged and calibrated (Cox models)."""
-        parts = zip(self.fold_models, self.offsets, self.scales, strict=True)
-        terms = [
-            (float(model.head.bias.detach()[0]) - offset) / scale for model, offset, scale in parts
-        ]
-        return self.calibration[0] * float(np.mean(terms)) + self.calibration[1]
+    @property
+    def contribution_reference(self) -> float:
+        """The CRCRS that tile contributions are measured against: the training cohort's mean
+        CRCRS (the CRCRS of its average bag, the models being linear in the bag embedding).
+
+        Recorded at fit time in ``config.json`` (``training_cohort.crcrs_mean``); for a model
+        directory written before, the mean of ``metrics.json``'s out-of-fold scores or of
+        ``oof_predictions.csv``, which the calibration makes the same number. A model built by
+        hand without any of them is measured against ``ensemble_shift``, the CRCRS of a bag
+        every fold model scores at its training mean.
+        """
+        recorded = self.training_cohort.get("crcrs_mean")
+        if recorded is None:
+            recorded = (self.metrics.get("scale") or {}).get("oof_mean")
+        if recorded is None and self.oof_predictions is not None:
+            recorded = float(np.mean(self.oof_predictions["crcrs"]))
+        return self.calibration[1] if recorded is None else float(recorded)
 
     @torch.no_grad()
     def _score(
@@ -256,10 +278,9 @@ class CRCRSModel:
         -------
         crcrs : float
         attention : (n_tiles,) float64, the fold models' mean attention (sums to 1)
-        contributions : (n_tiles,) float64, each tile's additive share of the CRCRS; for abmil
-            and mean (Cox loss) ``contributions.sum() + contribution_baseline()`` equals
-            ``crcrs`` exactly; for max and transmil it is an approximation (see
-            ``MILModel.tile_contributions``)
+        contributions : (n_tiles,) float64, each tile's contribution against
+            :attr:`contribution_reference`: ``contribution_reference + contributions.sum()``
+            equals ``crcrs``
         """
         bag = to_cache_dtype(bag)  # as the fit and predict() score it
         self._move_if_asked(device)
@@ -288,7 +309,8 @@ class CRCRSModel:
         columns : the table's column names
         attention_dir : if given, write ``<attention_dir>/<slide_id>.h5`` per slide with datasets
             ``coords`` (n_tiles, 2) int64 level-0, ``attention`` (n_tiles,) float32 (normalised
-            over all of the patient's tiles) and ``contribution`` (n_tiles,) float32
+            over all of the patient's tiles) and ``contribution`` (n_tiles,) float32, with the
+            ``contribution_reference`` attribute they are measured against
         time_unit : unit of the table's times (default: the training unit)
         missing : "error" or "warn" for slides in the table without a feature file
         batch_size : bags per forward pass
@@ -334,7 +356,16 @@ class CRCRSModel:
             slides = [s for p in cohort.patient_ids for s in cohort.slides[p]]
             groups = table["risk_group"].tolist()
             files = Path(attention_dir), store, slides
-            write_attention_files(*files, bags, risk, groups, attention, contribution, self.encoder)
+            write_attention_files(
+                *files,
+                bags,
+                risk,
+                groups,
+                attention,
+                contribution,
+                self.encoder,
+                self.contribution_reference,
+            )
         return table
 
     def check_features(self, feature_dim: int, encoder: str | None, source: str) -> None:
@@ -394,3 +425,26 @@ class CRCRSModel:
 def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu") -> CRCRSModel:
     """Read a model directory: the same as :meth:`CRCRSModel.load`."""
     return CRCRSModel.load(directory, device=device)
+
+
+def _tile_contributions(
+    model: MILModel,
+    features: torch.Tensor,
+    mask: torch.Tensor | None,
+    grid: torch.Tensor | None,
+    risk: torch.Tensor,
+    attention: torch.Tensor,
+    offset: float,
+) -> torch.Tensor:
+    """One fold model's tile contributions ``(B, N)`` float64, summing to ``risk - offset``.
+
+    ``MILModel.tile_contributions`` splits ``risk - head.bias`` over the tiles (abmil: tile
+    ``i`` gets ``a_i W h_i``). What is left, ``head.bias - offset`` (and for max, transmil or
+    discrete-time models the part their split approximates), is spread over the tiles by
+    attention, so that tile ``i`` of an abmil model gets ``a_i (W h_i + b - offset)``: its
+    attention times how far a bag of that tile alone would score above the model's training
+    mean ``offset``. A tile raises the risk when it scores above the average bag.
+    """
+    share = model.tile_contributions(features, mask, grid).double()
+    rest = risk.double() - offset - share.sum(1)
+    return share + attention * rest[:, None]

@@ -44,7 +44,7 @@ from mil_crcrs.data.cohort import Cohort, Columns
 from mil_crcrs.data.inputs import Inputs, open_inputs
 from mil_crcrs.data.store import FeatureStore
 from mil_crcrs.device import resolve_device
-from mil_crcrs.ensemble import CRCRSModel
+from mil_crcrs.ensemble import CONTRIBUTION_MEANING, CRCRSModel
 from mil_crcrs.errors import SettingError
 from mil_crcrs.explain.settings import HeatmapSettings
 from mil_crcrs.explain.tiling import TileSize
@@ -227,7 +227,7 @@ def _record(
         "encoder_given": job.encoder,
         "tile_size_given": None if job.tile_size is None else str(job.tile_size),
         "gradcam_settings": None if job.gradcam is None else asdict(job.gradcam),
+        "contribution_reference": model.contribution_reference,
         "note": "attention is the fold models' mean attention, normalised over all of a "
-        "patient's tiles; contribution is each tile's additive share of the CRCRS; maps of "
-        "one patient share one colour scale",
+        f"patient's tiles; {CONTRIBUTION_MEANING}; maps of one patient share one colour scale",
     }
