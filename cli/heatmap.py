@@ -13,6 +13,7 @@ from cli._options import (
     features_option,
     missing_option,
     model_dir_option,
+    slide_table_option,
 )
 from mil_crcrs.explain.scores import VALUE_KINDS
 from mil_crcrs.explain.settings import DEFAULT_CMAPS, MIN_SIDE_PX, HeatmapSettings
@@ -82,6 +83,13 @@ _DEFAULTS = HeatmapSettings()
     "of fit and predict (level-0 pixels only), it may name a resolution.",
 )
 @click.option(
+    "--slide-mpp",
+    type=float,
+    default=None,
+    help="Slides' level-0 microns per pixel, to place coordinates stored in microns (STAMP) "
+    "where the slide file is not given or does not record it [default: each slide's own].",
+)
+@click.option(
     "--geojson",
     is_flag=True,
     help="Also write <patient>/<slide>.geojson per slide: the tiles as QuPath objects with "
@@ -94,6 +102,7 @@ _DEFAULTS = HeatmapSettings()
     default=None,
     help="Cohort table grouping slides into patients [default: each feature file is one patient].",
 )
+@slide_table_option
 @click.option(
     "--cmap",
     default=None,
@@ -144,9 +153,11 @@ def command(
     weights,
     encoder,
     tile_size,
+    slide_mpp,
     geojson,
     patients,
     clinical,
+    slide_table,
     cmap,
     alpha,
     smooth,
@@ -187,13 +198,26 @@ def command(
         encoder=encoder,
         weights=weights,
         tile_size=None if tile_size is None else TileSize.parse(tile_size),
+        slide_mpp=slide_mpp,
         geojson=geojson,
         device=device,
         columns=columns,
         time_unit=time_unit,
         missing=missing,
     )
+    model = model_dir
+    if slide_table is not None:
+        if clinical is None:
+            raise click.UsageError("--slide-table needs --clinical")
+        from mil_crcrs.data.cohort import read_cohort
+        from mil_crcrs.ensemble import load_model
+
+        model = load_model(model_dir)
+        unit = time_unit or model.time_unit
+        clinical = read_cohort(
+            clinical, columns, unit, require_outcome=False, slide_table=slide_table
+        )
     slide_paths = list(slides) or None
-    result = make_heatmaps(model_dir, features, out_dir, slide_paths, clinical, job)
+    result = make_heatmaps(model, features, out_dir, slide_paths, clinical, job)
     n_patients = result.images["patient_id"].nunique()
     click.echo(f"{len(result.images)} images for {n_patients} patient(s): {out_dir}")

@@ -24,6 +24,7 @@ Every problem raises :class:`~mil_crcrs.errors.InputError` naming the file, line
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -140,7 +141,9 @@ class Cohort:
 
         A slide id matches a feature file's stem as it is or without a slide-file extension on
         either side (``TCGA-01.svs`` in a table matches ``TCGA-01.h5``; see
-        :data:`SLIDE_SUFFIXES`); the returned cohort names its slides by the file stems.
+        :data:`SLIDE_SUFFIXES`), or by its last path part (STAMP's ``FILENAME``
+        ``centre_a/TCGA-01.h5`` matches ``TCGA-01.h5`` in that sub-folder); the returned cohort
+        names its slides by the file stems.
 
         Parameters
         ----------
@@ -156,6 +159,8 @@ class Cohort:
         found: dict[str, str] = {}
         for sid in (s for sl in self.slides.values() for s in sl):
             match = sid if sid in exact else by_key.get(strip_slide_suffix(sid))
+            if match is None:  # STAMP's FILENAME: the file's path in the feature folder
+                match = by_key.get(strip_slide_suffix(re.split(r"[/\\]", sid)[-1]))
             if match is None:
                 continue
             if match in found.values():

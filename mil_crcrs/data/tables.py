@@ -71,6 +71,34 @@ def _numeric_column(table: pd.DataFrame, column: str, source: str) -> pd.Series:
     return values
 
 
+#: Status words as STAMP reads them (``stamp.modeling.data._parse_survival_status``), by case.
+EVENT_WORDS = {"event": 1, "dead": 1, "deceased": 1, "yes": 1, "y": 1, "true": 1}
+CENSORED_WORDS = {"alive": 0, "censored": 0, "no": 0, "false": 0}
+
+
+def _status_words(table: pd.DataFrame, column: str, source: str) -> pd.DataFrame:
+    """``table`` with a status column of words (STAMP's ``dead``/``alive``, ``event``/
+    ``censored``, ``yes``/``no``) read as 1 (event) and 0 (censored), said in one logged line;
+    the table unchanged where the column holds no such word."""
+    values = table[column]
+    if values.dtype.kind != "O":
+        return table
+    words = values.map(lambda v: v.strip().lower() if isinstance(v, str) else v)
+    known = {**EVENT_WORDS, **CENSORED_WORDS}
+    is_word = words.map(lambda v: isinstance(v, str) and v in known)
+    if not is_word.any():
+        return table
+    mapped = words.where(~is_word, words.map(known))
+    seen = sorted({str(v).strip() for v in values[is_word]}, key=lambda w: (-known[w.lower()], w))
+    log.info(
+        "%s: status column '%s' read as words: %s (1 = event, 0 = censored)",
+        source,
+        column,
+        ", ".join(f"{w} = {known[w.lower()]}" for w in seen),
+    )
+    return table.assign(**{column: mapped})
+
+
 def validate_outcome(
     table: pd.DataFrame, time_col: str, event_col: str, source: str
 ) -> pd.DataFrame:
@@ -90,7 +118,7 @@ def validate_outcome(
     if not np.isfinite(time.to_numpy(dtype=float)).all():
         i = int(np.flatnonzero(~np.isfinite(time.to_numpy(dtype=float)))[0])
         raise InputError(f"{source}, {table_line(i)}: column '{time_col}' is not finite")
-    event = _numeric_column(table, event_col, source)
+    event = _numeric_column(_status_words(table, event_col, source), event_col, source)
     bad = ~event.isin([0, 1])
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
