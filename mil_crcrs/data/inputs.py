@@ -103,7 +103,7 @@ def open_inputs(
     cohort = as_cohort(clinical, store, columns, time_unit, outcome)
     if patients is not None:  # other patients' files do not matter
         cohort = _only(cohort, [str(p) for p in patients])
-    cohort = skip_empty(cohort.match_features(store.slide_ids, missing), store)
+    cohort = skip_empty(cohort.match_features(store.slide_ids, missing), store, clinical is None)
     if outcome:  # dropping patients without files can leave too few events
         cohort = cohort.require_outcome()
     return Inputs(store=store, cohort=cohort, bags=PatientBags(cohort, store))
@@ -120,9 +120,10 @@ def warn_empty(where: str, empty: Sequence[str], more: str = "") -> None:
     )
 
 
-def skip_empty(cohort: Cohort, store: FeatureStore) -> Cohort:
+def skip_empty(cohort: Cohort, store: FeatureStore, file_patients: bool = False) -> Cohort:
     """``cohort`` without its slides whose feature file has zero tiles (TRIDENT writes one for
-    a slide without tissue), and without patients left with no slide, said in one warning."""
+    a slide without tissue), and without patients left with no slide, said in one warning
+    (``file_patients``: each file is a patient, so no patient count is added)."""
     slides = [s for sl in cohort.slides.values() for s in sl]
     empty = [s for s in slides if store.is_empty(s)]
     if not empty:
@@ -130,7 +131,8 @@ def skip_empty(cohort: Cohort, store: FeatureStore) -> Cohort:
     kept = {p: tuple(s for s in sl if s not in empty) for p, sl in cohort.slides.items()}
     keep = [p for p, sl in kept.items() if sl]
     dropped = len(kept) - len(keep)
-    warn_empty(str(store), empty, f"; {dropped} patient(s) left with no slide" if dropped else "")
+    more = f"; {dropped} patient(s) left with no slide" if dropped and not file_patients else ""
+    warn_empty(str(store), empty, more)
     if not keep:
         raise InputError(f"{store}: every feature file has zero tiles")
     return replace(cohort, patients=cohort.patients.loc[keep], slides={p: kept[p] for p in keep})
