@@ -9,10 +9,12 @@ import click
 from cli._options import (
     cohort_columns,
     comma_list,
+    command_line,
     device_option,
     features_option,
     missing_option,
     model_dir_option,
+    progress_option,
     slide_table_option,
 )
 from mil_crcrs.explain.scores import VALUE_KINDS
@@ -139,6 +141,7 @@ _DEFAULTS = HeatmapSettings()
     help="Longest side of a heatmap in pixels.",
 )
 @missing_option
+@progress_option
 @device_option
 @cohort_columns(unit_from_model=True)
 def command(
@@ -164,6 +167,7 @@ def command(
     percentiles,
     max_side_px,
     missing,
+    progress,
     device,
     columns,
     time_unit,
@@ -173,6 +177,7 @@ def command(
     from feature_extraction.explain.heatmaps import HeatmapJob, make_heatmaps
     from mil_crcrs.errors import InputError
     from mil_crcrs.explain.tiling import TileSize
+    from mil_crcrs.runlog import RUN_LOG_NAME, RunLog
 
     try:
         low, high = (float(p) for p in percentiles.split(","))
@@ -205,19 +210,28 @@ def command(
         time_unit=time_unit,
         missing=missing,
     )
-    model = model_dir
-    if slide_table is not None:
-        if clinical is None:
-            raise click.UsageError("--slide-table needs --clinical")
-        from mil_crcrs.data.cohort import read_cohort
-        from mil_crcrs.ensemble import load_model
+    with RunLog(out_dir / RUN_LOG_NAME, command_line(), progress=progress) as run_log:
+        model = model_dir
+        if slide_table is not None:
+            model, clinical = _with_slide_table(
+                model_dir, clinical, slide_table, columns, time_unit
+            )
+        slide_paths = list(slides) or None
+        result = make_heatmaps(model, features, out_dir, slide_paths, clinical, job)
+        n_patients = result.images["patient_id"].nunique()
+        line = f"{len(result.images)} images for {n_patients} patient(s): {out_dir}"
+        run_log.note(line)
+    click.echo(line)
 
-        model = load_model(model_dir)
-        unit = time_unit or model.time_unit
-        clinical = read_cohort(
-            clinical, columns, unit, require_outcome=False, slide_table=slide_table
-        )
-    slide_paths = list(slides) or None
-    result = make_heatmaps(model, features, out_dir, slide_paths, clinical, job)
-    n_patients = result.images["patient_id"].nunique()
-    click.echo(f"{len(result.images)} images for {n_patients} patient(s): {out_dir}")
+
+def _with_slide_table(model_dir, clinical, slide_table, columns, time_unit):
+    """The loaded model and the cohort of a clinical table joined to STAMP's slide table."""
+    from mil_crcrs.data.cohort import read_cohort
+    from mil_crcrs.ensemble import load_model
+
+    if clinical is None:
+        raise click.UsageError("--slide-table needs --clinical")
+    model = load_model(model_dir)
+    unit = time_unit or model.time_unit
+    cohort = read_cohort(clinical, columns, unit, require_outcome=False, slide_table=slide_table)
+    return model, cohort

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mil_crcrs.contributions import contribution_reference, fold_contributions
 from mil_crcrs.data.bags import PatientBag
 from mil_crcrs.data.cache import CacheDtypeBags, to_cache_dtype
 from mil_crcrs.data.cohort import Cohort, Columns, DataWarning
@@ -49,13 +50,6 @@ from mil_crcrs.model_dir import (
 from mil_crcrs.models import MILModel
 from mil_crcrs.train.batches import eval_batches
 from mil_crcrs.train.cutoff import Cutoff, risk_group
-
-#: What the sign of a contribution means, for legends, captions and file notes.
-CONTRIBUTION_MEANING = (
-    "contribution: each tile's share of the CRCRS against contribution_reference, the training "
-    "cohort's mean CRCRS (reference + the patient's contributions = CRCRS); positive raises the "
-    "patient's risk above the training average, negative lowers it"
-)
 
 #: Bags per forward pass of :meth:`CRCRSModel.predict` unless told.
 PREDICT_BATCH_SIZE = 16
@@ -199,7 +193,7 @@ class CRCRSModel:
         attention : (B, N) float64 mean attention of the fold models, or None
         contribution : (B, N) float64 each tile's contribution against
             :attr:`contribution_reference`, or None: ``reference + contribution.sum(1) = crcrs``
-            for every bag and every model (see :meth:`_tile_contributions`)
+            for every bag and every model (:mod:`mil_crcrs.contributions`)
         """
         if grid is not None and grid.ndim == 2:
             grid = grid.unsqueeze(0).expand(features.shape[0], -1, -1)
@@ -211,7 +205,7 @@ class CRCRSModel:
             total = total + (out.risk.double() - offset) / scale
             if tiles:
                 weight = out.attention.double()
-                share = _tile_contributions(model, features, mask, grid, out.risk, weight, offset)
+                share = fold_contributions(model, features, mask, grid, out.risk, weight, offset)
                 share = share * (gain / scale)
                 contribution = share if contribution is None else contribution + share
                 weight = weight / len(self.fold_models)
@@ -225,20 +219,8 @@ class CRCRSModel:
     @property
     def contribution_reference(self) -> float:
         """The CRCRS that tile contributions are measured against: the training cohort's mean
-        CRCRS (the CRCRS of its average bag, the models being linear in the bag embedding).
-
-        Recorded at fit time in ``config.json`` (``training_cohort.crcrs_mean``); for a model
-        directory written before, the mean of ``metrics.json``'s out-of-fold scores or of
-        ``oof_predictions.csv``, which the calibration makes the same number. A model built by
-        hand without any of them is measured against ``ensemble_shift``, the CRCRS of a bag
-        every fold model scores at its training mean.
-        """
-        recorded = self.training_cohort.get("crcrs_mean")
-        if recorded is None:
-            recorded = (self.metrics.get("scale") or {}).get("oof_mean")
-        if recorded is None and self.oof_predictions is not None:
-            recorded = float(np.mean(self.oof_predictions["crcrs"]))
-        return self.calibration[1] if recorded is None else float(recorded)
+        CRCRS (:func:`mil_crcrs.contributions.contribution_reference`)."""
+        return contribution_reference(self)
 
     @torch.no_grad()
     def _score(
@@ -356,16 +338,8 @@ class CRCRSModel:
             slides = [s for p in cohort.patient_ids for s in cohort.slides[p]]
             groups = table["risk_group"].tolist()
             files = Path(attention_dir), store, slides
-            write_attention_files(
-                *files,
-                bags,
-                risk,
-                groups,
-                attention,
-                contribution,
-                self.encoder,
-                self.contribution_reference,
-            )
+            parts = attention, contribution, self.encoder, self.contribution_reference
+            write_attention_files(*files, bags, risk, groups, *parts)
         return table
 
     def check_features(self, feature_dim: int, encoder: str | None, source: str) -> None:
@@ -383,8 +357,7 @@ class CRCRSModel:
         if bool(encoder) != bool(self.encoder):
             said = (
                 f"features in {source} do not name their encoder; the model was trained on "
-                f"'{self.encoder}' features (say which encoder made them with the encoder read "
-                "setting)"
+                f"'{self.encoder}' features (say which encoder made them with --encoder)"
                 if self.encoder
                 else f"the model does not record its encoder; features in {source} come from "
                 f"'{encoder}'"
@@ -425,26 +398,3 @@ class CRCRSModel:
 def load_model(directory: str | os.PathLike, device: str | torch.device = "cpu") -> CRCRSModel:
     """Read a model directory: the same as :meth:`CRCRSModel.load`."""
     return CRCRSModel.load(directory, device=device)
-
-
-def _tile_contributions(
-    model: MILModel,
-    features: torch.Tensor,
-    mask: torch.Tensor | None,
-    grid: torch.Tensor | None,
-    risk: torch.Tensor,
-    attention: torch.Tensor,
-    offset: float,
-) -> torch.Tensor:
-    """One fold model's tile contributions ``(B, N)`` float64, summing to ``risk - offset``.
-
-    ``MILModel.tile_contributions`` splits ``risk - head.bias`` over the tiles (abmil: tile
-    ``i`` gets ``a_i W h_i``). What is left, ``head.bias - offset`` (and for max, transmil or
-    discrete-time models the part their split approximates), is spread over the tiles by
-    attention, so that tile ``i`` of an abmil model gets ``a_i (W h_i + b - offset)``: its
-    attention times how far a bag of that tile alone would score above the model's training
-    mean ``offset``. A tile raises the risk when it scores above the average bag.
-    """
-    share = model.tile_contributions(features, mask, grid).double()
-    rest = risk.double() - offset - share.sum(1)
-    return share + attention * rest[:, None]

@@ -41,14 +41,16 @@ from feature_extraction.explain.pixels import slide_files
 from feature_extraction.slides import Slide
 from mil_crcrs._version import __version__
 from mil_crcrs.atomic import write_csv, write_json
+from mil_crcrs.contributions import CONTRIBUTION_MEANING
 from mil_crcrs.data.cohort import Cohort, Columns
 from mil_crcrs.data.inputs import Inputs, open_inputs
 from mil_crcrs.data.store import FeatureStore, ReadSettings, typed_encoder
 from mil_crcrs.device import resolve_device
-from mil_crcrs.ensemble import CONTRIBUTION_MEANING, CRCRSModel
+from mil_crcrs.ensemble import CRCRSModel
 from mil_crcrs.errors import InputError, SettingError
 from mil_crcrs.explain.settings import HeatmapSettings
 from mil_crcrs.explain.tiling import TileSize
+from mil_crcrs.runlog import Eta, progress_log
 
 SETTINGS_NAME = "heatmaps.json"
 TILES_NAME = "tiles.csv"
@@ -184,10 +186,12 @@ def make_heatmaps(
 
     image_rows: list[dict[str, Any]] = []
     tile_tables: list[pd.DataFrame] = []
+    eta = Eta(len(bags))
     for i in range(len(bags)):
         rows, table = outputs.write(bags[i])
         image_rows.extend(rows)
         tile_tables.append(table)
+        progress_log.info("patient %s: %d file(s), %s", bags[i].patient_id, len(rows), eta.step())
 
     images = pd.DataFrame(image_rows, columns=IMAGE_COLUMNS)
     tiles = pd.concat(tile_tables, ignore_index=True) if tile_tables else pd.DataFrame()

@@ -106,3 +106,22 @@ def feature_files(paths: Iterable[str | os.PathLike]) -> Iterator[Path]:
             yield p
         else:
             raise InputError(f"{p}: no such feature file or folder")
+
+
+def files_by_stem(paths: Iterable[str | os.PathLike]) -> dict[str, Path]:
+    """Slide id (file stem) -> feature file, for the files under ``paths``.
+
+    Where a CLAM folder has both ``h5_files/x.h5`` and ``pt_files/x.pt`` the h5 wins (it has
+    the coordinates); two files of one kind and name (in two sub-folders) are an error.
+    """
+    found: dict[str, Path] = {}
+    for path in feature_files(paths):
+        known = found.get(path.stem)
+        if known is not None and known.suffix == path.suffix and known != path:
+            raise InputError(
+                f"{known} and {path}: two feature files for slide '{path.stem}'; slides are "
+                "named by their file names, so keep one of them (or give one folder)"
+            )
+        if known is None or known.suffix == ".pt":
+            found[path.stem] = path
+    return found

@@ -235,8 +235,8 @@ def read_cohort(
     """
     if time_unit not in TIME_UNITS:
         raise InputError(f"time unit must be one of {', '.join(TIME_UNITS)}, got {time_unit!r}")
-    table, source = _slide_rows(path, columns, slide_table)
-    columns = event_from_censoring(table, columns, source)
+    table, source, resolved = _slide_rows(path, columns, slide_table)
+    columns = resolved or event_from_censoring(table, columns, source)
     needed = [columns.patient] + ([columns.time, columns.event] if require_outcome else [])
     missing = [c for c in needed if c not in table.columns]
     if missing:
@@ -261,16 +261,24 @@ def _slide_rows(
     path: str | os.PathLike | pd.DataFrame,
     columns: Columns,
     slide_table: str | os.PathLike | pd.DataFrame | None,
-) -> tuple[pd.DataFrame, str]:
-    """The table with one row per slide (a copy, joined to ``slide_table`` if given), and where
-    it came from."""
+) -> tuple[pd.DataFrame, str, Columns | None]:
+    """The table with one row per slide (a copy, joined to ``slide_table`` if given), where it
+    came from, and with a slide table the columns to read it with: the clinical table's
+    outcome is checked before the join, so that an error names its own line."""
     if isinstance(path, pd.DataFrame):
         table, source = path.reset_index(drop=True), "<table>"
     else:
         table, source = read_table(path, (columns.patient, columns.slide)), str(path)
-    if slide_table is not None:
-        return join_slide_table(table, slide_table, columns, source), source
-    return table.copy(), source
+    if slide_table is None:
+        return table.copy(), source, None
+    table = table.copy()
+    resolved = event_from_censoring(table, columns, source)
+    if resolved.time in table.columns and resolved.event in table.columns:
+        table = validate_outcome(table, resolved.time, resolved.event, source)
+    if resolved.patient in table.columns and table[resolved.patient].isna().any():
+        i = int(np.flatnonzero(table[resolved.patient].isna().to_numpy())[0])
+        raise InputError(f"{source}, {table_line(i)}: column '{resolved.patient}' is empty")
+    return join_slide_table(table, slide_table, resolved, source), source, resolved
 
 
 def _slide_ids(table: pd.DataFrame, patient: pd.Series, columns: Columns, source: str) -> pd.Series:

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from mil_crcrs.data._folders import FEATURE_SUFFIXES, feature_files
+from mil_crcrs.data._folders import FEATURE_SUFFIXES, files_by_stem
 from mil_crcrs.data._h5 import (
     ATTENTION_FORMAT,
     FORMAT_NAME,
@@ -333,18 +333,7 @@ class FeatureStore:
         self.dtype = dtype
         self.settings = settings or ReadSettings()
         self._roots = paths = [Path(p) for p in paths]
-        self._paths: dict[str, Path] = {}
-        for path in feature_files(paths):
-            known = self._paths.get(path.stem)
-            if known is not None and known.suffix == path.suffix and known != path:
-                raise InputError(
-                    f"{known} and {path}: two feature files for slide '{path.stem}'; slides "
-                    "are named by their file names, so keep one of them (or give one folder)"
-                )
-            # Where a CLAM folder has both h5_files/x.h5 and pt_files/x.pt, the h5 wins (coords).
-            if known is not None and known.suffix != ".pt":
-                continue
-            self._paths[path.stem] = path
+        self._paths: dict[str, Path] = files_by_stem(paths)
         self._infos: dict[str, BagInfo] = {}
 
     def __str__(self) -> str:

@@ -53,6 +53,22 @@ class Columns:
     censor: str | None = None
 
 
+#: Words in a time column's name that say its unit (``survival_months``, ``OS_days``, ...).
+UNIT_WORDS = {
+    "days": ("day", "days"),
+    "months": ("month", "months", "mo", "mos"),
+    "years": ("year", "years", "yr", "yrs"),
+}
+
+
+def time_unit_from_name(name: object) -> str | None:
+    """The unit a time column's name says (``survival_months`` -> "months", ``OS_days`` ->
+    "days", ``dfs.years`` -> "years"), or None where it says none or several."""
+    words = set(re.split(r"[^a-z]+", str(name).lower()))
+    found = [unit for unit, spellings in UNIT_WORDS.items() if words & set(spellings)]
+    return found[0] if len(found) == 1 else None
+
+
 def table_line(index: int) -> str:
     """``"line N"`` for the row at ``index`` of a table read from a file."""
     # Line numbers as a spreadsheet or an editor shows them: the header is line 1.
@@ -223,7 +239,7 @@ def event_from_censoring(table: pd.DataFrame, columns: Columns, source: str) -> 
         raise InputError(
             f"{source}: the event column '{columns.event}' is named like a censoring indicator "
             "(1 = censored), the opposite of an event (1 = observed); make it the censoring column "
-            f"(censor = '{columns.event}') to have it inverted, or name the real event column"
+            f"(--censor-col {columns.event}) to have it inverted, or name the real event column"
         )
     censor = columns.censor
     if censor is None and columns.event not in table.columns:
@@ -299,8 +315,7 @@ def join_slide_table(
     extra = [c for c in clinical.columns if c == columns.slide]
     clinical = clinical.drop(columns=extra)
     left = clinical.assign(**{columns.patient: clinical[columns.patient].astype(str)})
-    right = slides[[columns.patient, columns.slide]].dropna(subset=[columns.slide])
-    right = right.assign(**{columns.patient: right[columns.patient].astype(str)})
+    right = _checked_slide_rows(slides, columns, source)
     joined = left.merge(right, on=columns.patient, how="inner", sort=False)
     n_without = left[columns.patient].nunique() - joined[columns.patient].nunique()
     if joined.empty:
@@ -313,3 +328,20 @@ def join_slide_table(
             "%s: %d patient(s) of the clinical table have no slide; left out", source, n_without
         )
     return joined
+
+
+def _checked_slide_rows(slides: pd.DataFrame, columns: Columns, source: str) -> pd.DataFrame:
+    """The slide table's (patient, slide) rows, patient ids as text; an error naming the slide
+    table's line for an empty cell or a slide listed twice."""
+    right = slides[[columns.patient, columns.slide]]
+    for column in (columns.patient, columns.slide):
+        if right[column].isna().any():
+            i = int(np.flatnonzero(right[column].isna().to_numpy())[0])
+            raise InputError(f"{source}, {table_line(i)}: column '{column}' is empty")
+    dup = right[columns.slide].astype(str).duplicated()
+    if dup.any():
+        i = int(np.flatnonzero(dup.to_numpy())[0])
+        raise InputError(
+            f"{source}, {table_line(i)}: slide '{right[columns.slide].iloc[i]}' is listed twice"
+        )
+    return right.assign(**{columns.patient: right[columns.patient].astype(str)})

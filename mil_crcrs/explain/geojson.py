@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from mil_crcrs.atomic import atomic_path
-from mil_crcrs.ensemble import CONTRIBUTION_MEANING
+from mil_crcrs.contributions import CONTRIBUTION_MEANING
 from mil_crcrs.explain.scores import TileScores
 
 #: QuPath classification of a tile by the sign of its contribution, with its RGB colour.

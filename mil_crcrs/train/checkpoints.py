@@ -222,6 +222,15 @@ def remove_checkpoints(folder: str | os.PathLike) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def drop_unused_checkpoints(folder: str | os.PathLike) -> None:
+    """Delete a checkpoint folder that holds no finished model (a fit refused before its first
+    fold), so a refused fit leaves nothing behind; one with finished models is kept for
+    ``--resume``."""
+    folder = Path(folder)
+    if folder.is_dir() and not any(folder.glob("*.pt")):
+        remove_checkpoints(folder)
+
+
 def _read_json(path: Path) -> dict[str, Any] | None:
     try:
         value = json.loads(path.read_text())
