@@ -106,7 +106,7 @@ def _model_lines(info: dict[str, Any]) -> list[str]:
         lines.append(
             f"trained on: {cohort.get('source')} ({cohort.get('n_patients')} patients, "
             f"{cohort.get('n_slides')} slides, {cohort.get('n_events')} events; median "
-            f"follow-up {cohort.get('time_median', float('nan')):.4g} {info['time_unit']})"
+            f"observed time {cohort.get('time_median', float('nan')):.4g} {info['time_unit']})"
         )
     if "harrell_c_mean" in metrics:
         lines.append(
