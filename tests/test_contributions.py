@@ -55,17 +55,13 @@ def planted(tmp_path_factory):
     )
     model = fit(sim.features_dir, sim.clinical_csv, settings)
     model.save(root / "model")
-    return sim, model, root
-
-
-def _patients(sim, model):
     inputs = open_inputs(sim.features_dir, sim.clinical_csv, Columns(), model.time_unit)
-    return [tile_scores(model, bag) for bag in inputs.bags], inputs
+    scores = [tile_scores(model, bag) for bag in inputs.bags]
+    return sim, model, root, scores
 
 
 def test_reference_plus_contributions_is_the_crcrs_for_every_patient(planted):
-    sim, model, _ = planted
-    scores, _ = _patients(sim, model)
+    sim, model, _, scores = planted
     reference = model.contribution_reference
     # The reference is the training cohort's mean CRCRS, as recorded at fit time.
     oof = model.oof_predictions["crcrs"].to_numpy()
@@ -81,8 +77,7 @@ def test_reference_plus_contributions_is_the_crcrs_for_every_patient(planted):
 def test_planted_tiles_raise_the_risk_and_high_risk_patients_sum_positive(planted):
     # Measured (CPU, seed 0): 94 % of the 1,035 planted tiles have a positive contribution,
     # 14 % of the 2,564 others; before, every tile of the small models was negative.
-    sim, model, _ = planted
-    scores, _ = _patients(sim, model)
+    sim, model, _, scores = planted
     on_planted, on_others = [], []
     for s in scores:
         mask = np.concatenate([sim.planted[sid] for sid in s.slide_ids])
@@ -133,7 +128,7 @@ def test_the_identity_holds_for_every_aggregator(name, kwargs):
 
 
 def test_an_old_model_dir_takes_the_reference_from_its_out_of_fold_scores(planted, tmp_path):
-    sim, model, root = planted
+    sim, model, root, _ = planted
     config_path = root / "model" / "config.json"
     config = json.loads(config_path.read_text())
     del config["training_cohort"]["crcrs_mean"]  # as fit wrote it before the reference existed
@@ -150,8 +145,7 @@ def test_an_old_model_dir_takes_the_reference_from_its_out_of_fold_scores(plante
 
 
 def test_every_output_with_contributions_states_the_reference(planted, tmp_path):
-    sim, model, _ = planted
-    scores, inputs = _patients(sim, model)
+    sim, model, _, scores = planted
     reference = model.contribution_reference
     tiles = select_tiles(scores[0], k=3, by="contribution")
     assert (tiles["contribution_reference"] == reference).all()
