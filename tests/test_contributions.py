@@ -158,3 +158,38 @@ def test_every_output_with_contributions_states_the_reference(planted, tmp_path)
         assert f.attrs["contribution_reference"] == pytest.approx(reference)
         assert "contribution_reference" in f.attrs["note"]
     assert isinstance(tiles, pd.DataFrame)
+
+
+@pytest.mark.slow
+def test_on_the_demo_the_planted_tissue_raises_risk(tmp_path):
+    # The README's demo at full size (real H&E tissue with a planted block of dense nuclei):
+    # its planted tiles must read "raises risk", and every high-risk patient's contributions
+    # must sum to a positive number. Measured numbers are in the report of issue 27.
+    from feature_extraction.synthetic.demo import DemoSettings, run_demo
+    from feature_extraction.synthetic.planted import read_planted
+
+    result = run_demo(tmp_path / "demo", DemoSettings(device="cpu"), log=lambda line: None)
+    model = load_model(result.model_dir)
+    cohort = tmp_path / "demo" / "cohort"
+    inputs = open_inputs(tmp_path / "demo" / "features", cohort / "clinical.csv", Columns())
+    on_planted, on_others, high_sums = [], [], []
+    for bag in inputs.bags:
+        s = tile_scores(model, bag)
+        assert s.reference + s.contribution.sum() == pytest.approx(s.crcrs, abs=1e-5)
+        if s.crcrs > model.cutoff:
+            high_sums.append(s.contribution.sum())
+        for sid in s.slide_ids:
+            rows = s.slide_rows(sid)
+            size = inputs.store.info(sid).tile_size_level0
+            mask = read_planted(cohort / "planted" / f"{sid}.json").is_planted(s.coords[rows], size)
+            on_planted.append(s.contribution[rows][mask] > 0)
+            on_others.append(s.contribution[rows][~mask] > 0)
+    raises_planted = float(np.concatenate(on_planted).mean())
+    raises_others = float(np.concatenate(on_others).mean())
+    positive = float(np.mean(np.array(high_sums) > 0))
+    print(
+        f"demo: raise risk on planted {raises_planted:.3f}, others {raises_others:.3f}; "
+        f"high-risk patients summing positive {positive:.3f} of {len(high_sums)}"
+    )
+    assert raises_planted > 0.8 and raises_planted > raises_others + 0.3
+    assert max(high_sums) > 0 and positive > 0.8
