@@ -17,6 +17,7 @@ from cli._options import (
     progress_option,
     slide_table_option,
 )
+from mil_crcrs.data.tables import time_unit_from_name
 from mil_crcrs.explain.scores import VALUE_KINDS
 from mil_crcrs.explain.settings import DEFAULT_CMAPS, MIN_SIDE_PX, HeatmapSettings
 
@@ -196,6 +197,7 @@ def command(
         top_k=top_k,
         by=by,
     )
+    time_unit = time_unit or time_unit_from_name(columns.time)  # None: the model's unit
     job = HeatmapJob(
         settings,
         gradcam=GradCAMSettings(integrated_gradients=integrated_gradients) if gradcam else None,

@@ -14,13 +14,15 @@ the models' mean attention. :class:`~mil_crcrs.ensemble.CRCRSModel` computes the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from mil_crcrs.ensemble import CRCRSModel
+    import pandas as pd
+
     from mil_crcrs.models import MILModel
 
 #: What the sign of a contribution means, for legends, captions and file notes.
@@ -31,7 +33,12 @@ CONTRIBUTION_MEANING = (
 )
 
 
-def contribution_reference(model: CRCRSModel) -> float:
+def contribution_reference(
+    training_cohort: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    oof_predictions: pd.DataFrame | None,
+    ensemble_shift: float,
+) -> float:
     """The CRCRS a model's tile contributions are measured against.
 
     Recorded at fit time in ``config.json`` (``training_cohort.crcrs_mean``, the mean of the
@@ -41,12 +48,12 @@ def contribution_reference(model: CRCRSModel) -> float:
     with none of them is measured against ``ensemble_shift``, the CRCRS of a bag every fold
     model scores at its training mean.
     """
-    recorded = model.training_cohort.get("crcrs_mean")
+    recorded = training_cohort.get("crcrs_mean")
     if recorded is None:
-        recorded = (model.metrics.get("scale") or {}).get("oof_mean")
-    if recorded is None and model.oof_predictions is not None:
-        recorded = float(np.mean(model.oof_predictions["crcrs"]))
-    return model.calibration[1] if recorded is None else float(recorded)
+        recorded = (metrics.get("scale") or {}).get("oof_mean")
+    if recorded is None and oof_predictions is not None:
+        recorded = float(np.mean(oof_predictions["crcrs"]))
+    return float(ensemble_shift) if recorded is None else float(recorded)
 
 
 def fold_contributions(

@@ -211,16 +211,16 @@ class CRCRSModel:
                 weight = weight / len(self.fold_models)
                 attention = weight if attention is None else attention + weight
         if contribution is not None and attention is not None:
-            contribution = contribution - attention * (
-                self.contribution_reference - self.calibration[1]
-            )
+            shift = self.contribution_reference - self.calibration[1]  # spread by attention
+            contribution = contribution - attention * shift
         return total * gain + self.calibration[1], attention, contribution
 
     @property
     def contribution_reference(self) -> float:
         """The CRCRS that tile contributions are measured against: the training cohort's mean
         CRCRS (:func:`mil_crcrs.contributions.contribution_reference`)."""
-        return contribution_reference(self)
+        parts = self.training_cohort, self.metrics, self.oof_predictions, self.calibration[1]
+        return contribution_reference(*parts)
 
     @torch.no_grad()
     def _score(
