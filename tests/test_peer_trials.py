@@ -268,3 +268,12 @@ def test_every_peer_encoder_name_is_mapped():
 
     ours = set(list_encoders())
     assert {v for table in PEER_ENCODERS.values() for v in table.values() if v} <= ours
+
+
+def test_two_stamp_extractors_are_two_folders_not_one_tree(tmp_path):
+    feats, coords = np.ones((3, 4), np.float32), np.zeros((3, 2))
+    write_stamp(tmp_path / "ctranspath-1a2b3c", "s1", feats, coords, extractor="ctranspath")
+    write_stamp(tmp_path / "uni-1a2b3c", "s1", feats, coords, extractor="uni")
+    with pytest.raises(InputError, match="feature files in several folders"):
+        FeatureStore(tmp_path)
+    assert FeatureStore(tmp_path / "uni-1a2b3c").info("s1").encoder == "uni"

@@ -39,21 +39,30 @@ def _tree_files(folder: Path) -> list[Path]:
     return _direct_files(folder) + [f for d in _subfolders(folder) for f in _tree_files(d)]
 
 
-def _is_stamp_file(path: Path) -> bool:
-    """A STAMP feature file (a ``feats`` dataset); an unreadable file is not one."""
+def _stamp_maker(path: Path) -> str | None:
+    """For a STAMP feature file (a ``feats`` dataset), the extractor and code hash that wrote
+    it; None for any other file (or an unreadable one)."""
     from mil_crcrs.data._h5 import open_h5
 
     try:
         with open_h5(path) as f:
-            return "feats" in f and "features" not in f
+            if "feats" not in f or "features" in f:
+                return None
+            return f"{f.attrs.get('extractor')}-{f.attrs.get('code_hash')}"
     except InputError:
-        return False
+        return None
+
+
+def _is_stamp_file(path: Path) -> bool:
+    return _stamp_maker(path) is not None
 
 
 def _is_stamp_tree(folders: list[Path]) -> bool:
     """True if ``folders`` are sub-folders of one STAMP feature folder: STAMP mirrors the slide
-    folder's sub-folders (``<out>/<extractor>/<centre>/<slide>.h5``)."""
-    return all((files := _tree_files(d)) and _is_stamp_file(files[0]) for d in folders)
+    folder's sub-folders (``<out>/<extractor>-<hash>/<centre>/<slide>.h5``); folders of two
+    extractors (``<out>/<extractor>-<hash>/`` each) are not one tree."""
+    makers = {_stamp_maker(files[0]) if (files := _tree_files(d)) else None for d in folders}
+    return len(makers) == 1 and None not in makers
 
 
 def _feature_root(folder: Path) -> tuple[Path, bool] | None:
