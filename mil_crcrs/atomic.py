@@ -84,10 +84,12 @@ def _umask() -> int:
     return umask
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
+def write_json(path: str | os.PathLike, obj: Any, nan_as_null: bool = True) -> None:
     """Write ``obj`` as indented JSON, atomically; NaN and infinities become ``null`` (JSON has
-    no such numbers: Python's ``NaN`` is not JSON)."""
-    text = json.dumps(_finite(obj), indent=2, sort_keys=False, default=_json_default)
+    no such numbers: Python's ``NaN`` is not JSON), unless ``nan_as_null`` is False (a file
+    only Python reads back, bit for bit)."""
+    obj = _finite(obj) if nan_as_null else obj
+    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default)
     with atomic_path(path) as tmp:
         tmp.write_text(text + "\n")
 

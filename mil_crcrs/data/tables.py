@@ -97,7 +97,7 @@ def _status_words(table: pd.DataFrame, column: str, source: str) -> pd.DataFrame
     ``censored``, ``yes``/``no``) read as 1 (event) and 0 (censored), said in one logged line;
     the table unchanged where the column holds no such word."""
     values = table[column]
-    if values.dtype.kind != "O":
+    if values.dtype.kind != "O" or looks_like_censoring(column):  # "dead" is no censoring
         return table
     words = values.map(lambda v: v.strip().lower() if isinstance(v, str) else v)
     known = {**EVENT_WORDS, **CENSORED_WORDS}

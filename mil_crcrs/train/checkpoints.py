@@ -176,7 +176,7 @@ class FoldCheckpoints:
             # JSON floats are Python's shortest round-tripping repr: read back bit for bit
             "risk": np.asarray(risk, np.float64).tolist(),
         }
-        write_json(info_path, record)
+        write_json(info_path, record, nan_as_null=False)  # read back as the fit made it
 
     def finished(self) -> list[str]:
         """The keys of the models saved by this fit."""
