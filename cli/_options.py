@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import click
 
-from mil_crcrs.data.cohort import DEFAULT_TIME_UNIT, MISSING_POLICIES, TIME_UNITS, Columns
+from mil_crcrs.data.cohort import (
+    DEFAULT_TIME_UNIT,
+    MISSING_POLICIES,
+    TIME_UNITS,
+    Columns,
+    DataWarning,
+)
 from mil_crcrs.data.store import ReadSettings
 from mil_crcrs.errors import SettingError
 
@@ -54,10 +61,10 @@ def cohort_columns(func: Callable | None = None, *, unit_from_model: bool = Fals
         click.option(
             "--time-unit",
             type=click.Choice(TIME_UNITS),
-            default=None if unit_from_model else DEFAULT_TIME_UNIT,
-            show_default=not unit_from_model,
-            help="Unit of the time column"
-            + (" [default: the unit the model was fitted in]." if unit_from_model else "."),
+            default=None,
+            help="Unit of the time column [default: what its name says (survival_months, "
+            "OS_days, *_years), else "
+            + ("the unit the model was fitted in]." if unit_from_model else "days]."),
         ),
     ]
 
@@ -70,6 +77,30 @@ def cohort_columns(func: Callable | None = None, *, unit_from_model: bool = Fals
     for option in reversed(options):
         wrapper = option(wrapper)
     return wrapper
+
+
+def time_unit_for(
+    given: str | None, time_col: str, fallback: str = DEFAULT_TIME_UNIT, why: str = ""
+) -> tuple[str, str]:
+    """The unit of a table's times and where it comes from, for the log: ``--time-unit``, else
+    what the time column's name says, else ``fallback`` (``why``: where that comes from)."""
+    from mil_crcrs.data.tables import time_unit_from_name
+
+    named = time_unit_from_name(time_col)
+    if given:
+        if named and named != given:
+            warnings.warn(
+                f"the time column '{time_col}' is named like {named} but --time-unit says "
+                f"{given}; times read in {given}",
+                DataWarning,
+                stacklevel=2,
+            )
+        return given, "--time-unit"
+    if named:
+        return named, f"from the column name '{time_col}'; --time-unit to say otherwise"
+    return fallback, why or (
+        f"the default: the column name '{time_col}' names no unit; --time-unit to say another"
+    )
 
 
 def flag(setting: str) -> str:

@@ -29,6 +29,7 @@ from cli._options import (
     missing_option,
     read_settings,
     slide_table_option,
+    time_unit_for,
 )
 from mil_crcrs.errors import InputError, SettingError
 from mil_crcrs.models import list_models, model_options
@@ -172,6 +173,11 @@ def settings_options(func):
     help="Take the fold models that an interrupted fit with the same settings, cohort and "
     "features saved (in .OUT.checkpoints beside --out), and train only the rest.",
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace the model directory --out if one is already there.",
+)
 @settings_options
 @read_settings
 @cohort_columns
@@ -185,6 +191,7 @@ def command(
     val_clinical,
     val_features,
     resume,
+    overwrite,
     read_settings,
     columns,
     time_unit,
@@ -195,7 +202,11 @@ def command(
     from mil_crcrs.data.cohort import read_cohort
     from mil_crcrs.data.store import FeatureStore
     from mil_crcrs.runlog import RUN_LOG_NAME, RunLog
-    from mil_crcrs.train.checkpoints import checkpoint_folder, remove_checkpoints
+    from mil_crcrs.train.checkpoints import (
+        checkpoint_folder,
+        drop_unused_checkpoints,
+        remove_checkpoints,
+    )
     from mil_crcrs.train.fit import fit
 
     refuse_overwrite(
@@ -211,10 +222,17 @@ def command(
         folders={"--out"},
     )
     settings = build_settings(config, given)
+    if (out / "config.json").exists() and not (overwrite or resume):
+        raise InputError(
+            f"{out}: a model directory is already there; --overwrite to replace it, or another "
+            "--out"
+        )
     with (
         sole_writer(out, "fit"),
         RunLog(out / RUN_LOG_NAME, command_line(), progress=settings.progress) as run_log,
     ):
+        time_unit, source = time_unit_for(time_unit, columns.time)
+        run_log.note(f"times of {clinical.name} read in {time_unit} ({source})")
         cohort = read_cohort(clinical, columns, time_unit, slide_table=slide_table)
         try:
             crcrs = fit(
@@ -230,7 +248,11 @@ def command(
                 resume=resume,
             )
         except SettingError as exc:  # e.g. folds too many for the cohort's events
+            drop_unused_checkpoints(checkpoint_folder(out))
             raise InputError(f"{_where(exc.setting, config, given)} {exc.problem}") from None
+        except InputError:
+            drop_unused_checkpoints(checkpoint_folder(out))
+            raise
         crcrs.save(out)
         remove_checkpoints(checkpoint_folder(out))
         for line in _summary(crcrs):

@@ -9,11 +9,15 @@ import click
 from cli._options import (
     cohort_columns,
     comma_list,
+    command_line,
     device_option,
     features_option,
     missing_option,
     model_dir_option,
+    progress_option,
+    slide_table_option,
 )
+from mil_crcrs.data.tables import time_unit_from_name
 from mil_crcrs.explain.scores import VALUE_KINDS
 from mil_crcrs.explain.settings import DEFAULT_CMAPS, MIN_SIDE_PX, HeatmapSettings
 
@@ -82,6 +86,13 @@ _DEFAULTS = HeatmapSettings()
     "of fit and predict (level-0 pixels only), it may name a resolution.",
 )
 @click.option(
+    "--slide-mpp",
+    type=float,
+    default=None,
+    help="Slides' level-0 microns per pixel, to place coordinates stored in microns (STAMP) "
+    "where the slide file is not given or does not record it [default: each slide's own].",
+)
+@click.option(
     "--geojson",
     is_flag=True,
     help="Also write <patient>/<slide>.geojson per slide: the tiles as QuPath objects with "
@@ -94,6 +105,7 @@ _DEFAULTS = HeatmapSettings()
     default=None,
     help="Cohort table grouping slides into patients [default: each feature file is one patient].",
 )
+@slide_table_option
 @click.option(
     "--cmap",
     default=None,
@@ -130,6 +142,7 @@ _DEFAULTS = HeatmapSettings()
     help="Longest side of a heatmap in pixels.",
 )
 @missing_option
+@progress_option
 @device_option
 @cohort_columns(unit_from_model=True)
 def command(
@@ -144,15 +157,18 @@ def command(
     weights,
     encoder,
     tile_size,
+    slide_mpp,
     geojson,
     patients,
     clinical,
+    slide_table,
     cmap,
     alpha,
     smooth,
     percentiles,
     max_side_px,
     missing,
+    progress,
     device,
     columns,
     time_unit,
@@ -163,10 +179,17 @@ def command(
     from mil_crcrs.atomic import refuse_overwrite, sole_writer
     from mil_crcrs.errors import InputError
     from mil_crcrs.explain.tiling import TileSize
+    from mil_crcrs.runlog import RUN_LOG_NAME, RunLog
 
     refuse_overwrite(
         {"--out": out_dir},
-        {"--model": model_dir, "--features": features, "--slides": slides, "--clinical": clinical},
+        {
+            "--model": model_dir,
+            "--features": features,
+            "--slides": slides,
+            "--clinical": clinical,
+            "--slide-table": slide_table,
+        },
         folders={"--out"},
     )
     try:
@@ -186,6 +209,7 @@ def command(
         top_k=top_k,
         by=by,
     )
+    time_unit = time_unit or time_unit_from_name(columns.time)  # None: the model's unit
     job = HeatmapJob(
         settings,
         gradcam=GradCAMSettings(integrated_gradients=integrated_gradients) if gradcam else None,
@@ -193,14 +217,36 @@ def command(
         encoder=encoder,
         weights=weights,
         tile_size=None if tile_size is None else TileSize.parse(tile_size),
+        slide_mpp=slide_mpp,
         geojson=geojson,
         device=device,
         columns=columns,
         time_unit=time_unit,
         missing=missing,
     )
-    slide_paths = list(slides) or None
-    with sole_writer(out_dir, "heatmap"):
-        result = make_heatmaps(model_dir, features, out_dir, slide_paths, clinical, job)
-    n_patients = result.images["patient_id"].nunique()
-    click.echo(f"{len(result.images)} images for {n_patients} patient(s): {out_dir}")
+    log = RunLog(out_dir / RUN_LOG_NAME, command_line(), progress=progress)
+    with sole_writer(out_dir, "heatmap"), log as run_log:
+        model = model_dir
+        if slide_table is not None:
+            model, clinical = _with_slide_table(
+                model_dir, clinical, slide_table, columns, time_unit
+            )
+        slide_paths = list(slides) or None
+        result = make_heatmaps(model, features, out_dir, slide_paths, clinical, job)
+        n_patients = result.images["patient_id"].nunique()
+        line = f"{len(result.images)} images for {n_patients} patient(s): {out_dir}"
+        run_log.note(line)
+    click.echo(line)
+
+
+def _with_slide_table(model_dir, clinical, slide_table, columns, time_unit):
+    """The loaded model and the cohort of a clinical table joined to STAMP's slide table."""
+    from mil_crcrs.data.cohort import read_cohort
+    from mil_crcrs.ensemble import load_model
+
+    if clinical is None:
+        raise click.UsageError("--slide-table needs --clinical")
+    model = load_model(model_dir)
+    unit = time_unit or model.time_unit
+    cohort = read_cohort(clinical, columns, unit, require_outcome=False, slide_table=slide_table)
+    return model, cohort

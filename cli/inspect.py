@@ -92,6 +92,11 @@ def summary_lines(info: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _num(value: Any, spec: str) -> str:
+    """A recorded number as text; ``n/a`` where it is missing or null (NaN in metrics.json)."""
+    return "n/a" if value is None else format(value, spec)
+
+
 def _model_lines(info: dict[str, Any]) -> list[str]:
     cohort, metrics, model = info["training_cohort"], info["metrics"], info["model"]
     settings = info["settings"]
@@ -106,22 +111,22 @@ def _model_lines(info: dict[str, Any]) -> list[str]:
         lines.append(
             f"trained on: {cohort.get('source')} ({cohort.get('n_patients')} patients, "
             f"{cohort.get('n_slides')} slides, {cohort.get('n_events')} events; median "
-            f"follow-up {cohort.get('time_median', float('nan')):.4g} {info['time_unit']})"
+            f"observed time {_num(cohort.get('time_median'), '.4g')} {info['time_unit']})"
         )
     if "harrell_c_mean" in metrics:
         lines.append(
-            f"cross-validated Harrell C: {metrics['harrell_c_mean']:.3f} +- "
-            f"{metrics.get('harrell_c_sd', float('nan')):.3f} over folds; pooled out-of-fold "
-            f"{metrics.get('harrell_c_oof', float('nan')):.3f}"
+            f"cross-validated Harrell C: {_num(metrics['harrell_c_mean'], '.3f')} +- "
+            f"{_num(metrics.get('harrell_c_sd'), '.3f')} over folds; pooled out-of-fold "
+            f"{_num(metrics.get('harrell_c_oof'), '.3f')}"
         )
     if "validation" in metrics:
         v = metrics["validation"]
         lines.append(
-            f"validation {v.get('source')}: Harrell C {v.get('harrell_c', float('nan')):.3f} "
+            f"validation {v.get('source')}: Harrell C {_num(v.get('harrell_c'), '.3f')} "
             f"({v.get('n_patients')} patients, {v.get('n_events')} events)"
         )
     cutoff = info["cutoff"]
     if cutoff:
-        lines.append(f"cutoff: {cutoff.get('value', float('nan')):.4g} ({cutoff.get('method')})")
+        lines.append(f"cutoff: {_num(cutoff.get('value'), '.4g')} ({cutoff.get('method')})")
     lines.append(f"run.log: {'yes' if info['has_run_log'] else 'no'}")
     return lines

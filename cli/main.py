@@ -63,10 +63,18 @@ class _LazyGroup(click.Group):
 _shown: set[str] = set()
 
 
+def first_paragraph(message: object) -> str:
+    """A warning's first paragraph as one line: lifelines wraps its sentences over several
+    lines, so the first line alone would stop mid-sentence."""
+    lines = str(message).strip().splitlines()
+    end = next((i for i, line in enumerate(lines) if not line.strip()), len(lines))
+    return " ".join(line.strip() for line in lines[:end]) or first_line(message)
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     # One line per distinct warning: libraries (lifelines) repeat multi-line advice per fit.
     # Through the log, so that a run.log keeps it too (mil_crcrs.runlog prints "warning: ...").
-    text = first_line(message)
+    text = first_paragraph(message)
     if text not in _shown:
         _shown.add(text)
         logging.getLogger(LOGGER).warning(text)

@@ -16,6 +16,7 @@ from cli._options import (
     progress_option,
     read_settings,
     slide_table_option,
+    time_unit_for,
 )
 from mil_crcrs.ensemble import PREDICT_BATCH_SIZE, load_model
 
@@ -95,11 +96,12 @@ def command(
         model = load_model(model_dir)
         cohort = None
         if clinical is not None:
-            unit = time_unit or model.time_unit
+            unit, source = time_unit_for(
+                time_unit, columns.time, model.time_unit, "the model's unit"
+            )
             cohort = read_cohort(
                 clinical, columns, unit, require_outcome=False, slide_table=slide_table
             )
-            source = "--time-unit" if time_unit else "the model's unit"
             run_log.note(f"times of {clinical.name} read in {unit} ({source})")
         elif slide_table is not None:
             raise click.UsageError("--slide-table needs --clinical")

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import click
 
-from cli._options import cohort_columns, comma_list, seed_option
+from cli._options import cohort_columns, comma_list, command_line, seed_option, time_unit_for
 from mil_crcrs.atomic import refuse_overwrite, sole_writer
+from mil_crcrs.data.cohort import DEFAULT_TIME_UNIT, TIME_UNITS
 from mil_crcrs.errors import InputError, SettingError
+from mil_crcrs.runlog import RUN_LOG_NAME, RunLog
 from mil_crcrs.stats.report import ReportSettings, build_report
 
 #: ReportSettings fields whose flag is not the field's own name.
@@ -125,19 +127,6 @@ def command(
     seed,
 ) -> None:
     """Kaplan-Meier, Cox, discrimination, nomogram, calibration and decision curves."""
-    try:
-        settings = ReportSettings(
-            covariates=comma_list(covariates),
-            categorical=comma_list(categorical),
-            horizons_years=_years(horizons),
-            time_unit=time_unit,
-            columns=columns,
-            n_bootstrap=n_bootstrap,
-            seed=seed,
-            dca_horizon_years=dca_horizon,
-        )
-    except SettingError as exc:  # cli.main shows it as --<setting>: use this command's flag
-        raise SettingError(FLAGS.get(exc.setting, exc.setting), exc.problem) from None
     refuse_overwrite(
         {"--out": out},
         {
@@ -150,7 +139,23 @@ def command(
         },
         folders={"--out"},
     )
-    with sole_writer(out, "report"):
+    with sole_writer(out, "report"), RunLog(out / RUN_LOG_NAME, command_line()) as run_log:
+        fallback, why = _model_unit(predictions)
+        time_unit, source = time_unit_for(time_unit, columns.time, fallback, why)
+        run_log.note(f"times of {clinical.name} read in {time_unit} ({source})")
+        try:
+            settings = ReportSettings(
+                covariates=comma_list(covariates),
+                categorical=comma_list(categorical),
+                horizons_years=_years(horizons),
+                time_unit=time_unit,
+                columns=columns,
+                n_bootstrap=n_bootstrap,
+                seed=seed,
+                dca_horizon_years=dca_horizon,
+            )
+        except SettingError as exc:  # cli.main shows it as --<setting>: use this command's flag
+            raise SettingError(FLAGS.get(exc.setting, exc.setting), exc.problem) from None
         report = build_report(
             predictions,
             clinical,
@@ -161,4 +166,20 @@ def command(
             extra_images=images,
             associate_dir=associate_dir,
         )
+        run_log.note(f"report: {report.html}")
     click.echo(f"report: {report.html}")
+
+
+def _model_unit(predictions: Path) -> tuple[str, str]:
+    """The unit of the model whose ``oof_predictions.csv`` these are (its ``config.json``
+    beside them), else days."""
+    import json
+
+    config = predictions.parent / "config.json"
+    try:
+        unit = json.loads(config.read_text())["time_unit"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_TIME_UNIT, ""
+    if unit not in TIME_UNITS:
+        return DEFAULT_TIME_UNIT, ""
+    return unit, f"the unit of the model in {predictions.parent}"

@@ -132,7 +132,7 @@ class Slide:
         if not values:
             raise SlideError(
                 f"{self.path}: the file records no resolution (microns per pixel); "
-                "give it as the slide_mpp setting",
+                "give it with --slide-mpp",
                 reason=NO_MPP,
             )
         return float(np.mean(values))
@@ -215,7 +215,7 @@ class Slide:
             raise SlideError(
                 f"{self.path}: {width0} x {height0} px at {self.mpp:g} um/px would be a "
                 f"{out_w} x {out_h} image at {mpp:g} um/px, more than {max_pixels:,} pixels; "
-                "the header's dimensions or resolution are wrong (or raise the seg_mpp setting)"
+                "the header's dimensions or resolution are wrong (or raise --seg-mpp)"
             )
         level = self.best_level(downsample)
         level_w, level_h = self.level_dimensions[level]

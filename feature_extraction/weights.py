@@ -10,8 +10,10 @@ record of them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +65,47 @@ def create_timm(name: str, weights: str | None, **kwargs: Any) -> nn.Module:
         load_weights_file(model, weights, name)
         return model
     try:
-        return timm.create_model(name, pretrained=True, **kwargs)
+        with _cache_only_when_offline():
+            return timm.create_model(name, pretrained=True, **kwargs)
     except Exception as exc:
         raise InputError(
             f"encoder '{name}': cannot get its pretrained weights from the model hub "
-            f"({first_line(exc)}); pass a local weights file as the weights setting, or use the "
+            f"({first_line(exc)}); pass a local weights file with --weights, or use the "
             "offline default encoder 'efficientnet_lite0'"
         ) from None
+
+
+#: Where the model hub is; how long to wait for it before reading the local cache only.
+HUB_HOST, HUB_TIMEOUT_S = "huggingface.co", 3.0
+
+
+def hub_reachable(host: str = HUB_HOST, timeout: float = HUB_TIMEOUT_S) -> bool:
+    """True if a TCP connection to the model hub opens within ``timeout`` seconds."""
+    import socket
+
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _cache_only_when_offline() -> Iterator[None]:
+    """Within: huggingface_hub reads its local cache only when the hub cannot be reached, so an
+    offline machine fails at once instead of retrying for a minute."""
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        yield
+        return
+    saved = constants.HF_HUB_OFFLINE
+    if not saved and not hub_reachable():
+        constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
 
 
 def load_weights_file(model: nn.Module, path: str | os.PathLike, name: str) -> None:

@@ -7,6 +7,7 @@ import errno
 import fcntl
 import glob
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -171,10 +172,27 @@ def _umask() -> int:
     return umask
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
+def write_json(path: str | os.PathLike, obj: Any, nan_as_null: bool = True) -> None:
+    """Write ``obj`` as indented JSON, atomically; NaN and infinities become ``null`` (JSON has
+    no such numbers: Python's ``NaN`` is not JSON), unless ``nan_as_null`` is False (a file
+    only Python reads back, bit for bit)."""
+    obj = _finite(obj) if nan_as_null else obj
+    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+        tmp.write_text(text + "\n")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every non-finite float (nested in dicts, lists, numpy values) as None."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if hasattr(value, "tolist") and not isinstance(value, str):  # numpy arrays and scalars
+        return _finite(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def write_csv(path: str | os.PathLike, frame: pd.DataFrame, index: bool = False) -> None:

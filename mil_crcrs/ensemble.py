@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mil_crcrs.contributions import contribution_reference, fold_contributions
 from mil_crcrs.data.attention import write_attention_files
 from mil_crcrs.data.bags import PatientBag
 from mil_crcrs.data.cache import CacheDtypeBags, to_cache_dtype
@@ -183,15 +184,15 @@ class CRCRSModel:
         mask : (B, N) bool, True for a real tile (None = all real)
         grid : (B, N, 2) or, shared by every bag, (N, 2) long tile-grid positions (used by
             transmil), or None
-        tiles : also return the mean attention and each tile's additive share of the CRCRS
+        tiles : also return the mean attention and each tile's contribution
 
         Returns
         -------
         crcrs : (B,) float64
         attention : (B, N) float64 mean attention of the fold models, or None
-        contribution : (B, N) float64 tile shares, or None; they sum, with
-            :meth:`contribution_baseline`, to ``crcrs`` (exactly for abmil and mean with a Cox
-            loss, see ``MILModel.tile_contributions``)
+        contribution : (B, N) float64 each tile's contribution against
+            :attr:`contribution_reference`, or None: ``reference + contribution.sum(1) = crcrs``
+            for every bag and every model (:mod:`mil_crcrs.contributions`)
         """
         if grid is not None and grid.ndim == 2:
             grid = grid.unsqueeze(0).expand(features.shape[0], -1, -1)
@@ -202,20 +203,23 @@ class CRCRSModel:
             out = model(features, mask=mask, grid=grid)
             total = total + (out.risk.double() - offset) / scale
             if tiles:
-                share = model.tile_contributions(features, mask, grid).double() * (gain / scale)
-                weight = out.attention.double() / len(self.fold_models)
+                weight = out.attention.double()
+                share = fold_contributions(model, features, mask, grid, out.risk, weight, offset)
+                share = share * (gain / scale)
                 contribution = share if contribution is None else contribution + share
+                weight = weight / len(self.fold_models)
                 attention = weight if attention is None else attention + weight
+        if contribution is not None and attention is not None:
+            shift = self.contribution_reference - self.calibration[1]  # spread by attention
+            contribution = contribution - attention * shift
         return total * gain + self.calibration[1], attention, contribution
 
-    def contribution_baseline(self) -> float:
-        """What the tile contributions of :meth:`risk` add up to short of the CRCRS:
-        the fold models' head biases, standardised, averaged and calibrated (Cox models)."""
-        parts = zip(self.fold_models, self.offsets, self.scales, strict=True)
-        terms = [
-            (float(model.head.bias.detach()[0]) - offset) / scale for model, offset, scale in parts
-        ]
-        return self.calibration[0] * float(np.mean(terms)) + self.calibration[1]
+    @property
+    def contribution_reference(self) -> float:
+        """The CRCRS that tile contributions are measured against: the training cohort's mean
+        CRCRS (:func:`mil_crcrs.contributions.contribution_reference`)."""
+        parts = self.training_cohort, self.metrics, self.oof_predictions, self.calibration[1]
+        return contribution_reference(*parts)
 
     @torch.no_grad()
     def _score(
@@ -258,10 +262,9 @@ class CRCRSModel:
         -------
         crcrs : float
         attention : (n_tiles,) float64, the fold models' mean attention (sums to 1)
-        contributions : (n_tiles,) float64, each tile's additive share of the CRCRS; for abmil
-            and mean (Cox loss) ``contributions.sum() + contribution_baseline()`` equals
-            ``crcrs`` exactly; for max and transmil it is an approximation (see
-            ``MILModel.tile_contributions``)
+        contributions : (n_tiles,) float64, each tile's contribution against
+            :attr:`contribution_reference`: ``contribution_reference + contributions.sum()``
+            equals ``crcrs``
         """
         bag = to_cache_dtype(bag)  # as the fit and predict() score it
         self._move_if_asked(device)
@@ -290,7 +293,8 @@ class CRCRSModel:
         columns : the table's column names
         attention_dir : if given, write ``<attention_dir>/<slide_id>.h5`` per slide with datasets
             ``coords`` (n_tiles, 2) int64 level-0, ``attention`` (n_tiles,) float32 (normalised
-            over all of the patient's tiles) and ``contribution`` (n_tiles,) float32
+            over all of the patient's tiles) and ``contribution`` (n_tiles,) float32, with the
+            ``contribution_reference`` attribute they are measured against
         time_unit : unit of the table's times (default: the training unit)
         missing : "error" or "warn" for slides in the table without a feature file
         batch_size : bags per forward pass
@@ -336,7 +340,8 @@ class CRCRSModel:
             slides = [s for p in cohort.patient_ids for s in cohort.slides[p]]
             groups = table["risk_group"].tolist()
             files = Path(attention_dir), store, slides
-            write_attention_files(*files, bags, risk, groups, attention, contribution, self.encoder)
+            parts = attention, contribution, self.encoder, self.contribution_reference
+            write_attention_files(*files, bags, risk, groups, *parts)
         return table
 
     def check_features(self, feature_dim: int, encoder: str | None, source: str) -> None:
@@ -354,8 +359,7 @@ class CRCRSModel:
         if bool(encoder) != bool(self.encoder):
             said = (
                 f"features in {source} do not name their encoder; the model was trained on "
-                f"'{self.encoder}' features (say which encoder made them with the encoder read "
-                "setting)"
+                f"'{self.encoder}' features (say which encoder made them with --encoder)"
                 if self.encoder
                 else f"the model does not record its encoder; features in {source} come from "
                 f"'{encoder}'"
@@ -374,12 +378,9 @@ class CRCRSModel:
 
     @classmethod
     def load(cls, directory: str | os.PathLike, device: str | torch.device = "cpu") -> CRCRSModel:
-        """Read a model directory written by :meth:`save`, fold models on ``device``.
-
-        The files are read by :func:`mil_crcrs.model_dir.read_model_dir`, which refuses weights
-        holding anything but tensors (never executing them); an :class:`InputError` names the
-        file of any problem, a recorded value of the wrong kind too.
-        """
+        """Read a model directory written by :meth:`save`, fold models on ``device``; any
+        problem is an :class:`InputError` naming its file (pickled code is never run, values
+        are checked: :func:`mil_crcrs.model_dir.read_model_dir`)."""
         files = read_model_dir(directory, device)
         try:
             return cls(

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mil_crcrs.data.inputs import open_store
+from mil_crcrs.data.inputs import open_store, warn_empty
 from mil_crcrs.data.store import ReadSettings
 from mil_crcrs.errors import InputError
 from mil_crcrs.model_dir import CONFIG_NAME, METRICS_NAME, MODEL_FORMAT
@@ -41,7 +41,12 @@ def describe_features(
 ) -> dict[str, Any]:
     """Summarise every feature file under ``path`` (attributes only; ``.pt`` files are read)."""
     store = open_store(path, settings)
-    infos = [store.info(s) for s in store.slide_ids]
+    empty = [s for s in store.slide_ids if store.is_empty(s)]
+    if empty:
+        warn_empty(str(path), empty)
+    infos = [store.info(s) for s in store.slide_ids if s not in empty]
+    if not infos:
+        raise InputError(f"{path}: every feature file has zero tiles")
     tiles = np.array([i.n_tiles for i in infos])
     unknown = [i for i in infos if not i.has_coords]
     return {

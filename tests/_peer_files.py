@@ -22,6 +22,8 @@ def write_stamp(
     slide_mpp: float = 0.5,
     extractor: str = "ctranspath",
     old: bool = False,
+    tile_size_um: float = 256.0,
+    tile_size_px: int = 224,
 ) -> Path:
     """STAMP 2.x: ``feats`` float16, coords in microns, file attributes; ``old`` = before
     ``tile_size_um`` (coords in px of 224-px tiles of 256 um)."""
@@ -40,8 +42,8 @@ def write_stamp(
                 "stamp_version": "2.2.0",
                 "extractor": extractor,
                 "unit": "um",
-                "tile_size_um": 256.0,
-                "tile_size_px": 224,
+                "tile_size_um": tile_size_um,
+                "tile_size_px": tile_size_px,
                 "code_hash": "1a2b3c",
                 "feat_type": "tile",
             }
@@ -132,3 +134,81 @@ def write_trident_pt(
             }
         )
     return path
+
+
+def stamp_feature_path(
+    out: Path, extractor: str, code_hash: str, wsi_dir: Path, slide: Path
+) -> Path:
+    """Where STAMP writes a slide's features (``stamp.preprocessing.extract_``):
+    ``<out>/<extractor>-<hash>/<slide path relative to wsi_dir>.h5``, sub-folders mirrored."""
+    return out / f"{extractor}-{code_hash}" / slide.relative_to(wsi_dir).with_suffix(".h5")
+
+
+def _trident_save_h5(path: Path, assets: dict, attributes: dict) -> None:
+    """``trident.IO.save_h5``: chunked datasets, dict attributes as JSON, None as 'None'."""
+    with h5py.File(path, "w") as f:
+        for key, val in assets.items():
+            dset = f.create_dataset(
+                key,
+                shape=val.shape,
+                maxshape=(None,) + val.shape[1:],
+                chunks=(1,) + val.shape[1:],
+                dtype=val.dtype,
+            )
+            dset[:] = val
+            for attr_key, attr_val in attributes.get(key, {}).items():
+                if isinstance(attr_val, dict):
+                    attr_val = json.dumps(attr_val)
+                elif attr_val is None:
+                    attr_val = "None"
+                dset.attrs[attr_key] = attr_val
+
+
+def trident_coords_attrs(
+    slide: str, patch_size: int, src_mag: int, target_mag: int, width: int, height: int
+) -> dict:
+    """``trident.IO.save_coords``' attributes on ``coords``."""
+    return {
+        "patch_size": patch_size,
+        "patch_size_level0": patch_size * src_mag // target_mag,
+        "level0_magnification": src_mag,
+        "target_magnification": target_mag,
+        "overlap": 0,
+        "name": slide,
+        "savetodir": "patches",
+        "level0_width": width,
+        "level0_height": height,
+    }
+
+
+def write_trident(
+    job: Path,
+    slide: str,
+    features: np.ndarray,
+    coords_px: np.ndarray,
+    coords_attrs: dict,
+    encoder: str = "uni_v1",
+    saveas: str = "h5",
+) -> Path:
+    """TRIDENT's ``WSI.extract_features``: ``features_<encoder>/<slide>.h5`` (features and
+    coords with their attributes), or with ``saveas="pt"`` ``torch.save`` of the numpy array
+    and the coordinates in ``patches/<slide>_patches.h5``. Zero tiles: float32 (0, dim)."""
+    folder = job / f"features_{encoder}"
+    folder.mkdir(parents=True, exist_ok=True)
+    coords = np.asarray(coords_px, dtype=np.int64).reshape(-1, 2)
+    (job / "patches").mkdir(exist_ok=True)
+    _trident_save_h5(
+        job / "patches" / f"{slide}_patches.h5", {"coords": coords}, {"coords": coords_attrs}
+    )
+    if saveas == "pt":
+        torch.save(features, folder / f"{slide}.pt")
+        return folder / f"{slide}.pt"
+    _trident_save_h5(
+        folder / f"{slide}.h5",
+        {"features": features, "coords": coords},
+        {
+            "features": {"name": slide, "savetodir": str(folder), "encoder": encoder},
+            "coords": coords_attrs,
+        },
+    )
+    return folder / f"{slide}.h5"

@@ -63,7 +63,7 @@ def test_mpp_override_wins(tmp_path):
 
 def test_slide_without_mpp_is_a_clear_error(tmp_path):
     path = write_pyramid(tmp_path / "nompp.tiff", np.full((256, 256, 3), 200, np.uint8), mpp=None)
-    with pytest.raises(SlideError, match="nompp.tiff: .*the slide_mpp setting") as info:
+    with pytest.raises(SlideError, match="nompp.tiff: .*--slide-mpp") as info:
         Slide(path)
     assert info.value.reason == NO_MPP
     with Slide(path, mpp=0.5) as slide:

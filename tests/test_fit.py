@@ -308,7 +308,9 @@ def test_attention_files_and_patient_attention(tmp_path, cohort, fitted):
     risk, attention, contribution = fitted.patient_attention(bag)
     assert risk == pytest.approx(table["crcrs"].iloc[5], abs=1e-6)
     assert attention.sum() == pytest.approx(1.0) and attention.shape == (bag.n_tiles,)
-    assert contribution.sum() + fitted.contribution_baseline() == pytest.approx(risk, abs=1e-5)
+    reference = fitted.contribution_reference
+    assert reference == pytest.approx(fitted.training_cohort["crcrs_mean"])
+    assert reference + contribution.sum() == pytest.approx(risk, abs=1e-5)
     with h5py.File(tmp_path / "att" / f"{bag.slide_ids[0]}.h5") as f:
         assert np.array_equal(f["coords"][...], bag.coords)
         assert np.allclose(f["attention"][...], attention, atol=1e-6)

@@ -130,7 +130,7 @@ def test_event_col_censorship_is_one_line_error(sim, porpoise, tmp_path):
     )  # fmt: skip
     assert result.exit_code == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "the censoring column (censor = 'censorship')" in lines[0]
+    assert len(lines) == 1 and "the censoring column (--censor-col censorship)" in lines[0]
     assert not (tmp_path / "m").exists()
 
 

@@ -126,7 +126,8 @@ def test_without_patches_the_tile_size_can_be_supplied(tmp_path):
     given = FeatureStore(
         tmp_path / "clam", settings=ReadSettings(encoder="uni_v1", tile_size_level0=512)
     )
-    assert (given.info("s1").tile_size_level0, given.info("s1").encoder) == (512, "uni_v1")
+    # CLAM's name for UNI is read as ours
+    assert (given.info("s1").tile_size_level0, given.info("s1").encoder) == (512, "uni")
 
 
 def test_trident_pt_takes_coords_and_tile_size_from_its_patches_file(tmp_path):
@@ -150,9 +151,9 @@ def test_read_settings_refuse_bad_values_naming_the_setting():
 def test_an_encoder_setting_that_contradicts_the_file_is_an_error(tmp_path):
     path = write_stamp(tmp_path, "s1", FEATURES, COORDS)
     with pytest.raises(
-        SettingError, match="encoder 'uni_v1' contradicts .*names encoder 'ctranspath'"
+        SettingError, match="encoder 'uni' contradicts .*names encoder 'ctranspath'"
     ):
-        read_info(path, ReadSettings(encoder="uni_v1"))
+        read_info(path, ReadSettings(encoder="uni"))
 
 
 @pytest.mark.parametrize("bad", [{"tile_size_level0": 0}, {"slide_mpp": -1.0}])

@@ -64,7 +64,9 @@ def test_censoring_values_other_than_0_or_1(write_table):
 def test_event_col_named_like_censoring_says_how_to_pass_it(write_table):
     path = write_table(PORPOISE)
     columns = Columns(patient="case_id", time="survival_months", event="censorship")
-    with pytest.raises(InputError, match=r"make it the censoring column \(censor = 'censorship'\)"):
+    with pytest.raises(
+        InputError, match=r"make it the censoring column \(--censor-col censorship\)"
+    ):
         read_cohort(path, columns)
 
 

@@ -325,19 +325,37 @@ def test_bad_predictions(tmp_path, text, message):
         read_predictions(path)
 
 
+@pytest.mark.parametrize(
+    "times, unit, hint",
+    [
+        ([10.0, 20, 30], "days", "--time-unit months"),
+        ([60.0, 400, 600], "months", "--time-unit days"),
+    ],
+)
+def test_implausible_follow_up_suggests_the_time_unit(times, unit, hint):
+    pred = pd.DataFrame(
+        {"patient_id": ["a", "b", "c"], "crcrs": [0.1, 0.5, 0.9], "risk_group": ["low"] * 3}
+    )
+    clin = pd.DataFrame(
+        {"patient_id": ["a", "b", "c"], "time": times, "event": [1, 0, 1], "age": [60, 70, 80]}
+    )
+    _, _, notes = load_patients(pred, clin, ReportSettings(covariates=("age",), time_unit=unit))
+    assert len(notes) == 1 and "the longest follow-up is" in notes[0] and hint in notes[0]
+
+
 def test_outcome_falls_back_to_the_predictions(tmp_path):
     pred = pd.DataFrame(
         {
             "patient_id": ["a", "b", "c"],
             "crcrs": [0.1, 0.5, 0.9],
             "risk_group": ["low", "low", "high"],
-            "time": [10.0, 20, 30],
+            "time": [400.0, 800, 1200],
             "event": [1, 0, 1],
         }
     )
     clin = pd.DataFrame({"patient_id": ["a", "b", "c", "d"], "stage": ["I", "II", "I", "II"]})
     table, info, notes = load_patients(pred, clin, ReportSettings(covariates=("stage",)))
-    assert table["time"].tolist() == [10.0, 20.0, 30.0] and notes == []
+    assert table["time"].tolist() == [400.0, 800.0, 1200.0] and notes == []
     assert info["source"] == "<predictions>"
     with pytest.raises(InputError, match="has time and event columns"):
         load_patients(

@@ -263,7 +263,8 @@ def test_trident_file_exposes_what_its_attributes_know(tmp_path):
     )
     bag = read_bag(path)
     info = bag.info
-    assert (info.layout, info.slide_id, info.encoder) == (LAYOUT_TRIDENT, "slide-7", "uni_v1")
+    # TRIDENT's uni_v1 is our uni (trident.patch_encoder_models.load)
+    assert (info.layout, info.slide_id, info.encoder) == (LAYOUT_TRIDENT, "slide-7", "uni")
     assert (info.tile_size_px, info.tile_size_level0, info.magnification) == (256, 512, 20.0)
     # 40x level 0 is ~0.25 mpp, 20x target ~0.5 mpp (TRIDENT's mpp = 10 / magnification)
     assert info.slide_mpp == pytest.approx(0.25) and info.target_mpp == pytest.approx(0.5)
@@ -289,7 +290,7 @@ def test_trident_none_strings_and_json_values_become_unknown(tmp_path):
     info = read_info(path)
     assert info.layout == LAYOUT_TRIDENT
     assert info.slide_id == "slide-8"  # 'None' name falls back to the file stem
-    assert info.encoder is None
+    assert info.encoder == "conch"  # 'None' in the file: named by its features_<encoder> folder
     assert info.slide_mpp is None and info.level0_width is None
     assert info.magnification is None and info.target_mpp is None
     assert info.tile_size_px == 256 and info.level0_height == 20_000

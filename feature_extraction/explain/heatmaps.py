@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,16 +38,19 @@ from feature_extraction.explain.encoder import encoder_for_features
 from feature_extraction.explain.gradcam import GradCAMSettings
 from feature_extraction.explain.patient import IMAGE_COLUMNS, PatientOutputs
 from feature_extraction.explain.pixels import slide_files
+from feature_extraction.slides import Slide
 from mil_crcrs._version import __version__
 from mil_crcrs.atomic import output_dir, write_csv, write_json
+from mil_crcrs.contributions import CONTRIBUTION_MEANING
 from mil_crcrs.data.cohort import Cohort, Columns
 from mil_crcrs.data.inputs import Inputs, open_inputs
-from mil_crcrs.data.store import FeatureStore
+from mil_crcrs.data.store import FeatureStore, ReadSettings, typed_encoder
 from mil_crcrs.device import resolve_device
 from mil_crcrs.ensemble import CRCRSModel
-from mil_crcrs.errors import SettingError
+from mil_crcrs.errors import InputError, SettingError
 from mil_crcrs.explain.settings import HeatmapSettings
 from mil_crcrs.explain.tiling import TileSize
+from mil_crcrs.runlog import Eta, progress_log
 
 SETTINGS_NAME = "heatmaps.json"
 TILES_NAME = "tiles.csv"
@@ -69,6 +72,8 @@ class HeatmapJob:
     weights : the encoder's weights file, when extraction used one (for Grad-CAM)
     tile_size : the tile edge where the feature files do not record it (and no CLAM
         ``patches/`` file sits beside them)
+    slide_mpp : the slides' level-0 resolution (um/px) for coordinates stored in microns
+        (STAMP) whose slide file is not given or does not record its own
     geojson : also write ``<patient>/<slide_id>.geojson`` per slide, the tiles with their
         attention and contribution for QuPath (:mod:`mil_crcrs.explain.geojson`)
     device : where the model scores and the encoder runs: "auto", "cpu", "cuda" or "cuda:N"
@@ -83,6 +88,7 @@ class HeatmapJob:
     encoder: str | None = None
     weights: str | os.PathLike | None = None
     tile_size: TileSize | None = None
+    slide_mpp: float | None = None
     geojson: bool = False
     device: str = "auto"
     columns: Columns = Columns()
@@ -90,6 +96,7 @@ class HeatmapJob:
     missing: str = "error"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "encoder", typed_encoder(self.encoder))  # uni_v1 -> uni
         if self.patients is not None:
             object.__setattr__(self, "patients", tuple(self.patients))
         if "integrated_gradients" in self.heatmap.maps and not (
@@ -153,12 +160,13 @@ def make_heatmaps(
         model = CRCRSModel.load(model)
     out_dir = Path(out_dir)
     time_unit = job.time_unit or model.time_unit
+    files = slide_files(slides)
+    store = _feature_store(features, files, job.slide_mpp)
     inputs = open_inputs(
-        features, clinical, job.columns, time_unit, missing=job.missing, patients=job.patients
+        store, clinical, job.columns, time_unit, missing=job.missing, patients=job.patients
     )
     bags = inputs.bags
     model.check_features(bags.feature_dim, bags.encoder or job.encoder, str(features))
-    files = slide_files(slides)
     device = resolve_device(job.device)
     model.to(device)  # the job scores, and runs the encoder, where the user asked
     encoder = None
@@ -178,10 +186,14 @@ def make_heatmaps(
         )
         image_rows: list[dict[str, Any]] = []
         tile_tables: list[pd.DataFrame] = []
+        eta = Eta(len(bags))
         for i in range(len(bags)):
             rows, table = outputs.write(bags[i])
             image_rows.extend(rows)
             tile_tables.append(table)
+            progress_log.info(
+                "patient %s: %d file(s), %s", bags[i].patient_id, len(rows), eta.step()
+            )
         images = _moved(pd.DataFrame(image_rows, columns=IMAGE_COLUMNS), "path", tmp, out_dir)
         tiles = pd.concat(tile_tables, ignore_index=True) if tile_tables else pd.DataFrame()
         tiles = _moved(tiles, "gradcam_path", tmp, out_dir)
@@ -200,6 +212,33 @@ def _moved(table: pd.DataFrame, column: str, tmp: Path, final: Path) -> pd.DataF
             for p in table[column]
         ]
     return table
+
+
+def _feature_store(
+    features: str | os.PathLike | Sequence[str | os.PathLike] | FeatureStore,
+    files: Mapping[str, Path],
+    slide_mpp: float | None,
+) -> FeatureStore:
+    """The feature files, coordinates stored in microns (STAMP) placed with each slide file's
+    own resolution, else ``slide_mpp``."""
+    if isinstance(features, FeatureStore):
+        return features
+    settings = ReadSettings(slide_mpp=slide_mpp)
+    store = FeatureStore(features, settings=settings)
+    own: dict[str, float] = {}
+    for sid in store.slide_ids:
+        if sid not in files:
+            continue
+        try:
+            if store.info(sid).coords_unit != "um":
+                continue
+            with Slide(files[sid]) as slide:
+                own[sid] = float(slide.mpp)
+        except InputError:  # SlideError too
+            continue  # reported where the slide is used, if it is
+    if not own:
+        return store
+    return FeatureStore(features, settings=replace(settings, per_slide_mpp=own))
 
 
 def _gradcam_encoder(
@@ -237,8 +276,9 @@ def _record(
         "heatmap_settings": asdict(job.heatmap),
         "encoder_given": job.encoder,
         "tile_size_given": None if job.tile_size is None else str(job.tile_size),
+        "slide_mpp_given": job.slide_mpp,
         "gradcam_settings": None if job.gradcam is None else asdict(job.gradcam),
+        "contribution_reference": model.contribution_reference,
         "note": "attention is the fold models' mean attention, normalised over all of a "
-        "patient's tiles; contribution is each tile's additive share of the CRCRS; maps of "
-        "one patient share one colour scale",
+        f"patient's tiles; {CONTRIBUTION_MEANING}; maps of one patient share one colour scale",
     }

@@ -57,6 +57,14 @@ def _caption(row: pd.Series, n_tiles: int) -> str:
     )
 
 
+def _title(scores: TileScores) -> str:
+    """A gallery's title: the CRCRS and the reference its tiles' contributions are against."""
+    return (
+        f"{scores.patient_id}: CRCRS {scores.crcrs:.3f} = reference {scores.reference:.3f} "
+        "+ \u03a3 contr (> 0 raises risk)"
+    )
+
+
 def _image(patient_id: str, slide_id: str, kind: str, path: Path, background: str) -> dict:
     """One row of the image index."""
     return dict(
@@ -196,7 +204,7 @@ class PatientOutputs:
                 )
             )
         fig = tile_gallery_figure(gallery_rows)
-        fig.suptitle(f"{scores.patient_id}: CRCRS {scores.crcrs:.3f}", fontsize=10)
+        fig.suptitle(_title(scores), fontsize=10)
         path = folder / "top_tiles.png"
         write_png(path, fig)
         return _image(scores.patient_id, "", "gallery", path, "thumbnail")
@@ -240,7 +248,7 @@ class PatientOutputs:
                 ("Grad-CAM of the CRCRS", overlays, captions),
             ]
         )
-        fig.suptitle(f"{bag.patient_id}: CRCRS {scores.crcrs:.3f}", fontsize=10)
+        fig.suptitle(_title(scores), fontsize=10)
         path = folder / "gradcam.png"
         write_png(path, fig)
         rows.append(_image(bag.patient_id, "", "gradcam", path, "tile"))

@@ -20,12 +20,20 @@ from mil_crcrs.explain.paint import canvas_downsample
 
 
 def slide_files(paths: Sequence[str | os.PathLike] | str | os.PathLike | None) -> dict[str, Path]:
-    """Slide id (file stem) -> slide file, from files and folders; empty for None."""
+    """Slide id (file stem) -> slide file, from files and folders and their sub-folders (a slide
+    folder whose sub-folders STAMP mirrored into its feature folder); empty for None."""
     if paths is None:
         return {}
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    return {p.stem: p for p in find_slides(paths)}
+    folders: list[Path] = []
+    for p in map(Path, paths):
+        folders.append(p)
+        if p.is_dir():
+            folders.extend(
+                d for d in sorted(p.rglob("*")) if d.is_dir() and not d.name.startswith(".")
+            )
+    return {p.stem: p for p in find_slides(folders)}
 
 
 def open_slide(path: Path, info: BagInfo) -> Slide:

@@ -24,13 +24,17 @@ from mil_crcrs.data._open import open_h5
 from mil_crcrs.errors import InputError, first_line
 
 
+class ZeroTilesError(InputError):
+    """A feature file with no tiles (TRIDENT writes one for a slide without tissue)."""
+
+
 def _check_shapes(path: Path, features_shape: tuple, coords_shape: tuple | None) -> None:
+    if len(features_shape) in (1, 2) and features_shape[0] == 0:
+        raise ZeroTilesError(f"{path}: zero tiles")
     if len(features_shape) != 2:
         raise InputError(
             f"{path}: dataset 'features' must be 2-D (n_tiles, dim), got {features_shape}"
         )
-    if features_shape[0] == 0:
-        raise InputError(f"{path}: zero tiles")
     if features_shape[1] == 0:
         raise InputError(f"{path}: features of dimension 0 (shape {features_shape})")
     if coords_shape is not None:
@@ -113,17 +117,40 @@ def _read_dataset(path: Path, dataset: h5py.Dataset) -> np.ndarray:
         ) from None
 
 
+def _numpy_globals() -> list[Any]:
+    """What a pickled numpy array needs, for ``torch.load(weights_only=True)`` to rebuild it
+    (TRIDENT saves its ``.pt`` features as a numpy array): numpy's array reconstruction under
+    its numpy 2 and numpy 1 names, dtypes and bytes: nothing that runs code."""
+    from numpy._core.multiarray import _reconstruct
+
+    return [
+        _reconstruct,
+        (_reconstruct, "numpy.core.multiarray._reconstruct"),
+        np.ndarray,
+        np.dtype,
+        bytes,  # an empty array's data
+        *(type(np.dtype(c)) for c in "efdbBhHiIlLqQ?"),
+    ]
+
+
 def _load_pt(path: Path) -> np.ndarray:
+    """A ``.pt`` file's features: a tensor (CLAM, slideflow), a ``{"features": ...}`` dict, or
+    a numpy array (TRIDENT); never unpickles anything else."""
     import torch
 
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
         raise InputError(
             f"{path}: not a readable torch tensor file ({exc.__class__.__name__})"
         ) from None
     if isinstance(obj, Mapping) and "features" in obj:
         obj = obj["features"]
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind != "f":
+            raise InputError(f"{path}: features must be floating point, got {obj.dtype}")
+        return obj
     if not isinstance(obj, torch.Tensor):
         raise InputError(f"{path}: expected a (n_tiles, dim) tensor, got {type(obj).__name__}")
     return obj.detach().float().numpy() if obj.dtype == torch.bfloat16 else obj.detach().numpy()
@@ -140,8 +167,6 @@ def read_pt(path: Path) -> tuple[dict[str, Any], Any, Any]:
     elif companion is not None:
         theirs, _, native = _read_h5_coords(companion)
         fields.update({k: v for k, v in theirs.items() if fields.get(k) is None})
-    if features.ndim == 2 and features.shape[0] == 0:
-        raise InputError(f"{path}: zero tiles")
     _check_shapes(path, features.shape, None if native is None else native.shape)
     fields.update(n_tiles=features.shape[0], feature_dim=features.shape[1])
     fields["dtype"] = str(features.dtype)

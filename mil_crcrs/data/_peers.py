@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,62 @@ SLIDEFLOW = "slideflow"
 #: STAMP's defaults, and what files written before ``tile_size_um`` was recorded used.
 STAMP_TILE_UM = 256.0
 STAMP_TILE_PX = 224
+
+
+#: Each peer's encoder names (from its source) -> ours, where both name the same network;
+#: None where we have no such encoder (the peer's name is kept). TRIDENT's ``resnet50`` is
+#: timm's ``resnet50.tv_in1k`` cut after layer 3 and average-pooled
+#: (``trident.patch_encoder_models.load.ResNet50InferenceEncoder``), CLAM's ``resnet50_trunc``.
+PEER_ENCODERS: dict[str, dict[str, str | None]] = {
+    TRIDENT: {  # trident.patch_encoder_models.load.encoder_factory
+        "resnet50": "resnet50_trunc",
+        "uni_v1": "uni",
+        "uni_v2": "uni2-h",
+        "gigapath": "gigapath",
+        **dict.fromkeys(
+            "conch_v1 conch_v15 ctranspath phikon phikon_v2 keep virchow virchow2 hoptimus0 "
+            "hoptimus1 h0-mini musk openmidnight midnight12k gpfm hibou_l kaiko-vitb8 "
+            "kaiko-vitb16 kaiko-vits8 kaiko-vits16 kaiko-vitl14 lunit-vits8 genbio-pathfm "
+            "gemma4-e4b gemma4-26b".split()
+        ),
+    },
+    CLAM: {  # CLAM models/builder.py get_encoder
+        "resnet50_trunc": "resnet50_trunc",
+        "uni_v1": "uni",
+        "conch_v1": None,
+        "conch_v1_5": None,
+    },
+    STAMP: {  # stamp.preprocessing.config.ExtractorName
+        "uni": "uni",
+        "uni2": "uni2-h",
+        "gigapath": "gigapath",
+        **dict.fromkeys(
+            "ctranspath chief-ctranspath conch conch1_5 dino-bloom h-optimus-0 h-optimus-1 "
+            "virchow virchow-full virchow2 musk mstar plip keep ticon empty red-dino".split()
+        ),
+    },
+}
+#: Names a user may type for one of our encoders (CLAM's, TRIDENT's and STAMP's spellings
+#: that cannot mean anything else; ``resnet50`` alone is timm's full ResNet-50).
+ENCODER_ALIASES = {
+    "uni_v1": "uni",
+    "uni_v2": "uni2-h",
+    "uni2": "uni2-h",
+    "resnet50_trunc": "resnet50_trunc",
+}
+
+
+def typed_encoder(name: str | None) -> str | None:
+    """Our registry name for an encoder name a user typed (:data:`ENCODER_ALIASES`)."""
+    return ENCODER_ALIASES.get(name, name) if name else name
+
+
+def our_encoder(tool: str | None, name: str | None) -> str | None:
+    """Our registry name for the encoder a peer's file names (the name itself where we have no
+    such encoder or the tool is unknown)."""
+    if name is None:
+        return None
+    return PEER_ENCODERS.get(tool or "", {}).get(name) or name
 
 
 def attr(attrs: Mapping[str, Any], key: str, kind: type) -> Any:
@@ -99,13 +156,25 @@ def stamp_fields(path: Path, f: h5py.File) -> dict[str, Any]:
     return {
         "layout": "stamp",
         "tool": f"{STAMP} {version}" if version else STAMP,
-        "encoder": attr(a, "extractor", str),
+        "encoder": our_encoder(STAMP, attr(a, "extractor", str)),
         "tile_size_px": attr(a, "tile_size_px", int) or STAMP_TILE_PX,
         "tile_size_um": tile_um,
         "settings_hash": attr(a, "code_hash", str),
         "coords_unit": "um",
         "coords_scale": scale,
     }
+
+
+def tile_edge_from_um(layout: str, tile_size_um: float, slide_mpp: float) -> int:
+    """A tile's edge in level-0 pixels from its edge in microns, as the tool that cut it did.
+
+    STAMP cuts ``ceil(tile_size_um / slide_mpp)`` slide pixels (256 um at 0.499 um/px: 514 px,
+    ``stamp.preprocessing.tiling``); other layouts are rounded to the nearest pixel.
+    """
+    edge = tile_size_um / slide_mpp
+    if layout == "stamp":
+        return int(math.ceil(edge - 1e-9))
+    return int(round(edge))
 
 
 def is_trident(f: h5py.File) -> bool:
@@ -116,9 +185,17 @@ def is_trident(f: h5py.File) -> bool:
 def trident_fields(path: Path, f: h5py.File) -> dict[str, Any]:
     fa = f["features"].attrs
     fields = trident_coords_fields(f["coords"].attrs) if "coords" in f else {}
-    encoder = attr(fa, "encoder", str)  # its "name" is the slide's, not the encoder's
+    # its "name" is the slide's, not the encoder's; the folder is features_<encoder>
+    encoder = attr(fa, "encoder", str) or _trident_folder_encoder(path)
     name = fields.pop("name", None)
+    encoder = our_encoder(TRIDENT, encoder)
     return {**fields, "layout": "trident", "tool": TRIDENT, "encoder": encoder, "slide_id": name}
+
+
+def _trident_folder_encoder(path: Path) -> str | None:
+    """The encoder TRIDENT names its feature folder after (``features_<encoder>/``), or None."""
+    folder = path.parent.name
+    return folder[len("features_") :] or None if folder.startswith("features_") else None
 
 
 def trident_coords_fields(ca: Mapping[str, Any]) -> dict[str, Any]:
@@ -262,5 +339,6 @@ def pt_fields(kind: str, path: Path) -> dict[str, Any]:
     if kind == "slideflow":
         return slideflow_fields(path)
     if kind == "trident_pt":
-        return {"layout": "trident", "tool": TRIDENT}
+        encoder = our_encoder(TRIDENT, _trident_folder_encoder(path))
+        return {"layout": "trident", "tool": TRIDENT, "encoder": encoder}
     return {"layout": "clam_pt", "tool": CLAM if kind == "clam_pt" else None}

@@ -31,6 +31,7 @@ def write_attention_files(
     attention: Sequence[np.ndarray],
     contribution: Sequence[np.ndarray],
     encoder: str | None,
+    reference: float = float("nan"),
 ) -> None:
     """The attention files of ``predict(attention_dir=folder)``: one per slide of ``slide_ids``
     (those of ``bags``), each written atomically.
@@ -41,13 +42,14 @@ def write_attention_files(
     bags : the patients; ``crcrs`` (n,), ``groups`` (n,) and the per-bag arrays ``attention``
         and ``contribution`` (n_tiles,) are aligned with them
     encoder : the model's encoder, recorded in every file
+    reference : the CRCRS the contributions are measured against, recorded in every file
     """
     roots = {f"features #{i + 1}": root for i, root in enumerate(store.roots)}
     refuse_overwrite({"attention_dir": folder}, roots, folders={"attention_dir"})
     _warn_unknown_coords(store, slide_ids)
     for i in range(len(bags)):
         parts = attention[i], contribution[i]
-        _write_patient_attention(folder, bags[i], crcrs[i], groups[i], *parts, encoder)
+        _write_patient_attention(folder, bags[i], (crcrs[i], reference), groups[i], *parts, encoder)
 
 
 def _warn_unknown_coords(store: FeatureStore, slide_ids: Sequence[str]) -> None:
@@ -66,13 +68,14 @@ def _warn_unknown_coords(store: FeatureStore, slide_ids: Sequence[str]) -> None:
 def _write_patient_attention(
     folder: Path,
     bag: PatientBag,
-    crcrs: float,
+    crcrs: tuple[float, float],
     group: str,
     attention: np.ndarray,
     contribution: np.ndarray,
     encoder: str | None,
 ) -> None:
-    """One HDF5 file per slide of ``bag``, each written atomically."""
+    """One HDF5 file per slide of ``bag``, each written atomically; ``crcrs`` is the patient's
+    CRCRS and the reference its contributions are measured against."""
     for k, slide_id in enumerate(bag.slide_ids):
         rows = bag.tile_slide == k
         note = bag.coords_notes[k] if k < len(bag.coords_notes) else ""
@@ -80,12 +83,14 @@ def _write_patient_attention(
             "coords_known": not note,
             "slide_id": slide_id,
             "patient_id": bag.patient_id,
-            "crcrs": float(crcrs),
+            "crcrs": float(crcrs[0]),
+            "contribution_reference": float(crcrs[1]),
             "risk_group": str(group),
             "encoder": encoder or "",
             "package_version": __version__,
             "note": "attention is normalised over all of the patient's tiles "
-            "(all slides); contribution is each tile's additive share of the risk",
+            "(all slides); contribution is each tile's share of crcrs - contribution_reference "
+            "(the training cohort's mean CRCRS): positive raises the risk above it",
         }
         if note:
             attrs["coords_note"] = f"coords are -1: {note}"

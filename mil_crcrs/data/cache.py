@@ -149,7 +149,7 @@ class BagCache(Sequence[PatientBag]):
             if n_fit < len(self.bags):
                 text += (
                     f"; {stats['streamed_bags']} bags ({_size(est[n_fit:].sum())}) are "
-                    "streamed from disk with read-ahead (raise the cache_gb setting to keep them)"
+                    "streamed from disk with read-ahead (raise --cache-gb to keep them)"
                 )
             log(text)
         return stats

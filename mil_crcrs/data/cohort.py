@@ -24,6 +24,7 @@ Every problem raises :class:`~mil_crcrs.errors.InputError` naming the file, line
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -140,7 +141,9 @@ class Cohort:
 
         A slide id matches a feature file's stem as it is or without a slide-file extension on
         either side (``TCGA-01.svs`` in a table matches ``TCGA-01.h5``; see
-        :data:`SLIDE_SUFFIXES`); the returned cohort names its slides by the file stems.
+        :data:`SLIDE_SUFFIXES`), or by its last path part (STAMP's ``FILENAME``
+        ``centre_a/TCGA-01.h5`` matches ``TCGA-01.h5`` in that sub-folder); the returned cohort
+        names its slides by the file stems.
 
         Parameters
         ----------
@@ -156,6 +159,8 @@ class Cohort:
         found: dict[str, str] = {}
         for sid in (s for sl in self.slides.values() for s in sl):
             match = sid if sid in exact else by_key.get(strip_slide_suffix(sid))
+            if match is None:  # STAMP's FILENAME: the file's path in the feature folder
+                match = by_key.get(strip_slide_suffix(re.split(r"[/\\]", sid)[-1]))
             if match is None:
                 continue
             if match in found.values():
@@ -230,8 +235,8 @@ def read_cohort(
     """
     if time_unit not in TIME_UNITS:
         raise InputError(f"time unit must be one of {', '.join(TIME_UNITS)}, got {time_unit!r}")
-    table, source = _slide_rows(path, columns, slide_table)
-    columns = event_from_censoring(table, columns, source)
+    table, source, resolved = _slide_rows(path, columns, slide_table)
+    columns = resolved or event_from_censoring(table, columns, source)
     needed = [columns.patient] + ([columns.time, columns.event] if require_outcome else [])
     missing = [c for c in needed if c not in table.columns]
     if missing:
@@ -256,16 +261,24 @@ def _slide_rows(
     path: str | os.PathLike | pd.DataFrame,
     columns: Columns,
     slide_table: str | os.PathLike | pd.DataFrame | None,
-) -> tuple[pd.DataFrame, str]:
-    """The table with one row per slide (a copy, joined to ``slide_table`` if given), and where
-    it came from."""
+) -> tuple[pd.DataFrame, str, Columns | None]:
+    """The table with one row per slide (a copy, joined to ``slide_table`` if given), where it
+    came from, and with a slide table the columns to read it with: the clinical table's
+    outcome is checked before the join, so that an error names its own line."""
     if isinstance(path, pd.DataFrame):
         table, source = path.reset_index(drop=True), "<table>"
     else:
         table, source = read_table(path, (columns.patient, columns.slide)), str(path)
-    if slide_table is not None:
-        return join_slide_table(table, slide_table, columns, source), source
-    return table.copy(), source
+    if slide_table is None:
+        return table.copy(), source, None
+    table = table.copy()
+    resolved = event_from_censoring(table, columns, source)
+    if resolved.time in table.columns and resolved.event in table.columns:
+        table = validate_outcome(table, resolved.time, resolved.event, source)
+    if resolved.patient in table.columns and table[resolved.patient].isna().any():
+        i = int(np.flatnonzero(table[resolved.patient].isna().to_numpy())[0])
+        raise InputError(f"{source}, {table_line(i)}: column '{resolved.patient}' is empty")
+    return join_slide_table(table, slide_table, resolved, source), source, resolved
 
 
 def _slide_ids(table: pd.DataFrame, patient: pd.Series, columns: Columns, source: str) -> pd.Series:

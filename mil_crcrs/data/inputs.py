@@ -8,8 +8,9 @@ once.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -18,6 +19,7 @@ from mil_crcrs.data.cohort import (
     DEFAULT_TIME_UNIT,
     Cohort,
     Columns,
+    DataWarning,
     cohort_from_slides,
     read_cohort,
 )
@@ -99,12 +101,41 @@ def open_inputs(
     """
     store = open_store(features)
     cohort = as_cohort(clinical, store, columns, time_unit, outcome)
-    cohort = cohort.match_features(store.slide_ids, missing)
+    if patients is not None:  # other patients' files do not matter
+        cohort = _only(cohort, [str(p) for p in patients])
+    cohort = skip_empty(cohort.match_features(store.slide_ids, missing), store, clinical is None)
     if outcome:  # dropping patients without files can leave too few events
         cohort = cohort.require_outcome()
-    if patients is not None:
-        cohort = _only(cohort, [str(p) for p in patients])
     return Inputs(store=store, cohort=cohort, bags=PatientBags(cohort, store))
+
+
+def warn_empty(where: str, empty: Sequence[str], more: str = "") -> None:
+    """The one warning line for feature files skipped because they have zero tiles."""
+    shown = ", ".join(empty[:5]) + (", ..." if len(empty) > 5 else "")
+    warnings.warn(
+        f"{where}: skipped {len(empty)} feature file(s) with zero tiles (a slide without "
+        f"tissue): {shown}{more}",
+        DataWarning,
+        stacklevel=4,
+    )
+
+
+def skip_empty(cohort: Cohort, store: FeatureStore, file_patients: bool = False) -> Cohort:
+    """``cohort`` without its slides whose feature file has zero tiles (TRIDENT writes one for
+    a slide without tissue), and without patients left with no slide, said in one warning
+    (``file_patients``: each file is a patient, so no patient count is added)."""
+    slides = [s for sl in cohort.slides.values() for s in sl]
+    empty = [s for s in slides if store.is_empty(s)]
+    if not empty:
+        return cohort
+    kept = {p: tuple(s for s in sl if s not in empty) for p, sl in cohort.slides.items()}
+    keep = [p for p, sl in kept.items() if sl]
+    dropped = len(kept) - len(keep)
+    more = f"; {dropped} patient(s) left with no slide" if dropped and not file_patients else ""
+    warn_empty(str(store), empty, more)
+    if not keep:
+        raise InputError(f"{store}: every feature file has zero tiles")
+    return replace(cohort, patients=cohort.patients.loc[keep], slides={p: kept[p] for p in keep})
 
 
 def _only(cohort: Cohort, wanted: list[str]) -> Cohort:

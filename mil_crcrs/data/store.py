@@ -31,14 +31,14 @@ Every problem with a file raises :class:`~mil_crcrs.errors.InputError` naming th
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mil_crcrs.data._folders import FEATURE_SUFFIXES, feature_files
+from mil_crcrs.data._folders import FEATURE_SUFFIXES, files_by_stem
 from mil_crcrs.data._h5 import (
     ATTENTION_FORMAT,
     FORMAT_NAME,
@@ -53,7 +53,8 @@ from mil_crcrs.data._h5 import (
     write_attention_file,
     write_bag,
 )
-from mil_crcrs.data._layouts import read_h5, read_pt
+from mil_crcrs.data._layouts import ZeroTilesError, read_h5, read_pt
+from mil_crcrs.data._peers import tile_edge_from_um, typed_encoder
 from mil_crcrs.errors import InputError, SettingError
 
 __all__ = [
@@ -80,6 +81,8 @@ __all__ = [
     "read_extra",
     "read_info",
     "read_settings_record",
+    "tile_edge_from_um",
+    "typed_encoder",
     "to_level0",
     "write_attention_file",
     "write_bag",
@@ -114,13 +117,17 @@ class ReadSettings:
     tile_size_level0 : tile edge in level-0 pixels (``--tile-size``), for heatmaps
     slide_mpp : the slides' level-0 resolution in microns per pixel (``--slide-mpp``), to put
         coordinates stored in microns (STAMP) into level-0 pixels
+    per_slide_mpp : slide id (file stem) -> that slide's own level-0 resolution, read from its
+        slide file (heatmaps); wins over ``slide_mpp``, a file's own value over both
     """
 
     encoder: str | None = None
     tile_size_level0: int | None = None
     slide_mpp: float | None = None
+    per_slide_mpp: Mapping[str, float] | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "encoder", typed_encoder(self.encoder))  # uni_v1 -> uni
         if self.tile_size_level0 is not None and self.tile_size_level0 < 1:
             raise SettingError(
                 "tile_size_level0", f"must be at least 1, got {self.tile_size_level0}"
@@ -212,10 +219,11 @@ def _describe(path: Path, fields: dict[str, Any], native_known: bool, s: ReadSet
             f"'{s.encoder}' contradicts {path}, which names encoder '{fields['encoder']}'",
         )
     fields["encoder"] = fields.get("encoder") or s.encoder
-    fields["slide_mpp"] = fields.get("slide_mpp") or s.slide_mpp
+    own = (s.per_slide_mpp or {}).get(path.stem)
+    fields["slide_mpp"] = fields.get("slide_mpp") or own or s.slide_mpp
     size = fields.get("tile_size_level0") or s.tile_size_level0
     if size is None and fields.get("tile_size_um") and fields["slide_mpp"]:
-        size = int(round(fields["tile_size_um"] / fields["slide_mpp"]))
+        size = tile_edge_from_um(fields["layout"], fields["tile_size_um"], fields["slide_mpp"])
     fields["tile_size_level0"] = size
     fields["slide_id"] = fields.get("slide_id") or path.stem
     fields.setdefault("coords_unit", "px" if native_known else None)
@@ -325,12 +333,7 @@ class FeatureStore:
         self.dtype = dtype
         self.settings = settings or ReadSettings()
         self._roots = paths = [Path(p) for p in paths]
-        self._paths: dict[str, Path] = {}
-        for path in feature_files(paths):
-            # Where a CLAM folder has both h5_files/x.h5 and pt_files/x.pt, the h5 wins (coords).
-            if path.stem in self._paths and self._paths[path.stem].suffix != ".pt":
-                continue
-            self._paths[path.stem] = path
+        self._paths: dict[str, Path] = files_by_stem(paths)
         self._infos: dict[str, BagInfo] = {}
 
     def __str__(self) -> str:
@@ -344,6 +347,17 @@ class FeatureStore:
     @property
     def slide_ids(self) -> list[str]:
         return sorted(self._paths)
+
+    def is_empty(self, slide_id: str) -> bool:
+        """True for a file with zero tiles (TRIDENT writes one for a slide without tissue); a
+        file with another problem is not empty (it is reported where it is read)."""
+        try:
+            self.info(slide_id)
+        except ZeroTilesError:
+            return True
+        except InputError:
+            return False
+        return False
 
     def __contains__(self, slide_id: object) -> bool:
         return slide_id in self._paths

@@ -24,10 +24,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mil_crcrs.data.status import looks_like_censoring, read_status
 from mil_crcrs.errors import InputError, first_line
 
-#: Column names that say 1 = censored (CLAM, PORPOISE): the opposite of an event column.
-CENSORING_NAME = re.compile(r"censor|^cens$|^is_cens", re.IGNORECASE)
 #: Column names a peer uses for a censoring indicator (1 = censored), matched without case.
 CENSOR_NAMES = ("censorship", "censored", "censor", "is_censored", "censoring", "cens")
 
@@ -60,6 +59,20 @@ class Columns:
 
 #: The longest follow-up a time column may hold, in any unit (274 years in days).
 MAX_TIME = 100_000.0
+#: Words in a time column's name that say its unit (``survival_months``, ``OS_days``, ...).
+UNIT_WORDS = {
+    "days": ("day", "days"),
+    "months": ("month", "months", "mo", "mos"),
+    "years": ("year", "years", "yr", "yrs"),
+}
+
+
+def time_unit_from_name(name: object) -> str | None:
+    """The unit a time column's name says (``survival_months`` -> "months", ``OS_days`` ->
+    "days", ``dfs.years`` -> "years"), or None where it says none or several."""
+    words = set(re.split(r"[^a-z]+", str(name).lower()))
+    found = [unit for unit, spellings in UNIT_WORDS.items() if words & set(spellings)]
+    return found[0] if len(found) == 1 else None
 
 
 def table_line(index: int) -> str:
@@ -113,8 +126,7 @@ def validate_outcome(
             f"{source}, {table_line(i)}: column '{time_col}' holds {time.iloc[i]:.6g}, not a "
             f"follow-up in days, months or years (at most {MAX_TIME:,.0f})"
         )
-    coded = table.assign(**{event_col: decode_status(table[event_col], event_col, source)})
-    event = _numeric_column(coded, event_col, source)
+    event = _numeric_column(read_status(table, event_col, source), event_col, source)
     bad = ~event.isin([0, 1])
     if bad.any():
         i = int(np.flatnonzero(bad.to_numpy())[0])
@@ -223,27 +235,6 @@ def _skip_comment_lines(text: str, path: Path) -> str:
     return "\n".join(lines[n:])
 
 
-def decode_status(column: pd.Series, name: str, source: str) -> pd.Series:
-    """cBioPortal's status coding, ``1:DECEASED`` / ``0:LIVING`` (any ``N:LABEL``), as N.
-
-    Returns the column unchanged unless every non-blank value is ``0:...`` or ``1:...``.
-    """
-    if pd.api.types.is_numeric_dtype(column):
-        return column
-    text = column.dropna().astype(str).str.strip()
-    codes = text.str.extract(r"^([01])\s*:\s*\S", expand=False)
-    if text.empty or codes.isna().any():
-        return column
-    labels = sorted(set(text))
-    log.info("%s: '%s' read as cBioPortal status codes (%s)", source, name, ", ".join(labels))
-    return pd.to_numeric(column.astype(str).str.strip().str[0].where(column.notna()))
-
-
-def looks_like_censoring(name: object) -> bool:
-    """True if a column name says it holds a censoring indicator (``censorship``, ...)."""
-    return isinstance(name, str) and bool(CENSORING_NAME.search(name))
-
-
 def event_from_censoring(table: pd.DataFrame, columns: Columns, source: str) -> Columns:
     """Resolve which column gives the event; a censoring column becomes ``event`` (inverted).
 
@@ -253,7 +244,7 @@ def event_from_censoring(table: pd.DataFrame, columns: Columns, source: str) -> 
         raise InputError(
             f"{source}: the event column '{columns.event}' is named like a censoring indicator "
             "(1 = censored), the opposite of an event (1 = observed); make it the censoring column "
-            f"(censor = '{columns.event}') to have it inverted, or name the real event column"
+            f"(--censor-col {columns.event}) to have it inverted, or name the real event column"
         )
     censor = columns.censor
     if censor is None and columns.event not in table.columns:
@@ -329,8 +320,7 @@ def join_slide_table(
     extra = [c for c in clinical.columns if c == columns.slide]
     clinical = clinical.drop(columns=extra)
     left = clinical.assign(**{columns.patient: clinical[columns.patient].astype(str)})
-    right = slides[[columns.patient, columns.slide]].dropna(subset=[columns.slide])
-    right = right.assign(**{columns.patient: right[columns.patient].astype(str)})
+    right = _checked_slide_rows(slides, columns, source)
     joined = left.merge(right, on=columns.patient, how="inner", sort=False)
     n_without = left[columns.patient].nunique() - joined[columns.patient].nunique()
     if joined.empty:
@@ -343,3 +333,20 @@ def join_slide_table(
             "%s: %d patient(s) of the clinical table have no slide; left out", source, n_without
         )
     return joined
+
+
+def _checked_slide_rows(slides: pd.DataFrame, columns: Columns, source: str) -> pd.DataFrame:
+    """The slide table's (patient, slide) rows, patient ids as text; an error naming the slide
+    table's line for an empty cell or a slide listed twice."""
+    right = slides[[columns.patient, columns.slide]]
+    for column in (columns.patient, columns.slide):
+        if right[column].isna().any():
+            i = int(np.flatnonzero(right[column].isna().to_numpy())[0])
+            raise InputError(f"{source}, {table_line(i)}: column '{column}' is empty")
+    dup = right[columns.slide].astype(str).duplicated()
+    if dup.any():
+        i = int(np.flatnonzero(dup.to_numpy())[0])
+        raise InputError(
+            f"{source}, {table_line(i)}: slide '{right[columns.slide].iloc[i]}' is listed twice"
+        )
+    return right.assign(**{columns.patient: right[columns.patient].astype(str)})

@@ -58,14 +58,18 @@ def heatmap_figure(heatmap: SlideHeatmap, title: str | None = None) -> Figure:
     s = heatmap.scale
     bar.set_ticks(ticks, labels=tick_labels(s.low + ticks * (s.high - s.low)))
     labels = {
-        "contribution": "contribution to risk",
+        "contribution": "contribution to CRCRS\n+ raises risk above reference\n"
+        "\u2212 lowers it below",
         "integrated_gradients": "integrated gradients",
     }
-    bar.set_label(labels.get(heatmap.kind, heatmap.kind))
+    bar.set_label(labels.get(heatmap.kind, heatmap.kind), fontsize=8)
+    against = ""
+    if heatmap.kind == "contribution":
+        against = f" = reference {heatmap.reference:.3f} + sum of tiles"
     fig.suptitle(
         title
         or f"{heatmap.patient_id} / {heatmap.slide_id}\n{heatmap.kind}, "
-        f"CRCRS {heatmap.crcrs:.3f}, {heatmap.n_tiles} tiles",
+        f"CRCRS {heatmap.crcrs:.3f}{against}, {heatmap.n_tiles} tiles",
         fontsize=10,
         y=1.0 - 0.08 / fig_h,
         va="top",

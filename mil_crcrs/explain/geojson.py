@@ -9,7 +9,8 @@
   ``classification`` (``"raises risk"`` in red or ``"lowers risk"`` in blue, by the sign of the
   tile's contribution) and ``measurements``: ``attention`` (normalised over all of the
   patient's tiles), ``attention_x_n`` (attention times the patient's tile count; 1 = uniform),
-  ``contribution`` (the tile's additive share of the CRCRS) and any extra per-tile values.
+  ``contribution`` (the tile's share of the CRCRS against the collection's
+  ``contribution_reference``, the training cohort's mean CRCRS) and any extra per-tile values.
 
 QuPath then colours tiles by any measurement (Measure > Show measurement maps).
 """
@@ -23,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from mil_crcrs.atomic import atomic_path
+from mil_crcrs.contributions import CONTRIBUTION_MEANING
 from mil_crcrs.explain.scores import TileScores
 
 #: QuPath classification of a tile by the sign of its contribution, with its RGB colour.
@@ -48,7 +50,8 @@ def tiles_geojson(scores: TileScores, slide_id: str, tile_size_level0: float) ->
     Returns
     -------
     dict, a GeoJSON ``FeatureCollection`` (see the module docstring), in the slide file's row
-    order; its ``properties`` hold the patient id, slide id and CRCRS
+    order; its ``properties`` hold the patient id, slide id, CRCRS and the contributions'
+    reference
     """
     rows = scores.slide_rows(slide_id)
     extra = {kind: np.asarray(v, dtype=np.float64) for kind, v in scores.extra.items()}
@@ -82,6 +85,8 @@ def tiles_geojson(scores: TileScores, slide_id: str, tile_size_level0: float) ->
             "patient_id": scores.patient_id,
             "slide_id": slide_id,
             "crcrs": float(scores.crcrs),
+            "contribution_reference": float(scores.reference),
+            "contribution_meaning": CONTRIBUTION_MEANING,
             "coordinates": "level-0 pixels, top-left origin, y downwards",
         },
         "features": features,

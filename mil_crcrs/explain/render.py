@@ -46,6 +46,7 @@ class SlideHeatmap:
     cmap : the colormap
     crcrs : the patient's CRCRS
     n_tiles : tiles painted
+    reference : the CRCRS the contributions are measured against (NaN when unknown)
     """
 
     patient_id: str
@@ -58,6 +59,7 @@ class SlideHeatmap:
     cmap: str
     crcrs: float
     n_tiles: int
+    reference: float = float("nan")
 
 
 def render_heatmap(
@@ -171,6 +173,7 @@ def slide_heatmaps(
                     cmap=settings.cmap_for(kind),
                     crcrs=scores.crcrs,
                     n_tiles=int(rows.size),
+                    reference=scores.reference,
                 )
             )
     return out

@@ -5,8 +5,10 @@ contributions (:meth:`~mil_crcrs.ensemble.CRCRSModel.patient_attention`), all fr
 **patient-level** model: a patient's slides are one bag, so one softmax covers all of them.
 
 - ``attention``: the fold models' mean attention, summing to 1 over the patient's tiles;
-- ``contribution``: each tile's additive share of the CRCRS (exact for abmil and mean);
-  positive raises the risk.
+- ``contribution``: each tile's share of the CRCRS against a stated reference, the training
+  cohort's mean CRCRS (:attr:`~mil_crcrs.ensemble.CRCRSModel.contribution_reference`):
+  ``reference + sum of contributions = CRCRS``. Positive raises the patient's risk above the
+  training cohort's average, negative lowers it.
 
 :func:`select_tiles` picks the tiles a gallery shows.
 """
@@ -42,7 +44,9 @@ class TileScores:
     tile_slide : (n_tiles,) int64 index into ``slide_ids`` of each tile's slide
     coords : (n_tiles, 2) int64 level-0 top-left (x, y); -1 where a file has no coords
     attention : (n_tiles,) float64, sums to 1 over all of the patient's tiles
-    contribution : (n_tiles,) float64, each tile's additive share of the risk
+    contribution : (n_tiles,) float64, each tile's share of ``crcrs - reference``
+    reference : the CRCRS the contributions are measured against (NaN when unknown):
+        ``reference + contribution.sum() == crcrs``
     extra : other per-tile values by kind, e.g. ``{"integrated_gradients": (n_tiles,)}``
     """
 
@@ -53,6 +57,7 @@ class TileScores:
     coords: np.ndarray
     attention: np.ndarray
     contribution: np.ndarray
+    reference: float = float("nan")
     extra: Mapping[str, np.ndarray] = field(default_factory=dict)
 
     @property
@@ -103,6 +108,7 @@ def tile_scores(model: CRCRSModel, bag: PatientBag) -> TileScores:
         coords=np.asarray(bag.coords, dtype=np.int64),
         attention=np.asarray(attention, dtype=np.float64),
         contribution=np.asarray(contribution, dtype=np.float64),
+        reference=model.contribution_reference,
     )
 
 
@@ -118,7 +124,8 @@ def select_tiles(scores: TileScores, k: int = 8, by: str = "attention") -> pd.Da
     DataFrame with one row per selected tile: ``patient_id``, ``group`` ("top"/"bottom"),
     ``rank`` (1 = most extreme), ``slide_id``, ``tile`` (row in the slide's feature file),
     ``bag_index`` (row in the patient's bag), ``x``, ``y`` (level-0), ``attention``,
-    ``contribution``, ``crcrs``.
+    ``contribution``, ``crcrs``, ``contribution_reference`` (the CRCRS the contributions are
+    measured against: the patient's contributions sum to ``crcrs - contribution_reference``).
     """
     if by not in VALUE_KINDS:
         raise SettingError("by", f"must be one of {', '.join(VALUE_KINDS)}, got {by!r}")
@@ -146,6 +153,7 @@ def select_tiles(scores: TileScores, k: int = 8, by: str = "attention") -> pd.Da
                     "attention": float(scores.attention[i]),
                     "contribution": float(scores.contribution[i]),
                     "crcrs": scores.crcrs,
+                    "contribution_reference": scores.reference,
                 }
             )
     columns = [
@@ -160,5 +168,6 @@ def select_tiles(scores: TileScores, k: int = 8, by: str = "attention") -> pd.Da
         "attention",
         "contribution",
         "crcrs",
+        "contribution_reference",
     ]
     return pd.DataFrame.from_records(records, columns=columns)

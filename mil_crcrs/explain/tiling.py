@@ -113,8 +113,9 @@ def complete_tiling(
     """``info`` with the tile size it lacks filled in.
 
     A file that names its tile size at a pyramid level but not in level-0 pixels (CLAM's
-    ``patch_level`` without ``downsample``) gets it from the slide's ``level_downsamples``; a
-    file that names none gets ``tile_size``. A stated size that contradicts the file's own is an
+    ``patch_level`` without ``downsample``) gets it from the slide's ``level_downsamples``, one
+    that names it in microns (STAMP's ``tile_size_um``) from the slide's resolution; a file that
+    names none gets ``tile_size``. A stated size that contradicts the file's own is an
     error, never silently preferred.
 
     Parameters
@@ -129,6 +130,11 @@ def complete_tiling(
     BagInfo with ``tile_size_level0`` and ``tile_size_px`` set where they can be known
     """
     size0, size_px = info.tile_size_level0, info.tile_size_px
+    mpp = slide_mpp or info.slide_mpp
+    if size0 is None and info.tile_size_um and mpp:  # STAMP: tiles cut in microns
+        from mil_crcrs.data.store import tile_edge_from_um
+
+        size0 = tile_edge_from_um(info.layout, info.tile_size_um, mpp)
     if size0 is None and size_px and info.level is not None and level_downsamples is not None:
         if info.level >= len(level_downsamples):
             raise InputError(

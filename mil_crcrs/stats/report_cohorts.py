@@ -167,6 +167,6 @@ def cohort_row(cohort: Cohort, info: dict[str, Any], settings: ReportSettings) -
         "events": int(table["event"].sum()),
         "n_complete": len(cc),
         "events_complete": int(cc["event"].sum()),
-        "median_follow_up_years": median_follow_up(table["time"], table["event"]) / upy,
+        "median_follow_up_reverse_km_years": median_follow_up(table["time"], table["event"]) / upy,
         "horizons_years": ", ".join(f"{h / upy:g}" for h in cohort.horizons),
     }

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mil_crcrs.data.cohort import read_cohort
+from mil_crcrs.data.cohort import DAYS_PER_UNIT, TIME_UNITS, read_cohort
 from mil_crcrs.data.tables import read_table, table_line, validate_outcome
 from mil_crcrs.errors import InputError
 from mil_crcrs.stats.report_settings import ReportSettings
@@ -126,6 +126,9 @@ def load_patients(
     table.index.name = "patient_id"
     if table["event"].sum() == 0:
         raise InputError(f"{source}: no events among the {len(table)} patients with predictions")
+    implausible = _implausible_follow_up(table["time"].to_numpy(float), settings.time_unit)
+    if implausible:
+        notes.append(f"{source}: {implausible}")
     info = {
         "source": source,
         "predictions": pred_src,
@@ -160,3 +163,19 @@ def usable_horizons(
             kept.append(float(h))
             continue
     return kept, reasons
+
+
+def _implausible_follow_up(time: np.ndarray, unit: str) -> str:
+    """A note when follow-up times look as if read in the wrong unit ('' when they do not):
+    colorectal-cancer follow-up runs for months to years, rarely under 1 or over 30 years."""
+    longest = float(np.max(time))
+    years = longest * DAYS_PER_UNIT[unit] / DAYS_PER_UNIT["years"]
+    if 1.0 <= years <= 30.0:
+        return ""
+    k = TIME_UNITS.index(unit)
+    other = TIME_UNITS[k + 1 : k + 2] if years < 1.0 else TIME_UNITS[max(k - 1, 0) : k]
+    hint = other[0] if other else "UNIT"
+    return (
+        f"the longest follow-up is {longest:g} {unit} ({years:.2g} years): if the times are "
+        f"in {hint}, say --time-unit {hint}"
+    )

@@ -176,7 +176,7 @@ class FoldCheckpoints:
             # JSON floats are Python's shortest round-tripping repr: read back bit for bit
             "risk": np.asarray(risk, np.float64).tolist(),
         }
-        write_json(info_path, record)
+        write_json(info_path, record, nan_as_null=False)  # read back as the fit made it
 
     def finished(self) -> list[str]:
         """The keys of the models saved by this fit."""
@@ -220,6 +220,15 @@ def checkpoint_folder(model_dir: str | os.PathLike) -> Path:
 def remove_checkpoints(folder: str | os.PathLike) -> None:
     """Delete a checkpoint folder (once the fitted model is saved)."""
     shutil.rmtree(folder, ignore_errors=True)
+
+
+def drop_unused_checkpoints(folder: str | os.PathLike) -> None:
+    """Delete a checkpoint folder that holds no finished model (a fit refused before its first
+    fold), so a refused fit leaves nothing behind; one with finished models is kept for
+    ``--resume``."""
+    folder = Path(folder)
+    if folder.is_dir() and not any(folder.glob("*.pt")):
+        remove_checkpoints(folder)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

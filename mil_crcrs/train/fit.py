@@ -168,7 +168,7 @@ def _ensemble(
         encoder=bags.encoder,
         time_unit=time_unit,
         settings=settings,
-        training_cohort=_summary(cohort, bags, time_unit),
+        training_cohort={**_summary(cohort, bags, time_unit), "crcrs_mean": float(np.mean(oof))},
         metrics=_metrics(cv, time, event, scale, shift),
         oof_predictions=_oof_table(cv, cohort, cutoff),
         extra=extra,
