@@ -118,7 +118,7 @@ def test_unknown_encoder_names_the_choices():
 def test_hub_weights_that_cannot_be_had_are_a_clear_error(offline):
     with pytest.raises(
         InputError,
-        match="encoder 'hf-hub:MahmoodLab/uni': cannot get .*weights file as the weights",
+        match="encoder 'hf-hub:MahmoodLab/uni': cannot get .*weights file with --weights",
     ):
         create_encoder("uni")
     with pytest.raises(
