@@ -197,7 +197,7 @@ def test_failed_slides_are_recorded_and_the_run_goes_on(slides, tmp_path):
     assert report.loc["corrupt", "reason"] == "unreadable"
     assert report.loc["blank", "reason"] == "no_tissue"
     assert report.loc["nompp", "reason"] == "no_mpp"
-    assert "slide_mpp" in report.loc["nompp", "message"]
+    assert "--slide-mpp" in report.loc["nompp", "message"]
     assert _h5_files(out) == ["slide0.h5", "slide1.h5", "slide2.h5"]
     assert (out / "qc" / "blank.png").is_file()  # the QC picture shows why
     # fixed (the resolution given), a rerun extracts it and drops it from the report

@@ -494,6 +494,6 @@ def test_a_failed_rerun_leaves_the_previous_report_whole_and_a_rerun_replaces_it
     assert CliRunner().invoke(cli, args).exit_code == 0
     assert (out / "my_notes.txt").read_text() == "mine" and (out / "stale.csv").exists()
     listed = json.loads((out / "manifest.json").read_text())
-    kept = ("my_notes.txt", "stale.csv", "manifest.json")
+    kept = ("my_notes.txt", "stale.csv", "manifest.json", "run.log")  # run.log: RunLog's
     assert listed == sorted(p.name for p in out.iterdir() if p.name not in kept)
     assert "report.html" in listed and "figures" in listed

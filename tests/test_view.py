@@ -54,7 +54,7 @@ def test_slide_scores_are_the_models_tile_scores(site, view_cohort):
     np.testing.assert_array_equal(tiles[:, :2], expected.coords)
     np.testing.assert_allclose(tiles[:, 3], expected.attention, rtol=1e-9)
     np.testing.assert_allclose(tiles[:, 4], expected.contribution, rtol=1e-9)
-    assert payload["reference"] == pytest.approx(model.contribution_baseline())
+    assert payload["reference"] == pytest.approx(model.contribution_reference)
     assert tiles[:, 4].sum() + payload["reference"] == pytest.approx(expected.crcrs, abs=1e-6)
     top = payload["top"]
     assert [t["attention"] for t in top] == sorted(expected.attention, reverse=True)[: len(top)]
@@ -264,7 +264,7 @@ def test_cli_exports_from_the_attention_files_of_predict(view_cohort, tmp_path):
     expected = tile_scores(model, inputs.bags[inputs.cohort.patient_ids.index("P002")])
     np.testing.assert_allclose([t[3] for t in payload["tiles"]], expected.attention, rtol=1e-6)
     np.testing.assert_allclose([t[4] for t in payload["tiles"]], expected.contribution, rtol=1e-5)
-    assert payload["reference"] is None  # the attention files do not record one
+    assert payload["reference"] == pytest.approx(model.contribution_reference)  # as recorded
     assert (tmp_path / "export.run.log").is_file()
 
 

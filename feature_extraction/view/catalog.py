@@ -109,9 +109,9 @@ class ModelScores:
         return _recorded_size(self.inputs.store, slide_id)
 
     def reference(self) -> float | None:
-        """What the tile contributions are measured against: the CRCRS minus their sum."""
-        baseline = getattr(self.model, "contribution_baseline", None)
-        return float(baseline()) if callable(baseline) else None
+        """What the tile contributions are measured against (the training cohort's mean CRCRS:
+        reference + sum of a patient's contributions = its CRCRS)."""
+        return float(self.model.contribution_reference)
 
 
 class AttentionFileScores:
@@ -135,6 +135,7 @@ class AttentionFileScores:
         self._files: dict[str, Path] = {}
         self._slides: dict[str, list[str]] = {}
         self._header: dict[str, tuple[float, str]] = {}
+        self._reference: float | None = None
         self._read_headers()
         self._scores: dict[str, TileScores] = {}
 
@@ -148,6 +149,9 @@ class AttentionFileScores:
                 self._files[sid] = path
                 self._slides.setdefault(pid, []).append(sid)
                 self._header[pid] = (float(f.attrs["crcrs"]), str(f.attrs["risk_group"]))
+                reference = f.attrs.get("contribution_reference")  # absent in older files
+                if reference is not None and np.isfinite(float(reference)):
+                    self._reference = float(reference)
         if not self._files:
             raise InputError(f"{self.folder}: no attention files (crcrs predict --attention)")
 
@@ -200,8 +204,9 @@ class AttentionFileScores:
         return _recorded_size(self.store, slide_id)
 
     def reference(self) -> float | None:
-        """The files do not record what their contributions are measured against."""
-        return None
+        """What the files' contributions are measured against (None in files written before
+        they recorded it)."""
+        return self._reference
 
 
 def _recorded_size(store: FeatureStore | None, slide_id: str) -> tuple[int, int] | None:
