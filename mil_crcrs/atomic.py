@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -75,6 +76,12 @@ def atomic_dir(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def safe_name(name: str) -> str:
+    """A file-name-safe version of an id (never ``.``, ``..`` or hidden)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name) or "_"
+    return "_" + safe if safe.startswith(".") else safe
 
 
 def _umask() -> int:
