@@ -97,6 +97,13 @@ def _years(text: str) -> tuple[float, ...]:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Extra image to embed (e.g. a heatmap PNG); repeat for several.",
 )
+@click.option(
+    "--phenotypes",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder written by crcrs phenotypes, shown in a Phenotypes section; repeat for "
+    "several cohorts.",
+)
 @seed_option
 @cohort_columns
 def command(
@@ -111,6 +118,7 @@ def command(
     dca_horizon,
     n_bootstrap,
     images,
+    phenotypes,
     columns,
     time_unit,
     seed,
@@ -137,5 +145,6 @@ def command(
         validation_predictions=validation_predictions,
         validation_clinical=validation_clinical,
         extra_images=images,
+        phenotypes=phenotypes,
     )
     click.echo(f"report: {report.html}")

@@ -136,7 +136,7 @@ def write_galleries(
 def _caption(row: pd.Series) -> str:
     return (
         f"{row['slide_id']}\n({row['x']}, {row['y']})\n"
-        f"att {row['attention_x_n']:.2g}x  contr {row['contribution']:+.2g}"
+        f"att {row['attention_x_n']:.2g}x  contr {row['contribution']:+.3f}"
     )
 
 

@@ -153,7 +153,10 @@ class PhenotypeModel:
         with atomic_path(directory / ARRAYS_NAME, suffix=".npz") as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, mean=self.mean, components=self.components, centres=self.centres)
-        write_json(directory / MODEL_NAME, {"encoder": self.encoder, "k": self.k, "l2": self.l2, **self.info})
+        write_json(
+            directory / MODEL_NAME,
+            {"encoder": self.encoder, "k": self.k, "l2": self.l2, **self.info},
+        )
 
 
 def load_phenotypes(directory: str | os.PathLike) -> PhenotypeModel:

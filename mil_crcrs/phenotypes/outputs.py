@@ -64,7 +64,8 @@ def write_atlas(
             method,
         )
         write_png(out_dir / "map.png", fig)
-    title = f"{atlas.inputs.cohort.source}: phenotype fractions (univariate Cox, per SD)"
+    cohort_name = Path(str(atlas.inputs.cohort.source)).name
+    title = f"{cohort_name}: phenotype fractions (univariate Cox, per SD)"
     write_png(out_dir / "forest.png", figures.forest_figure(atlas.table, title))
     for slide_id in map_slides(atlas, settings.slide_maps):
         write_png(
