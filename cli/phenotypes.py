@@ -7,8 +7,8 @@ from pathlib import Path
 import click
 
 from cli._options import (
-    command_line,
     comma_list,
+    command_line,
     device_option,
     features_option,
     missing_option,
