@@ -17,7 +17,7 @@ from cli._options import (
     seed_option,
 )
 from mil_crcrs.phenotypes.clustering import METHODS, ClusterSettings
-from mil_crcrs.phenotypes.run import PhenotypeSettings
+from mil_crcrs.phenotypes.settings import PhenotypeSettings
 
 _PATH = click.Path(path_type=Path)
 _CLUSTER = ClusterSettings()
@@ -84,6 +84,13 @@ _DEFAULTS = PhenotypeSettings()
     help="Tiles drawn from each slide to fit the phenotypes on.",
 )
 @click.option(
+    "--map-tiles",
+    type=int,
+    default=_DEFAULTS.map_tiles,
+    show_default=True,
+    help="About this many tiles in the 2-D map (UMAP); 0 = no map.",
+)
+@click.option(
     "--slide-maps",
     type=int,
     default=_DEFAULTS.slide_maps,
@@ -111,6 +118,7 @@ def command(
     method,
     resolution,
     sample_per_slide,
+    map_tiles,
     slide_maps,
     geojson,
     missing,
@@ -133,6 +141,7 @@ def command(
             method=method, k=k, k_range=(low, high), resolution=resolution, seed=seed
         ),
         sample_per_slide=sample_per_slide,
+        map_tiles=map_tiles,
         slide_maps=slide_maps,
         geojson=geojson,
         missing=missing,

@@ -161,6 +161,23 @@ def test_cox_numbers_equal_lifelines_and_fdr_equals_scipy():
     assert out.loc[0, "hr_per_sd"] > 1.5 and out.loc[0, "fdr"] < 0.05
 
 
+@pytest.mark.slow
+def test_the_map_is_umap_coloured_by_phenotype_and_contribution(tmp_path: Path):
+    from mil_crcrs.figures import write_png
+    from mil_crcrs.phenotypes.figures import embed_2d, map_figure
+
+    pytest.importorskip("umap")
+    x, truth = blobs()
+    xy, method = embed_2d(x, seed=0)
+    assert method == "UMAP" and xy.shape == (len(x), 2) and np.isfinite(xy).all()
+    # UMAP keeps the three groups apart: each point's nearest neighbour is of its own group.
+    d = np.linalg.norm(xy[:, None] - xy[None], axis=2) + np.eye(len(xy)) * 1e9
+    assert (truth[d.argmin(axis=1)] == truth).mean() > 0.95
+    fig = map_figure(xy, truth + 1, np.linspace(-1, 1, len(x)), 3, method)
+    write_png(tmp_path / "map.png", fig)
+    assert (tmp_path / "map.png").stat().st_size > 10_000
+
+
 def test_a_constant_fraction_gets_a_note_not_a_crash():
     rng = np.random.default_rng(1)
     fractions = pd.DataFrame({"P1": [0.5] * 30, "P2": rng.random(30)})
@@ -263,7 +280,7 @@ def _nothing_written(out: Path) -> None:
 
 def test_cli_runs_and_logs(trained, tmp_path: Path):
     out = tmp_path / "atlas"
-    result = run(*_args(trained, out, "--k", "3", "--slide-maps", "1"))
+    result = run(*_args(trained, out, "--k", "3", "--slide-maps", "1", "--map-tiles", "0"))
     assert result.exit_code == 0, result.output
     assert "3 phenotypes over" in result.stdout and (out / "run.log").is_file()
     assert "no slides given" in result.stderr
@@ -323,7 +340,7 @@ def test_a_failing_run_leaves_an_earlier_atlas_whole(trained, tmp_path: Path, mo
     def broken(*args, **kwargs):
         raise RuntimeError("killed while drawing")
 
-    monkeypatch.setattr(outputs.figures, "forest_figure", broken)
+    monkeypatch.setattr(outputs, "forest_figure", broken)
     with pytest.raises(RuntimeError):
         phenotype_atlas(trained["model"], trained["features"], trained["clinical"], out, FAST)
     assert sorted(p.name for p in out.iterdir()) == before

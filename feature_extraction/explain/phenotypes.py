@@ -28,14 +28,8 @@ from mil_crcrs.explain.figures import tile_gallery_figure
 from mil_crcrs.figures import write_png
 from mil_crcrs.phenotypes.clustering import PhenotypeModel
 from mil_crcrs.phenotypes.outputs import write_atlas
-from mil_crcrs.phenotypes.run import (
-    NO_SLIDES_NOTE,
-    PhenotypeAtlas,
-    PhenotypeSettings,
-    analyse_phenotypes,
-    check_out_dir,
-    record,
-)
+from mil_crcrs.phenotypes.run import NO_SLIDES_NOTE, analyse_phenotypes, check_out_dir, record
+from mil_crcrs.phenotypes.settings import PhenotypeAtlas, PhenotypeSettings
 
 GALLERY_TITLES = {"typical": "most typical", "contribution": "highest contribution"}
 

@@ -4,6 +4,7 @@
 - :mod:`.assign`: the cohort's tiles, sampled and then all assigned and scored, streamed;
 - :mod:`.statistics`: per-phenotype share, attention, contribution, Cox and Spearman;
 - :mod:`.figures`: the 2-D map, forest plot and slide maps;
+- :mod:`.settings`: what an atlas is made with, and what it holds;
 - :mod:`.outputs`: the atlas folder;
 - :mod:`.run`: :func:`phenotype_atlas`, the whole run without slides.
 """
@@ -14,12 +15,8 @@ from mil_crcrs.phenotypes.clustering import (
     fit_phenotypes,
     load_phenotypes,
 )
-from mil_crcrs.phenotypes.run import (
-    PhenotypeAtlas,
-    PhenotypeSettings,
-    analyse_phenotypes,
-    phenotype_atlas,
-)
+from mil_crcrs.phenotypes.run import analyse_phenotypes, phenotype_atlas
+from mil_crcrs.phenotypes.settings import PhenotypeAtlas, PhenotypeSettings
 
 __all__ = [
     "ClusterSettings",

@@ -27,10 +27,17 @@ from mil_crcrs.atomic import atomic_path, safe_name, write_csv, write_json
 from mil_crcrs.explain.scores import TileScores
 from mil_crcrs.explain.tiling import tile_edge_level0, tiles_extent
 from mil_crcrs.figures import write_png
-from mil_crcrs.phenotypes import figures
+from mil_crcrs.phenotypes.figures import (
+    embed_2d,
+    forest_figure,
+    map_figure,
+    phenotype_colours,
+    slide_map,
+    slide_map_figure,
+)
 
 if TYPE_CHECKING:
-    from mil_crcrs.phenotypes.run import PhenotypeAtlas, PhenotypeSettings
+    from mil_crcrs.phenotypes.settings import PhenotypeAtlas, PhenotypeSettings
 
 #: slide id -> (thumbnail (H, W, 3) uint8, its downsample), or None for a blank canvas.
 Backgrounds = Callable[[str], "tuple[np.ndarray, float] | None"]
@@ -55,8 +62,8 @@ def write_atlas(
         )
     k, tiles = atlas.phenotypes.k, atlas.tiles
     if tiles.map_tiles.size:
-        xy, method = figures.embed_2d(tiles.map_embedding, settings.cluster.seed)
-        fig = figures.map_figure(
+        xy, method = embed_2d(tiles.map_embedding, settings.cluster.seed)
+        fig = map_figure(
             xy,
             tiles.phenotype[tiles.map_tiles],
             tiles.contribution[tiles.map_tiles],
@@ -66,7 +73,7 @@ def write_atlas(
         write_png(out_dir / "map.png", fig)
     cohort_name = Path(str(atlas.inputs.cohort.source)).name
     title = f"{cohort_name}: phenotype fractions (univariate Cox, per SD)"
-    write_png(out_dir / "forest.png", figures.forest_figure(atlas.table, title))
+    write_png(out_dir / "forest.png", forest_figure(atlas.table, title))
     for slide_id in map_slides(atlas, settings.slide_maps):
         write_png(
             out_dir / "slide_maps" / f"{safe_name(slide_id)}.png",
@@ -110,13 +117,13 @@ def _slide_map(
             width, height = tiles_extent(coords, edge)
         downsample = canvas_downsample(width, height, max_side_px)
         background = (blank_canvas(width, height, downsample), downsample)
-    image = figures.slide_map(
+    image = slide_map(
         tiles.phenotype[rows], coords, edge, background[0], background[1], atlas.phenotypes.k
     )
     patient = tiles.patient_ids[int(tiles.patient[rows[0]])] if rows.size else "?"
     crcrs = tiles.crcrs[int(tiles.patient[rows[0]])] if rows.size else float("nan")
     title = f"{slide_id} (patient {patient}, CRCRS {crcrs:.3f})"
-    return figures.slide_map_figure(image, title, tiles.phenotype[rows], atlas.phenotypes.k)
+    return slide_map_figure(image, title, tiles.phenotype[rows], atlas.phenotypes.k)
 
 
 def write_geojsons(atlas: PhenotypeAtlas, folder: Path) -> None:
@@ -125,7 +132,7 @@ def write_geojsons(atlas: PhenotypeAtlas, folder: Path) -> None:
     from mil_crcrs.explain.geojson import tiles_geojson, write_geojson
 
     tiles, k = atlas.tiles, atlas.phenotypes.k
-    colours = {f"P{i + 1}": c.tolist() for i, c in enumerate(figures.phenotype_colours(k))}
+    colours = {f"P{i + 1}": c.tolist() for i, c in enumerate(phenotype_colours(k))}
     for p, patient_id in enumerate(tiles.patient_ids):
         rows = np.flatnonzero(tiles.patient == p)
         slides = np.unique(tiles.slide[rows])
