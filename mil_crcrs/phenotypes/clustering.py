@@ -284,9 +284,15 @@ def _choose_k(z: np.ndarray, settings: ClusterSettings) -> tuple[int, dict[int, 
 
 def _leiden(z: np.ndarray, settings: ClusterSettings) -> np.ndarray:
     """Leiden communities of the symmetrised kNN graph of ``z`` (n, p)."""
-    import igraph
-    import leidenalg
     from sklearn.neighbors import kneighbors_graph
+
+    try:
+        import igraph
+        import leidenalg
+    except ImportError:
+        raise SettingError(
+            "method", "leiden needs leidenalg and igraph: pip install 'mil-crcrs[phenotypes]'"
+        ) from None
 
     graph = kneighbors_graph(z, min(settings.neighbours, z.shape[0] - 1), include_self=False)
     graph = graph.maximum(graph.T).tocoo()
