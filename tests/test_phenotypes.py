@@ -345,3 +345,46 @@ def test_a_failing_run_leaves_an_earlier_atlas_whole(trained, tmp_path: Path, mo
         phenotype_atlas(trained["model"], trained["features"], trained["clinical"], out, FAST)
     assert sorted(p.name for p in out.iterdir()) == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".atlas.")]
+
+
+# -- planted truth (benchmarks/phenotypes_planted.py) ---------------------------------------------
+
+
+def _planted_script():
+    """benchmarks/phenotypes_planted.py, loaded as its benchmark tests load scripts."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "phenotypes_planted.py"
+    spec = importlib.util.spec_from_file_location("bench_phenotypes_planted", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_planted_recovery_by_hand():
+    from types import SimpleNamespace
+
+    planted_recovery = _planted_script().planted_recovery
+
+    phenotype = np.array([1, 1, 1, 2, 2, 2, 2, 3])
+    truth = np.array([0, 0, 0, 1, 1, 1, 0, 1], dtype=bool)
+    table = pd.DataFrame(
+        {"phenotype": [1, 2, 3], "contribution_rank": [3, 1, 2],
+         "hr_per_sd": [0.8, 2.0, 2.5], "fdr": [0.5, 0.01, 0.2]}
+    )  # fmt: skip
+    atlas = SimpleNamespace(
+        tiles=SimpleNamespace(phenotype=phenotype), phenotypes=SimpleNamespace(k=3), table=table
+    )
+    got = planted_recovery(atlas, truth)
+    assert got["precision"] == 0.75 and got["recall"] == 0.75
+    assert got["contribution_rank"] == 1 and got["hr_rank"] == 2 and got["fdr"] == 0.01
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(5))
+def test_the_planted_phenotype_carries_the_risk_on_simulated_cohorts(tmp_path: Path, seed: int):
+    got = _planted_script().run_simulated(seed, tmp_path, patients=120)
+    assert got["precision"] >= 0.8 and got["recall"] >= 0.8, got
+    assert got["contribution_rank"] == 1 and got["hr_rank"] == 1 and got["fdr"] < 0.05, got
