@@ -326,8 +326,11 @@ def test_out_may_not_be_the_reused_phenotypes(trained):
     atlas = trained["root"] / "atlas"
     before = (atlas / "phenotypes.npz").read_bytes()
     result = run(*_args(trained, atlas, "--phenotypes", atlas))
-    assert_one_line_error(result, "--out", "phenotypes being reused")
+    assert_one_line_error(result, "--out", "phenotypes read by this run")
     assert (atlas / "phenotypes.npz").read_bytes() == before
+    model_dir = trained["root"] / "model"
+    assert_one_line_error(run(*_args(trained, model_dir)), "--out", "the model read")
+    assert not (model_dir / "phenotypes.csv").exists()
 
 
 def test_a_failing_run_leaves_an_earlier_atlas_whole(trained, tmp_path: Path, monkeypatch):

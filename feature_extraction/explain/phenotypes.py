@@ -62,7 +62,7 @@ def make_phenotype_atlas(
         slides given but some of the cohort's slides have no file (named), and every error of
         :func:`~mil_crcrs.phenotypes.run.analyse_phenotypes`.
     """
-    check_out_dir(out_dir, phenotypes)
+    check_out_dir(out_dir, phenotypes=phenotypes, model=model, features=features)
     if not isinstance(model, CRCRSModel):
         model = CRCRSModel.load(model)
     time_unit = settings.time_unit or model.time_unit

@@ -168,7 +168,7 @@ def phenotype_atlas(
     """
     from mil_crcrs.phenotypes.outputs import write_atlas
 
-    check_out_dir(out_dir, phenotypes)
+    check_out_dir(out_dir, phenotypes=phenotypes, model=model, features=features)
     atlas = analyse_phenotypes(model, features, clinical, settings, phenotypes)
     atlas.notes.append(NO_SLIDES_NOTE)
     with atomic_dir(out_dir) as tmp:
@@ -176,15 +176,15 @@ def phenotype_atlas(
     return atlas
 
 
-def check_out_dir(
-    out_dir: str | os.PathLike, phenotypes: str | os.PathLike | PhenotypeModel | None
-) -> None:
-    """Refuse an output folder that is the folder of the phenotypes being reused."""
-    if (
-        isinstance(phenotypes, (str, os.PathLike))
-        and Path(out_dir).resolve() == Path(phenotypes).resolve()
-    ):
-        raise SettingError("out", "is the folder of the phenotypes being reused; write elsewhere")
+def check_out_dir(out_dir: str | os.PathLike, **inputs: Any) -> None:
+    """Refuse an output folder that is one of the run's input folders (given by name: the
+    phenotypes being reused, the model, the features); objects in memory are skipped."""
+    out = Path(out_dir).resolve()
+    for name, value in inputs.items():
+        if isinstance(value, (str, os.PathLike)) and Path(value).resolve() == out:
+            raise SettingError(
+                "out", f"is the folder of the {name} read by this run; write elsewhere"
+            )
 
 
 def record(
