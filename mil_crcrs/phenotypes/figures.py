@@ -110,10 +110,21 @@ def forest_rows(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def forest_figure(table: pd.DataFrame, title: str) -> Figure:
-    """Hazard ratio per SD of each phenotype's fraction, with its 95% CI (log axis)."""
+    """Hazard ratio per SD of each phenotype's fraction, with its 95% CI (log axis); a figure
+    saying why where no phenotype has an estimate."""
     from mil_crcrs.stats.plots import forest_figure as draw
 
-    return draw(forest_rows(table), title)
+    rows = forest_rows(table)
+    estimates = rows[["hr", "hr_lower", "hr_upper"]].to_numpy(dtype=np.float64)
+    if not (np.isfinite(estimates).all(axis=1) & (estimates > 0).all(axis=1)).any():
+        fig = new_figure(7.0, 1.2)
+        notes = sorted({str(n) for n in rows["note"] if isinstance(n, str) and n})
+        text = f"{title}\nno hazard ratio could be estimated" + (
+            f": {'; '.join(notes)}" if notes else ""
+        )
+        fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=9, wrap=True)
+        return fig
+    return draw(rows, title)
 
 
 def slide_map(
