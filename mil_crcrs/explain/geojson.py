@@ -7,7 +7,8 @@
   pixel** coordinates (QuPath's image coordinates, y downwards);
 - ``properties`` carry ``objectType: "tile"``, a ``name`` (slide and row in the feature file), a
   ``classification`` (``"raises risk"`` in red or ``"lowers risk"`` in blue, by the sign of the
-  tile's contribution) and ``measurements``: ``attention`` (normalised over all of the
+  tile's contribution, or a class the caller gives per tile, e.g. its phenotype) and
+  ``measurements``: ``attention`` (normalised over all of the
   patient's tiles), ``attention_x_n`` (attention times the patient's tile count; 1 = uniform),
   ``contribution`` (the tile's additive share of the CRCRS) and any extra per-tile values.
 
