@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from cli._options import (
+    cohort_columns,
     comma_list,
     command_line,
     device_option,
@@ -106,6 +107,7 @@ _DEFAULTS = PhenotypeSettings()
 @progress_option
 @seed_option
 @device_option
+@cohort_columns(unit_from_model=True)
 def command(
     model_dir,
     features,
@@ -125,6 +127,8 @@ def command(
     progress,
     seed,
     device,
+    columns,
+    time_unit,
 ) -> None:
     """Cluster tiles into phenotypes; per phenotype its share, attention, contribution to the
     CRCRS and a Cox model of the patients' fraction of it; galleries, UMAP, forest plot."""
@@ -144,6 +148,8 @@ def command(
         map_tiles=map_tiles,
         slide_maps=slide_maps,
         geojson=geojson,
+        columns=columns,
+        time_unit=time_unit,
         missing=missing,
         device=device,
     )
