@@ -26,6 +26,7 @@ COMMANDS = {
     "predict": "Score patients with a trained model.",
     "report": "Survival statistics, nomogram and plots as one HTML report.",
     "heatmap": "Attention and Grad-CAM heatmaps per slide.",
+    "phenotypes": "Tile phenotypes: clusters, their risk, galleries and maps.",
     "demo": "Offline end-to-end run on a semi-synthetic cohort of real H&E tissue.",
     "inspect": "What a feature folder or a model directory holds.",
     "view": "A local web viewer of the slides with the model's maps (or a static export).",

@@ -107,6 +107,13 @@ def _years(text: str) -> tuple[float, ...]:
     default=None,
     help="Output folder of crcrs associate: its top findings and figures as a section.",
 )
+@click.option(
+    "--phenotypes",
+    multiple=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder written by crcrs phenotypes, shown in a Phenotypes section; repeat for "
+    "several cohorts.",
+)
 @seed_option
 @cohort_columns
 def command(
@@ -122,6 +129,7 @@ def command(
     n_bootstrap,
     images,
     associate_dir,
+    phenotypes,
     columns,
     time_unit,
     seed,
@@ -136,6 +144,7 @@ def command(
             "--validation-clinical": validation_clinical,
             "--image": images,
             "--associate": associate_dir,
+            "--phenotypes": phenotypes,
         },
         folders={"--out"},
     )
@@ -165,6 +174,7 @@ def command(
             validation_clinical=validation_clinical,
             extra_images=images,
             associate_dir=associate_dir,
+            phenotypes=phenotypes,
         )
         run_log.note(f"report: {report.html}")
     click.echo(f"report: {report.html}")

@@ -6,9 +6,11 @@ import contextlib
 import errno
 import fcntl
 import glob
+import hashlib
 import json
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
@@ -164,6 +166,18 @@ def _manifest(path: Path) -> set[str]:
     except (OSError, ValueError):
         return set()
     return {n for n in names if isinstance(n, str)} if isinstance(names, list) else set()
+
+
+def safe_name(name: str) -> str:
+    """A file name for an id: the id itself where it is a short, plain name; else its plain
+    characters (at most 80) and ``~`` with a digest of the whole id, so that two ids never
+    share a file (``é`` and ``è`` would both become ``_``) and the name stays far below the
+    255-byte limit. Never ``.``, ``..`` or hidden."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+    if safe == name and len(name) <= 100 and not name.startswith("."):
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{safe.lstrip('.')[:80]}~{digest}"
 
 
 def _umask() -> int:

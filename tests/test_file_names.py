@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from feature_extraction.explain.patient import safe_name
+from mil_crcrs.atomic import safe_name
 from tests.helpers import run
 
 IDS = [

@@ -9,8 +9,6 @@ arrays are drawn by :mod:`mil_crcrs.explain`; the slides are read by
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,6 +20,7 @@ import pandas as pd
 from feature_extraction.encoders import Encoder
 from feature_extraction.explain.gradcam import GradCAMSettings, cam_overlay, gradcam_tiles
 from feature_extraction.explain.pixels import open_slide, read_tiles, thumbnail
+from mil_crcrs.atomic import safe_name
 from mil_crcrs.data.bags import PatientBag
 from mil_crcrs.data.store import BagInfo, FeatureStore
 from mil_crcrs.ensemble import CRCRSModel
@@ -36,18 +35,6 @@ from mil_crcrs.figures import write_png
 
 #: The columns of the image index (``heatmaps.csv``), one row per file written.
 IMAGE_COLUMNS = ["patient_id", "slide_id", "kind", "path", "background"]
-
-
-def safe_name(name: str) -> str:
-    """A file name for an id: the id itself where it is a short, plain name; else its plain
-    characters (at most 80) and ``~`` with a digest of the whole id, so that two ids never
-    share a file (``é`` and ``è`` would both become ``_``) and the name stays far below the
-    255-byte limit. Never ``.``, ``..`` or hidden."""
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", name)
-    if safe == name and len(name) <= 100 and not name.startswith("."):
-        return name
-    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-    return f"{safe.lstrip('.')[:80]}~{digest}"
 
 
 def _caption(row: pd.Series, n_tiles: int) -> str:

@@ -7,7 +7,8 @@
   pixel** coordinates (QuPath's image coordinates, y downwards);
 - ``properties`` carry ``objectType: "tile"``, a ``name`` (slide and row in the feature file), a
   ``classification`` (``"raises risk"`` in red or ``"lowers risk"`` in blue, by the sign of the
-  tile's contribution) and ``measurements``: ``attention`` (normalised over all of the
+  tile's contribution, or a class the caller gives per tile, e.g. its phenotype) and
+  ``measurements``: ``attention`` (normalised over all of the
   patient's tiles), ``attention_x_n`` (attention times the patient's tile count; 1 = uniform),
   ``contribution`` (the tile's share of the CRCRS against the collection's
   ``contribution_reference``, the training cohort's mean CRCRS) and any extra per-tile values.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,7 +40,13 @@ def tile_polygon(x: float, y: float, size: float) -> dict[str, Any]:
     return {"type": "Polygon", "coordinates": [ring]}
 
 
-def tiles_geojson(scores: TileScores, slide_id: str, tile_size_level0: float) -> dict[str, Any]:
+def tiles_geojson(
+    scores: TileScores,
+    slide_id: str,
+    tile_size_level0: float,
+    classes: Sequence[str] | None = None,
+    colours: Mapping[str, Sequence[int]] | None = None,
+) -> dict[str, Any]:
     """One slide's tiles of a patient as a QuPath-compatible GeoJSON FeatureCollection.
 
     Parameters
@@ -46,6 +54,9 @@ def tiles_geojson(scores: TileScores, slide_id: str, tile_size_level0: float) ->
     scores : the patient's tile scores (all slides; only ``slide_id``'s tiles are written)
     slide_id : the slide
     tile_size_level0 : tile edge in level-0 pixels
+    classes : (n_tiles,) each of the patient's tiles' QuPath class (e.g. its phenotype);
+        None = "raises risk" / "lowers risk" by the sign of its contribution
+    colours : class -> RGB, for ``classes``
 
     Returns
     -------
@@ -59,7 +70,12 @@ def tiles_geojson(scores: TileScores, slide_id: str, tile_size_level0: float) ->
     for row_in_slide, i in enumerate(rows):
         x, y = scores.coords[i]
         contribution = float(scores.contribution[i])
-        label = "raises risk" if contribution > 0 else "lowers risk"
+        if classes is None:
+            label = "raises risk" if contribution > 0 else "lowers risk"
+            colour = CLASSES[label]
+        else:
+            label = str(classes[i])
+            colour = [int(c) for c in (colours or {}).get(label, (128, 128, 128))]
         measurements = {
             "attention": float(scores.attention[i]),
             "attention_x_n": float(scores.attention[i] * scores.n_tiles),
@@ -73,7 +89,7 @@ def tiles_geojson(scores: TileScores, slide_id: str, tile_size_level0: float) ->
                 "properties": {
                     "objectType": "tile",
                     "name": f"{slide_id} tile {row_in_slide}",
-                    "classification": {"name": label, "color": CLASSES[label]},
+                    "classification": {"name": label, "color": colour},
                     "isLocked": True,
                     "measurements": measurements,
                 },

@@ -55,6 +55,7 @@ from mil_crcrs.stats.report_associate import associate_section
 from mil_crcrs.stats.report_cohorts import cohort_row, fit_training_models, prepare_cohort
 from mil_crcrs.stats.report_html import IMAGE_TYPES, render_html
 from mil_crcrs.stats.report_inputs import load_patients
+from mil_crcrs.stats.report_phenotypes import phenotype_section
 from mil_crcrs.stats.report_sections import (
     ReportFigure,
     ReportParts,
@@ -98,6 +99,7 @@ def build_report(
     validation_clinical: TableInput | None = None,
     extra_images: Sequence[str | os.PathLike] = (),
     associate_dir: str | os.PathLike | None = None,
+    phenotypes: Sequence[str | os.PathLike] = (),
 ) -> Report:
     """Compute every statistic and write ``report.html``, the tables and the figures.
 
@@ -110,6 +112,8 @@ def build_report(
     validation_predictions, validation_clinical : an external cohort, both or neither
     extra_images : image files (PNG, JPEG, SVG, GIF) embedded at the end, e.g. heatmaps
     associate_dir : a ``crcrs associate`` output folder, shown as the omics section
+    phenotypes : folders written by ``crcrs phenotypes``, shown in a "Phenotypes" section
+        (:mod:`mil_crcrs.stats.report_phenotypes`)
 
     Returns
     -------
@@ -139,6 +143,7 @@ def build_report(
         parts.cohort_rows.append(cohort_row(cohort, info, settings))
         analyse_cohort(parts, cohort, models, settings)
     nomogram_section(parts, models, settings)
+    phenotype_section(parts, phenotypes)
 
     for note in parts.notes:
         warnings.warn(note, DataWarning, stacklevel=2)

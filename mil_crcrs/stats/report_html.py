@@ -97,7 +97,21 @@ SECTIONS = [
         "Net benefit of treating the patients whose predicted risk of death by the horizon reaches "
         "the threshold (Vickers et al. 2008, survival version), against treating all or none.",
     ),
+    (
+        "phenotypes",
+        "Phenotypes",
+        ["phenotypes"],
+        "Tile phenotypes from crcrs phenotypes: clusters of the encoder's tile features. share: "
+        "of all tiles; mean_attention_x_n: the model's attention on its tiles (1 = uniform); "
+        "mean_contribution: its tiles' mean additive share of the CRCRS; hr_per_sd: univariate "
+        "Cox hazard ratio per standard deviation of the patients' fraction of the phenotype, "
+        "with its 95% CI, Wald p and Benjamini-Hochberg FDR over the phenotypes; "
+        "spearman_crcrs: Spearman's rho of the fraction with the CRCRS.",
+    ),
 ]
+
+#: Sections shown only when they have a table.
+OPTIONAL_SECTIONS = {"phenotypes"}
 
 HIDDEN_COLUMNS = {"cohort", "source", "se", "coef", "horizon", "logrank_statistic"}
 P_COLUMNS = {"p", "p_overall", "p_interaction", "logrank_p"}
@@ -186,6 +200,8 @@ def render_html(
         items = "".join(f"<li>{esc(n)}</li>" for n in notes)
         parts.append(f"<div class='warn'><b>Warnings</b><ul>{items}</ul></div>")
     for key, heading, names, text in SECTIONS:
+        if key in OPTIONAL_SECTIONS and not any(name in tables for name in names):
+            continue
         parts.append(f"<h2>{esc(heading)}</h2><p class='note'>{esc(text)}</p>")
         for section, _, caption, png in figures:
             if section == key:
