@@ -88,7 +88,7 @@ from mil_crcrs.atomic import write_csv  # noqa: E402
 from mil_crcrs.data.cohort import Columns, read_cohort  # noqa: E402
 
 if TYPE_CHECKING:
-    from feature_extraction.pipeline import ExtractSettings
+    from feature_extraction.running.settings import ExtractSettings
     from feature_extraction.synthetic import DemoCohort, DemoCohortSettings
 
 HERE = Path(__file__).resolve().parent
@@ -306,7 +306,7 @@ def _build_apart(
     """
     import torch
 
-    from feature_extraction.pipeline import extract as run_extract
+    from feature_extraction.running.pipeline import extract as run_extract
     from feature_extraction.synthetic import build_demo_cohort
 
     spawn = mp.get_context("spawn")

@@ -129,7 +129,7 @@ def test_an_unreachable_hub_fails_at_once_and_names_weights(monkeypatch):
     pytest.importorskip("timm")
     from huggingface_hub import constants
 
-    import feature_extraction.weights as weights_module
+    import feature_extraction.encoding.weights as weights_module
 
     seen = []
     monkeypatch.setattr(weights_module, "hub_reachable", lambda *a, **k: False)

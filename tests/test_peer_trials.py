@@ -264,7 +264,7 @@ def test_every_peer_encoder_name_is_mapped():
         assert set(names) <= set(PEER_ENCODERS[tool]), tool
     assert PEER_ENCODERS[TRIDENT]["resnet50"] == "resnet50_trunc"
     assert PEER_ENCODERS[TRIDENT]["uni_v2"] == PEER_ENCODERS[STAMP]["uni2"] == "uni2-h"
-    from feature_extraction.encoders import list_encoders
+    from feature_extraction.encoding.encoders import list_encoders
 
     ours = set(list_encoders())
     assert {v for table in PEER_ENCODERS.values() for v in table.values() if v} <= ours

@@ -128,9 +128,9 @@ def test_planted_tiles_look_different_and_background_is_blank(cohort):
 def test_default_tissue_detection_keeps_exactly_the_tissue_tiles(cohort):
     # The extraction grid (224 px at 0.5 mpp from the origin) falls on the mosaic's tiles, and
     # the default tissue mask keeps every tissue tile, planted ones included, and no margin.
-    from feature_extraction.grid import make_grid
-    from feature_extraction.slides import Slide
-    from feature_extraction.tissue import TissueParams, tissue_mask
+    from feature_extraction.reading.slides import Slide
+    from feature_extraction.tiling.grid import make_grid
+    from feature_extraction.tiling.tissue import TissueParams, tissue_mask
 
     for sid, path in cohort.slides.items():
         with Slide(path) as slide:

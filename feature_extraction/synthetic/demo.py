@@ -32,7 +32,7 @@ from mil_crcrs.atomic import write_csv, write_json
 from mil_crcrs.errors import InputError
 
 if TYPE_CHECKING:
-    from feature_extraction.pipeline import ExtractSettings
+    from feature_extraction.running.settings import ExtractSettings
     from mil_crcrs.ensemble import CRCRSModel
 
 #: The demo's encoder: offline (its weights ship with the package), fast on a CPU.
@@ -84,8 +84,8 @@ class DemoSettings:
         )
 
     def extract_settings(self) -> ExtractSettings:
-        """The :class:`~feature_extraction.pipeline.ExtractSettings` of the demo's features."""
-        from feature_extraction.pipeline import ExtractSettings
+        """The :class:`~feature_extraction.running.settings.ExtractSettings` of the demo's features."""
+        from feature_extraction.running.settings import ExtractSettings
 
         return ExtractSettings(
             encoder=DEMO_ENCODER,
@@ -204,7 +204,7 @@ def _build_cohort(out: Path, settings: DemoSettings) -> DemoCohort:
 
 def _extract(out: Path, cohort: DemoCohort, settings: DemoSettings) -> Path:
     """Step 2: every slide's features, in ``out/features``; any failed slide is an error."""
-    from feature_extraction.pipeline import extract
+    from feature_extraction.running.pipeline import extract
 
     features = out / "features"
     extracted = extract([cohort.root / "slides"], features, settings.extract_settings())

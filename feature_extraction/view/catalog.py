@@ -232,7 +232,7 @@ def slides_in(folders: Sequence[str | os.PathLike]) -> dict[str, Path]:
     InputError
         if a folder does not exist or holds no slide.
     """
-    from feature_extraction.slides import find_slides
+    from feature_extraction.reading.slides import find_slides
 
     roots = [Path(f).resolve() for f in folders]
     for folder in folders:

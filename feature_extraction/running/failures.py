@@ -4,7 +4,7 @@ Each failure is one small JSON file, ``DIR/.extract_errors/<slide>.json``, writt
 the process that owns the slide and deleted when a later run extracts it. ``DIR/extract_errors.csv``
 is rebuilt from those records, atomically, until the records no longer change underneath, so
 processes that finish at the same time never leave a report missing anyone's failures. Both are
-written under the folder's lock (:func:`feature_extraction.claims.folder_lock`), so a temporary
+written under the folder's lock (:func:`feature_extraction.running.claims.folder_lock`), so a temporary
 file a killed process left is recognised and swept.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from feature_extraction.claims import folder_lock
+from feature_extraction.running.claims import folder_lock
 from mil_crcrs.atomic import write_csv, write_json
 
 RECORDS_DIR = ".extract_errors"

@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from feature_extraction.claims import folder_lock
-from feature_extraction.encoders import Encoder
-from feature_extraction.reader_choice import DEFAULT_READER, READERS
-from feature_extraction.tissue import TissueParams
+from feature_extraction.encoding.tile_encoder import Encoder
+from feature_extraction.reading.reader_choice import DEFAULT_READER, READERS
+from feature_extraction.running.claims import folder_lock
+from feature_extraction.tiling.tissue import TissueParams
 from mil_crcrs.atomic import write_json
 from mil_crcrs.data.store import read_settings_record
 from mil_crcrs.device import check_device
@@ -43,7 +43,7 @@ class ExtractSettings:
 
     Parameters
     ----------
-    encoder : encoder registry name or timm model name (:mod:`feature_extraction.encoders`)
+    encoder : encoder registry name or timm model name (:mod:`feature_extraction.encoding.encoders`)
     weights : local weights file, ``"random"``, or None for the encoder's pretrained weights
     target_mpp : microns per pixel of the tiles the encoder sees
     tile_size_px : tile edge in pixels at ``target_mpp``
@@ -67,7 +67,7 @@ class ExtractSettings:
     plan_ahead : slides planned (segmented, gridded) ahead of the one being encoded
     coords_dir : a folder of coordinates files (CLAM ``patches/``, TRIDENT, any h5 with
         ``coords``) whose tiles are read in place of the tissue grid
-        (:mod:`feature_extraction.given_coords`); hashed as "coords given", not by path
+        (:mod:`feature_extraction.tiling.given_coords`); hashed as "coords given", not by path
 
     Raises
     ------

@@ -2,7 +2,7 @@
 
 An encoder declares its input size, normalisation and output dim in an :class:`EncoderSpec`,
 which every feature file records; :class:`Encoder` preprocesses uint8 tiles accordingly and maps
-them to features. The registry of named encoders is :mod:`feature_extraction.encoders`.
+them to features. The registry of named encoders is :mod:`feature_extraction.encoding.encoders`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from feature_extraction.weights import RANDOM
+from feature_extraction.encoding.weights import RANDOM
 
 #: ImageNet normalisation (RGB scaled to [0, 1]), the convention of most encoders.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

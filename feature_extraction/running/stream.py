@@ -1,12 +1,12 @@
 """The run: one loader across this process's slides, features streamed to each slide's file.
 
-:func:`run_slides` starts the planning thread (:class:`~feature_extraction.schedule.Lookahead`
-over :func:`~feature_extraction.planning.plan_slide`) and one DataLoader whose worker processes
-live across slides (:class:`~feature_extraction.reading.SlideReader`). On the main thread a
+:func:`run_slides` starts the planning thread (:class:`~feature_extraction.running.schedule.Lookahead`
+over :func:`~feature_extraction.running.planning.plan_slide`) and one DataLoader whose worker processes
+live across slides (:class:`~feature_extraction.reading.loader.SlideReader`). On the main thread a
 :class:`SlideStream` admits each plan, hands its tiles to the loader as :class:`Work` items,
 runs the encoder on each batch while the next one loads, and writes the features into
 :class:`~mil_crcrs.data.store.FeatureWriter`, which makes ``DIR/<slide>.h5`` appear atomically.
-A slide that fails is recorded (:mod:`feature_extraction.failures`) and the run goes on.
+A slide that fails is recorded (:mod:`feature_extraction.running.failures`) and the run goes on.
 """
 
 from __future__ import annotations
@@ -22,15 +22,15 @@ from typing import Any
 
 import torch
 
-from feature_extraction import failures
-from feature_extraction.direct_batch import decode_blocks
-from feature_extraction.planning import RunContext, SlidePlan, plan_slide
-from feature_extraction.reading import IDLE, SlideReader, Work
-from feature_extraction.result import ExtractResult
-from feature_extraction.runner import EncoderRunner
-from feature_extraction.schedule import DONE, Lookahead
-from feature_extraction.settings import ExtractSettings
-from feature_extraction.slides import READ_ERROR, SlideError
+from feature_extraction.encoding.runner import EncoderRunner
+from feature_extraction.reading.direct_batch import decode_blocks
+from feature_extraction.reading.loader import IDLE, SlideReader, Work
+from feature_extraction.reading.slides import READ_ERROR, SlideError
+from feature_extraction.running import failures
+from feature_extraction.running.planning import RunContext, SlidePlan, plan_slide
+from feature_extraction.running.result import ExtractResult
+from feature_extraction.running.schedule import DONE, Lookahead
+from feature_extraction.running.settings import ExtractSettings
 from mil_crcrs.data.store import FeatureWriter
 from mil_crcrs.errors import first_line
 from mil_crcrs.runlog import Eta, bars_wanted, progress_log

@@ -2,7 +2,7 @@
 
 The ``reader`` setting of ``crcrs extract`` (:data:`READERS`): "openslide" reads every format;
 "direct" reads the compressed file tiles of a tiled JPEG pyramid level
-(:mod:`feature_extraction.direct`) without a check, and fails a slide it cannot read; "auto"
+(:mod:`feature_extraction.reading.direct`) without a check, and fails a slide it cannot read; "auto"
 (the default) takes the direct path where the file qualifies and its pixels on the slide's
 first :data:`N_CHECK_TILES` tissue tiles are within :data:`MIN_PSNR_DB` of OpenSlide's
 (:data:`MIN_DEVICE_PSNR_DB` for the GPU decode), and says why not otherwise.
@@ -15,9 +15,9 @@ import math
 import numpy as np
 import torch
 
-from feature_extraction.direct import JpegLevel, NotDirect, open_jpeg_level
-from feature_extraction.direct_batch import decode_blocks
-from feature_extraction.reading import (
+from feature_extraction.reading.direct import JpegLevel, NotDirect, open_jpeg_level
+from feature_extraction.reading.direct_batch import decode_blocks
+from feature_extraction.reading.loader import (
     DIRECT_CPU,
     DIRECT_DEVICE,
     OPENSLIDE,
@@ -27,7 +27,7 @@ from feature_extraction.reading import (
     read_block_direct,
     read_block_openslide,
 )
-from feature_extraction.slides import Slide, SlideError
+from feature_extraction.reading.slides import Slide, SlideError
 
 #: Reader choices (the ``reader`` setting of ``crcrs extract``).
 READERS = ("auto", "openslide", "direct")

@@ -4,13 +4,12 @@ A loader item is a :class:`Work`: a batch of one slide's tiles, grouped into blo
 neighbouring tiles that are each read as one region from the slide's best pyramid level. The
 :class:`SlideReader` dataset turns a :class:`Work` into uint8 tiles (OpenSlide, or the direct
 reader decoding on the CPU) or into the compressed file tiles for a batched decode on the GPU
-(:func:`feature_extraction.direct_batch.decode_blocks`). Its workers live across slides: every
+(:func:`feature_extraction.reading.direct_batch.decode_blocks`). Its workers live across slides: every
 item names its slide, and each worker keeps its last slides open.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -20,10 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from feature_extraction.direct import JpegLevel, NotDirect, open_jpeg_level
-from feature_extraction.direct_batch import PackedBlocks, pack_blocks
-from feature_extraction.grid import TileGrid
-from feature_extraction.slides import READ_ERROR, Slide, SlideError
+from feature_extraction.reading.direct import JpegLevel, NotDirect, open_jpeg_level
+from feature_extraction.reading.direct_batch import PackedBlocks, pack_blocks
+from feature_extraction.reading.slides import READ_ERROR, Slide, SlideError
 
 #: Ways a slide's tiles are read: OpenSlide; the direct reader decoding in the loader workers;
 #: the direct reader handing compressed tiles to a batched decode on the encoder's device.
@@ -138,45 +136,6 @@ def read_blocks_direct(
     return [cut(image, c, size) for image, c in zip(images, cells, strict=True)]
 
 
-def plan_batches(grid: TileGrid, batch_size: int, block_tiles: int) -> list[list[np.ndarray]]:
-    """Group the grid's tiles into loader items.
-
-    Tiles are grouped into ``block_tiles`` x ``block_tiles`` blocks of the grid (each read as one
-    region; with 1, every tile is its own block, even where tiles overlap); blocks are packed, in row-major block order, into items of at most ``batch_size``
-    tiles.
-
-    Returns
-    -------
-    list of items; an item is a list of blocks; a block is an (m, 2) int64 array of level-0
-    top-left corners
-    """
-    coords = grid.coords_level0
-    if len(coords) == 0:
-        return []
-    k = max(1, min(block_tiles, math.isqrt(batch_size)))
-    cell = coords // grid.tile_size_level0
-    key = (cell[:, 1] // k) * (int(cell[:, 0].max()) // k + 1) + cell[:, 0] // k
-    order = np.lexsort((coords[:, 0], coords[:, 1], key))
-    coords, key = coords[order], key[order]
-    if k == 1:  # one tile per block, whatever the coordinates (given ones may overlap)
-        blocks = np.split(coords, np.arange(1, len(coords)))
-    else:
-        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
-        blocks = np.split(coords, starts[1:])
-    items: list[list[np.ndarray]] = []
-    current: list[np.ndarray] = []
-    n = 0
-    for block in blocks:
-        if n + len(block) > batch_size and current:
-            items.append(current)
-            current, n = [], 0
-        current.append(block)
-        n += len(block)
-    if current:
-        items.append(current)
-    return items
-
-
 class TileBlocks(torch.utils.data.Dataset):
     """Loader items of one slide: each is a batch of tiles read as a few large regions.
 
@@ -238,7 +197,7 @@ class SlideReader(torch.utils.data.Dataset):
     """Reads :class:`Work` items of any slide; indexed by the items themselves.
 
     ``reader[work]`` is ``{"seq", "index", "coords": (n, 2) int64}`` plus ``"tiles"``
-    ((n, T, T, 3) uint8) or ``"packed"`` (:class:`~feature_extraction.direct.PackedBlocks`), or
+    ((n, T, T, 3) uint8) or ``"packed"`` (:class:`~feature_extraction.reading.direct.PackedBlocks`), or
     ``{"seq", "index", "error": (reason, message)}`` when the slide cannot be read.
     """
 
@@ -295,7 +254,7 @@ class SlideReader(torch.utils.data.Dataset):
 
 def pack_work(jpeg: JpegLevel, work: Work) -> PackedBlocks:
     """The compressed file tiles under a loader item's blocks, for
-    :func:`~feature_extraction.direct_batch.decode_blocks` on the encoder's device."""
+    :func:`~feature_extraction.reading.direct_batch.decode_blocks` on the encoder's device."""
     ds = work.read.downsample
     reads = []
     for block in work.blocks:

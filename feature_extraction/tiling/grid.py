@@ -8,11 +8,12 @@ the same grid in microns: step 448 x 0.25 = 224 x 0.5 = 112 um at 0.5 um/px and 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from feature_extraction.tissue import TissueMask
+from feature_extraction.tiling.tissue import TissueMask
 from mil_crcrs.errors import InputError
 
 
@@ -107,3 +108,42 @@ def make_grid(
         tile_size_level0=size0,
         tile_size_px=int(tile_size_px),
     )
+
+
+def plan_batches(grid: TileGrid, batch_size: int, block_tiles: int) -> list[list[np.ndarray]]:
+    """Group the grid's tiles into loader items.
+
+    Tiles are grouped into ``block_tiles`` x ``block_tiles`` blocks of the grid (each read as one
+    region; with 1, every tile is its own block, even where tiles overlap); blocks are packed, in row-major block order, into items of at most ``batch_size``
+    tiles.
+
+    Returns
+    -------
+    list of items; an item is a list of blocks; a block is an (m, 2) int64 array of level-0
+    top-left corners
+    """
+    coords = grid.coords_level0
+    if len(coords) == 0:
+        return []
+    k = max(1, min(block_tiles, math.isqrt(batch_size)))
+    cell = coords // grid.tile_size_level0
+    key = (cell[:, 1] // k) * (int(cell[:, 0].max()) // k + 1) + cell[:, 0] // k
+    order = np.lexsort((coords[:, 0], coords[:, 1], key))
+    coords, key = coords[order], key[order]
+    if k == 1:  # one tile per block, whatever the coordinates (given ones may overlap)
+        blocks = np.split(coords, np.arange(1, len(coords)))
+    else:
+        starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
+        blocks = np.split(coords, starts[1:])
+    items: list[list[np.ndarray]] = []
+    current: list[np.ndarray] = []
+    n = 0
+    for block in blocks:
+        if n + len(block) > batch_size and current:
+            items.append(current)
+            current, n = [], 0
+        current.append(block)
+        n += len(block)
+    if current:
+        items.append(current)
+    return items

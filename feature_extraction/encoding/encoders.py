@@ -25,8 +25,8 @@ a local file (``.pth``/``.bin``/``.safetensors`` state dict; the classifier is d
 
 Each :class:`Encoder` declares its input size, normalisation and output dim in an
 :class:`EncoderSpec`, which the feature files record (both in
-:mod:`feature_extraction.tile_encoder`). Weights come in through :mod:`feature_extraction.weights`;
-the foundation models' recipes are in :mod:`feature_extraction.foundation_models`. A name is
+:mod:`feature_extraction.encoding.tile_encoder`). Weights come in through :mod:`feature_extraction.encoding.weights`;
+the foundation models' recipes are in :mod:`feature_extraction.encoding.foundation_models`. A name is
 registered once: :func:`register_encoder` refuses a name already taken.
 """
 
@@ -40,9 +40,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from feature_extraction.foundation_models import FOUNDATION_MODELS, HubModel, hub_factory
-from feature_extraction.tile_encoder import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderSpec
-from feature_extraction.weights import (
+from feature_extraction.encoding.foundation_models import FOUNDATION_MODELS, HubModel, hub_factory
+from feature_extraction.encoding.tile_encoder import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Encoder,
+    EncoderSpec,
+)
+from feature_extraction.encoding.weights import (
     RANDOM,
     create_timm,
     efficientnet_lite0_weights_file,
@@ -53,10 +58,6 @@ from feature_extraction.weights import (
 from mil_crcrs.errors import InputError, first_line
 
 __all__ = [
-    "RANDOM",
-    "Encoder",
-    "EncoderSpec",
-    "HubModel",
     "TruncatedResNet",
     "create_encoder",
     "list_encoders",
@@ -267,7 +268,7 @@ def _resnet50_trunc(weights: str | None) -> Encoder:
 
 
 # --------------------------------------------------------------------------------------------
-# Pathology foundation models from the model hub (feature_extraction.foundation_models)
+# Pathology foundation models from the model hub (feature_extraction.encoding.foundation_models)
 
 
 def register_hub_model(name: str, hub: HubModel) -> None:

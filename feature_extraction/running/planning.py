@@ -1,11 +1,11 @@
 """Planning a slide, on the planning thread: claim, segment, grid, QC picture, reader choice.
 
-:func:`plan_slide` claims a slide (:mod:`feature_extraction.claims`), opens it, segments its
-tissue at low resolution (:mod:`feature_extraction.tissue`), saves the QC picture
-(``DIR/qc/<slide>.png``), lays the tile grid at ``target_mpp`` (:mod:`feature_extraction.grid`,
-or the tiles a coordinates file lists, :mod:`feature_extraction.given_coords`) and chooses the
-reader (:mod:`feature_extraction.reader_choice`). The result, a :class:`SlidePlan`, then carries
-the slide through encoding on the main thread (:mod:`feature_extraction.stream`).
+:func:`plan_slide` claims a slide (:mod:`feature_extraction.running.claims`), opens it, segments its
+tissue at low resolution (:mod:`feature_extraction.tiling.tissue`), saves the QC picture
+(``DIR/qc/<slide>.png``), lays the tile grid at ``target_mpp`` (:mod:`feature_extraction.tiling.grid`,
+or the tiles a coordinates file lists, :mod:`feature_extraction.tiling.given_coords`) and chooses the
+reader (:mod:`feature_extraction.reading.reader_choice`). The result, a :class:`SlidePlan`, then carries
+the slide through encoding on the main thread (:mod:`feature_extraction.running.stream`).
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from feature_extraction.claims import Claim, try_claim
-from feature_extraction.given_coords import given_grid, on_one_lattice
-from feature_extraction.grid import TileGrid, make_grid
-from feature_extraction.reader_choice import choose_reader
-from feature_extraction.reading import ReadSpec, plan_batches
-from feature_extraction.settings import ExtractSettings
-from feature_extraction.slides import NO_TISSUE, Slide, SlideError
-from feature_extraction.tissue import TissueMask, save_qc, tissue_mask
+from feature_extraction.reading.loader import ReadSpec
+from feature_extraction.reading.reader_choice import choose_reader
+from feature_extraction.reading.slides import NO_TISSUE, Slide, SlideError
+from feature_extraction.running.claims import Claim, try_claim
+from feature_extraction.running.settings import ExtractSettings
+from feature_extraction.tiling.given_coords import given_grid, on_one_lattice
+from feature_extraction.tiling.grid import TileGrid, make_grid, plan_batches
+from feature_extraction.tiling.tissue import TissueMask, save_qc, tissue_mask
 from mil_crcrs.data.store import FeatureMeta, FeatureWriter
 
 #: The QC pictures' folder inside the output folder.
@@ -64,7 +64,7 @@ class SlidePlan:
 def _remove_leftovers(out_dir: Path, slide_id: str) -> None:
     """Temporary files a killed run left for this slide.
 
-    Only the process holding the slide's claim (:mod:`feature_extraction.claims`) gets here, and
+    Only the process holding the slide's claim (:mod:`feature_extraction.running.claims`) gets here, and
     every process writing a slide's files holds its claim, so these files are nobody's.
     """
     name = glob.escape(slide_id)

@@ -2,7 +2,7 @@
 
 ``uni`` (MahmoodLab/uni, ViT-L/16, 1024-d), ``uni2-h`` (MahmoodLab/UNI2-h, ViT-H/14, 1536-d) and
 ``gigapath`` (prov-gigapath, ViT-g/14, 1536-d), each with its own normalisation and a fixed
-224-px input (:data:`FOUNDATION_MODELS`, registered by :mod:`feature_extraction.encoders`). The
+224-px input (:data:`FOUNDATION_MODELS`, registered by :mod:`feature_extraction.encoding.encoders`). The
 hub models are gated: log in with ``hf auth login`` once, or download the weights and pass the
 file (or the snapshot folder) as ``weights``.
 """
@@ -16,8 +16,13 @@ from typing import Any
 
 import torch
 
-from feature_extraction.tile_encoder import IMAGENET_MEAN, IMAGENET_STD, Encoder, EncoderSpec
-from feature_extraction.weights import RANDOM, create_timm, weights_label
+from feature_extraction.encoding.tile_encoder import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    Encoder,
+    EncoderSpec,
+)
+from feature_extraction.encoding.weights import RANDOM, create_timm, weights_label
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ tiles that cover a region can be read straight from the file (tifffile gives eac
 and byte count) and decoded elsewhere:
 
 - on the GPU in batches (torchvision's ``decode_jpeg`` on a list, nvjpeg), with the crop and the
-  resize on the GPU as well (:func:`feature_extraction.direct_batch.decode_blocks`);
+  resize on the GPU as well (:func:`feature_extraction.reading.direct_batch.decode_blocks`);
 - on the CPU with libjpeg-turbo (Pillow) in the loader workers (:meth:`JpegLevel.read_region`),
   where the target is at least 4x coarser than the level read using libjpeg's DCT-domain
-  scaled decode for part of the reduction (:mod:`feature_extraction.dct_scale`).
+  scaled decode for part of the reduction (:mod:`feature_extraction.reading.dct_scale`).
 
 Tables and colours: where the format keeps shared ``JPEGTables`` (Aperio SVS does), they are
 spliced in front of each tile's data. A tile's colour coding follows what libtiff does: an Adobe
@@ -19,7 +19,7 @@ interpretation does (Aperio's RGB-coded tiles carry none, and a decoder left to 
 them as YCbCr). The decision is made explicit by an Adobe marker placed in front of every tile,
 which libjpeg and nvjpeg both honour.
 
-Pixels match OpenSlide's within JPEG rounding; :mod:`feature_extraction.reader_choice` checks
+Pixels match OpenSlide's within JPEG rounding; :mod:`feature_extraction.reading.reader_choice` checks
 that on a slide's first tissue tiles before the ``auto`` reader takes the direct path.
 """
 
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from feature_extraction.dct_scale import dct_factor, decode_cpu
+from feature_extraction.reading.dct_scale import dct_factor, decode_cpu
 
 _JPEG = 7  # TIFF compression tag value
 _RGB, _YCBCR = 2, 6  # TIFF photometric interpretations
@@ -187,7 +187,7 @@ class JpegLevel:
 
         Decoded with libjpeg-turbo on this CPU (:func:`decode_many`); the resize is Pillow's
         bilinear, as on the OpenSlide path, after a DCT-domain reduction where
-        :func:`~feature_extraction.dct_scale.dct_factor` allows one.
+        :func:`~feature_extraction.reading.dct_scale.dct_factor` allows one.
 
         Returns
         -------

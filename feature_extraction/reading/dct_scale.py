@@ -1,7 +1,7 @@
 """libjpeg's DCT-domain scaled decode: a JPEG tile shrunk by 2, 4 or 8 while it is decoded.
 
 Where the tiles of a direct read go to a target at least 4x coarser than the level read, the CPU
-path of :mod:`feature_extraction.direct` has libjpeg-turbo (through Pillow's ``draft``) do part
+path of :mod:`feature_extraction.reading.direct` has libjpeg-turbo (through Pillow's ``draft``) do part
 of the reduction in the DCT domain (:func:`decode_cpu`), by the factor :func:`dct_factor`
 chooses, and leaves the rest to the bilinear resize.
 """

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from feature_extraction.reading import OPENSLIDE
-from feature_extraction.sharding import Shard
+from feature_extraction.reading.loader import OPENSLIDE
+from feature_extraction.running.sharding import Shard
 
 
 @dataclass

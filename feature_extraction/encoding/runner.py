@@ -10,7 +10,7 @@ import contextlib
 
 import torch
 
-from feature_extraction.encoders import Encoder
+from feature_extraction.encoding.tile_encoder import Encoder
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from feature_extraction.grid import TileGrid, tile_size_level0
-from feature_extraction.slides import Slide, SlideError
+from feature_extraction.reading.slides import Slide, SlideError
+from feature_extraction.tiling.grid import TileGrid, tile_size_level0
 from mil_crcrs.data.store import read_coords_file
 from mil_crcrs.errors import InputError
 

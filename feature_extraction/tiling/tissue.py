@@ -18,7 +18,7 @@ from mil_crcrs.atomic import atomic_path
 from mil_crcrs.errors import SettingError
 
 if TYPE_CHECKING:
-    from feature_extraction.slides import Slide
+    from feature_extraction.reading.slides import Slide
 
 TISSUE_METHODS = ("otsu", "saturation")
 

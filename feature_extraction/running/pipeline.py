@@ -1,26 +1,26 @@
 """Slides to per-slide HDF5 feature bags: :func:`extract`, the library side of ``crcrs extract``.
 
-For the slides of this process's shard (:mod:`feature_extraction.sharding`), as one pipeline:
+For the slides of this process's shard (:mod:`feature_extraction.running.sharding`), as one pipeline:
 
-1. a planning thread works a few slides ahead of the encoder (:mod:`feature_extraction.schedule`):
-   it claims each slide (:mod:`feature_extraction.claims`), opens it
-   (:class:`~feature_extraction.slides.Slide`), segments tissue at low resolution, saves a QC
+1. a planning thread works a few slides ahead of the encoder (:mod:`feature_extraction.running.schedule`):
+   it claims each slide (:mod:`feature_extraction.running.claims`), opens it
+   (:class:`~feature_extraction.reading.slides.Slide`), segments tissue at low resolution, saves a QC
    picture (``DIR/qc/<slide>.png``), lays the tile grid at ``target_mpp``
-   (:mod:`feature_extraction.grid`) and chooses the reader (the ``reader`` setting,
-   :mod:`feature_extraction.reader_choice`): OpenSlide, or the direct reader of tiled JPEG
-   pyramids (:mod:`feature_extraction.direct`) after checking its pixels on the first tiles
-   against OpenSlide's (all in :mod:`feature_extraction.planning`);
+   (:mod:`feature_extraction.tiling.grid`) and chooses the reader (the ``reader`` setting,
+   :mod:`feature_extraction.reading.reader_choice`): OpenSlide, or the direct reader of tiled JPEG
+   pyramids (:mod:`feature_extraction.reading.direct`) after checking its pixels on the first tiles
+   against OpenSlide's (all in :mod:`feature_extraction.running.planning`);
 2. one DataLoader, whose worker processes live across slides, reads blocks of neighbouring tiles
-   as one region each from the best pyramid level (:mod:`feature_extraction.reading`) and hands
+   as one region each from the best pyramid level (:mod:`feature_extraction.reading.loader`) and hands
    over batches of uint8 tiles (pinned on GPU) -- or, decoding on the GPU, the compressed JPEG
    tiles, decoded there in one batch with the crop and resize;
-3. the encoder runs batched (:mod:`feature_extraction.runner`; on GPU: bf16/fp16 autocast,
+3. the encoder runs batched (:mod:`feature_extraction.encoding.runner`; on GPU: bf16/fp16 autocast,
    channels_last, optional ``torch.compile``) while the next batch loads, and features stream
    into :class:`~mil_crcrs.data.store.FeatureWriter`, which makes ``DIR/<slide>.h5`` appear
-   atomically (:mod:`feature_extraction.stream`).
+   atomically (:mod:`feature_extraction.running.stream`).
 
 A rerun skips slides whose file exists. Every file records the settings hash
-(:mod:`feature_extraction.settings`); a folder that holds files made with other settings is
+(:mod:`feature_extraction.running.settings`); a folder that holds files made with other settings is
 refused, never mixed. A slide that fails (unreadable, no
 resolution, no tissue, a read error) is recorded in ``DIR/extract_errors.csv`` and the run goes on.
 """
@@ -32,25 +32,30 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from feature_extraction import failures
-from feature_extraction.claims import sweep
-from feature_extraction.encoders import create_encoder
-from feature_extraction.planning import RunContext
-from feature_extraction.result import ExtractResult
-from feature_extraction.runner import EncoderRunner, resolve_precision
-from feature_extraction.settings import (
+from feature_extraction.encoding.encoders import create_encoder
+from feature_extraction.encoding.runner import EncoderRunner, resolve_precision
+from feature_extraction.reading.slides import find_slides
+from feature_extraction.running import failures
+from feature_extraction.running.claims import sweep
+from feature_extraction.running.planning import RunContext
+from feature_extraction.running.result import ExtractResult
+from feature_extraction.running.settings import (
     ExtractSettings,
     check_output_dir,
     settings_hash,
     settings_record,
 )
-from feature_extraction.sharding import Shard, current_shard, default_num_workers, shard_items
-from feature_extraction.slides import find_slides
-from feature_extraction.stream import run_slides
+from feature_extraction.running.sharding import (
+    Shard,
+    current_shard,
+    default_num_workers,
+    shard_items,
+)
+from feature_extraction.running.stream import run_slides
 from mil_crcrs.device import resolve_device
 from mil_crcrs.errors import InputError
 
-__all__ = ["ExtractResult", "ExtractSettings", "extract"]
+__all__ = ["extract"]
 
 
 def extract(

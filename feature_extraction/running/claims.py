@@ -1,6 +1,6 @@
 """Per-slide claims: two extraction processes on one folder never work on the same slide at once.
 
-Sharding (:mod:`feature_extraction.sharding`) splits slides between the processes of one job. A job
+Sharding (:mod:`feature_extraction.running.sharding`) splits slides between the processes of one job. A job
 launched twice, or requeued while the old one still runs, has no shard variables to tell its
 processes apart, so each slide is *claimed* before it is touched: ``DIR/.<slide>.claim`` holds the
 host, pid and start time of its owner. Only the owner may remove the slide's leftover temporary

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from feature_extraction.direct import JpegLevel
+from feature_extraction.reading.direct import JpegLevel
 
 
 @dataclass
