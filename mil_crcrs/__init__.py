@@ -31,8 +31,8 @@ _LAZY = {
     "fit": "mil_crcrs.train.fit",
     "CRCRSModel": "mil_crcrs.ensemble",
     "load_model": "mil_crcrs.ensemble",
-    "ReportSettings": "mil_crcrs.stats.report",
-    "build_report": "mil_crcrs.stats.report",
+    "ReportSettings": "mil_crcrs.stats.report.settings",
+    "build_report": "mil_crcrs.stats.report.build",
     "SimulationSettings": "mil_crcrs.simulate",
     "simulate_cohort": "mil_crcrs.simulate",
     "create_model": "mil_crcrs.models",
@@ -46,7 +46,8 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
     from mil_crcrs.models import create_model, list_models
     from mil_crcrs.omics import AssociateSettings, associate
     from mil_crcrs.simulate import SimulationSettings, simulate_cohort
-    from mil_crcrs.stats.report import ReportSettings, build_report
+    from mil_crcrs.stats.report.build import build_report
+    from mil_crcrs.stats.report.settings import ReportSettings
     from mil_crcrs.train.fit import fit
     from mil_crcrs.train.settings import FitSettings
 

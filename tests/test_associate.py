@@ -284,7 +284,7 @@ def test_associate_finds_what_the_simulated_study_planted(study):
 
 
 def test_the_report_section_shows_the_top_findings_with_figures(study):
-    from mil_crcrs.stats.report_associate import associate_section
+    from mil_crcrs.stats.report.associate import associate_section
 
     root, sim = study
     page = associate_section(root / "out")

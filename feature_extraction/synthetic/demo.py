@@ -292,7 +292,8 @@ def _report(
     associate_dir: Path,
 ) -> Path:
     """Step 6: the survival report on the out-of-fold CRCRS, in ``out/report``; its HTML."""
-    from mil_crcrs.stats.report import ReportSettings, build_report
+    from mil_crcrs.stats.report.build import build_report
+    from mil_crcrs.stats.report.settings import ReportSettings
 
     report = build_report(
         model_dir / "oof_predictions.csv",

@@ -1,9 +1,9 @@
 """The sections of a survival report for one cohort, one function each.
 
 A cohort's sections are called alike, ``section(parts, cohort, models, settings)``: each reads
-the :class:`~mil_crcrs.stats.report_cohorts.Cohort` (its patients, complete cases and usable
+the :class:`~mil_crcrs.stats.report.cohorts.Cohort` (its patients, complete cases and usable
 horizons) and, where it needs them, the
-:class:`~mil_crcrs.stats.report_cohorts.TrainingModels` fitted once on the training cohort, and
+:class:`~mil_crcrs.stats.report.cohorts.TrainingModels` fitted once on the training cohort, and
 adds named tables and captioned figures to the :class:`ReportParts` the report collects
 (:func:`analyse_cohort` runs them in the report's order):
 
@@ -35,7 +35,7 @@ from mil_crcrs.stats.cox import (
 from mil_crcrs.stats.discrimination import brier_grid, evaluate_discrimination
 from mil_crcrs.stats.nomogram import build_nomogram, calibration, decision_curve
 from mil_crcrs.stats.nomogram_plot import nomogram_figure
-from mil_crcrs.stats.report_cohorts import (
+from mil_crcrs.stats.report.cohorts import (
     MODEL_BOTH,
     MODEL_CLINICAL,
     MODEL_CRCRS,
@@ -43,8 +43,8 @@ from mil_crcrs.stats.report_cohorts import (
     TrainingModels,
     label_years,
 )
-from mil_crcrs.stats.report_inputs import usable_horizons
-from mil_crcrs.stats.report_settings import ReportSettings
+from mil_crcrs.stats.report.inputs import usable_horizons
+from mil_crcrs.stats.report.settings import ReportSettings
 from mil_crcrs.stats.survival import kaplan_meier
 
 if TYPE_CHECKING:

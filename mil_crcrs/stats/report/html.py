@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mil_crcrs._version import __version__
-from mil_crcrs.stats.report_settings import ReportSettings
+from mil_crcrs.stats.report.settings import ReportSettings
 
 #: Extra images the report can embed, by suffix, with their MIME type.
 IMAGE_TYPES = {
@@ -166,7 +166,7 @@ def render_html(
     images : extra image files (of :data:`IMAGE_TYPES`), shown at the end
     notes : warnings shown at the top
     extra_sections : HTML sections built elsewhere (the omics section of
-        :mod:`mil_crcrs.stats.report_associate`), shown before the extra images
+        :mod:`mil_crcrs.stats.report.associate`), shown before the extra images
     """
     esc = html.escape
     now = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")

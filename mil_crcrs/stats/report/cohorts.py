@@ -20,8 +20,8 @@ import pandas as pd
 from mil_crcrs.errors import InputError
 from mil_crcrs.stats.covariates import Encoding, make_encoding
 from mil_crcrs.stats.cox import CoxModel, fit_cox
-from mil_crcrs.stats.report_inputs import usable_horizons
-from mil_crcrs.stats.report_settings import ReportSettings
+from mil_crcrs.stats.report.inputs import usable_horizons
+from mil_crcrs.stats.report.settings import ReportSettings
 from mil_crcrs.stats.survival import median_follow_up
 
 MODEL_CRCRS, MODEL_CLINICAL, MODEL_BOTH = "CRCRS", "clinical", "CRCRS + clinical"
@@ -86,7 +86,7 @@ def fit_training_models(
     Parameters
     ----------
     table : the training cohort's patient table (from
-        :func:`~mil_crcrs.stats.report_inputs.load_patients`)
+        :func:`~mil_crcrs.stats.report.inputs.load_patients`)
     source : its origin, for messages
     settings : the report's settings
     """

@@ -24,7 +24,7 @@ import pandas as pd
 from mil_crcrs.data.cohort import DAYS_PER_UNIT, TIME_UNITS, read_cohort
 from mil_crcrs.data.tables import read_table, table_line, validate_outcome
 from mil_crcrs.errors import InputError
-from mil_crcrs.stats.report_settings import ReportSettings
+from mil_crcrs.stats.report.settings import ReportSettings
 
 
 def read_predictions(

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from mil_crcrs.errors import InputError
-from mil_crcrs.stats.report_html import _img, _table_html
+from mil_crcrs.stats.report.html import _img, _table_html
 
 #: Per analysis: its CSV name, heading, the columns shown, the FDR column, its figures' prefixes.
 ANALYSES = (

@@ -29,11 +29,11 @@ Rules (see also :mod:`mil_crcrs.stats.covariates` for covariate coding and refer
 - Warnings are shown at the top of the report, saved in ``results.json`` and raised as
   :class:`~mil_crcrs.data.cohort.DataWarning`.
 
-Where each part lives: :mod:`~mil_crcrs.stats.report_settings` (the settings),
-:mod:`~mil_crcrs.stats.report_inputs` (predictions joined with the clinical table),
-:mod:`~mil_crcrs.stats.report_cohorts` (complete cases, horizons, the training models),
-:mod:`~mil_crcrs.stats.report_sections` (one function per section),
-:mod:`~mil_crcrs.stats.report_html` (the page); this module runs them and writes the files.
+Where each part lives: :mod:`~mil_crcrs.stats.report.settings` (the settings),
+:mod:`~mil_crcrs.stats.report.inputs` (predictions joined with the clinical table),
+:mod:`~mil_crcrs.stats.report.cohorts` (complete cases, horizons, the training models),
+:mod:`~mil_crcrs.stats.report.sections` (one function per section),
+:mod:`~mil_crcrs.stats.report.html` (the page); this module runs them and writes the files.
 """
 
 from __future__ import annotations
@@ -51,19 +51,19 @@ from mil_crcrs._version import __version__
 from mil_crcrs.atomic import output_dir, write_csv, write_json
 from mil_crcrs.data.cohort import DataWarning
 from mil_crcrs.errors import InputError
-from mil_crcrs.stats.report_associate import associate_section
-from mil_crcrs.stats.report_cohorts import cohort_row, fit_training_models, prepare_cohort
-from mil_crcrs.stats.report_html import IMAGE_TYPES, render_html
-from mil_crcrs.stats.report_inputs import load_patients
-from mil_crcrs.stats.report_sections import (
+from mil_crcrs.stats.report.associate import associate_section
+from mil_crcrs.stats.report.cohorts import cohort_row, fit_training_models, prepare_cohort
+from mil_crcrs.stats.report.html import IMAGE_TYPES, render_html
+from mil_crcrs.stats.report.inputs import load_patients
+from mil_crcrs.stats.report.sections import (
     ReportFigure,
     ReportParts,
     analyse_cohort,
     nomogram_section,
 )
-from mil_crcrs.stats.report_settings import ReportSettings
+from mil_crcrs.stats.report.settings import ReportSettings
 
-__all__ = ["Report", "ReportSettings", "build_report"]
+__all__ = ["Report", "build_report"]
 
 
 @dataclass(frozen=True)
