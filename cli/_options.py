@@ -9,14 +9,9 @@ from pathlib import Path
 
 import click
 
-from mil_crcrs.data.cohort import (
-    DEFAULT_TIME_UNIT,
-    MISSING_POLICIES,
-    TIME_UNITS,
-    Columns,
-    DataWarning,
-)
+from mil_crcrs.data.cohort import DEFAULT_TIME_UNIT, MISSING_POLICIES, TIME_UNITS, DataWarning
 from mil_crcrs.data.store import ReadSettings
+from mil_crcrs.data.tables import Columns
 from mil_crcrs.errors import SettingError
 
 

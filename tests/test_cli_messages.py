@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from mil_crcrs.atomic import write_json
-from mil_crcrs.data.cohort import Columns, read_cohort
-from mil_crcrs.data.tables import time_unit_from_name
+from mil_crcrs.data.cohort import read_cohort
+from mil_crcrs.data.tables import Columns, time_unit_from_name
 from mil_crcrs.errors import InputError
 from tests.helpers import assert_one_line_error, run
 

@@ -16,15 +16,15 @@ import pandas as pd
 import pytest
 import torch
 
-from mil_crcrs.data.cohort import Columns
 from mil_crcrs.data.inputs import open_inputs
+from mil_crcrs.data.tables import Columns
 from mil_crcrs.ensemble import CRCRSModel, load_model
 from mil_crcrs.explain.geojson import tiles_geojson
 from mil_crcrs.explain.scores import select_tiles, tile_scores
+from mil_crcrs.fitting import fit
 from mil_crcrs.models import create_model
 from mil_crcrs.simulate import SimulationSettings, simulate_cohort
 from mil_crcrs.train.cutoff import Cutoff
-from mil_crcrs.train.fit import fit
 from mil_crcrs.train.settings import FitSettings
 
 

@@ -25,11 +25,11 @@ from mil_crcrs.explain.render import render_heatmap, slide_heatmaps
 from mil_crcrs.explain.scores import TileScores, select_tiles
 from mil_crcrs.explain.settings import HeatmapSettings
 from mil_crcrs.figures import write_png
+from mil_crcrs.fitting import fit
 from mil_crcrs.models import create_model
 from mil_crcrs.simulate import SimulationSettings, simulate_cohort
 from mil_crcrs.simulate.checks import attention_auroc, planted_auroc
 from mil_crcrs.train.cutoff import Cutoff
-from mil_crcrs.train.fit import fit
 from mil_crcrs.train.settings import FitSettings
 from tests.helpers import make_meta
 

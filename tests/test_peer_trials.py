@@ -23,8 +23,9 @@ from click.testing import CliRunner
 from cli import main as cli_main
 from cli.main import cli
 from mil_crcrs.data._peers import CLAM, PEER_ENCODERS, STAMP, TRIDENT
-from mil_crcrs.data.cohort import Columns, DataWarning, read_cohort
+from mil_crcrs.data.cohort import DataWarning, read_cohort
 from mil_crcrs.data.store import FeatureStore, ReadSettings, read_info
+from mil_crcrs.data.tables import Columns
 from mil_crcrs.errors import InputError
 from mil_crcrs.simulate import SimulationSettings, simulate_cohort
 

@@ -222,7 +222,7 @@ def test_numbers_agree_with_lifelines_and_sksurv(report_dir, files):
 
 
 def _settings(**kwargs) -> ReportSettings:
-    from mil_crcrs.data.cohort import Columns
+    from mil_crcrs.data.tables import Columns
 
     base = dict(
         covariates=("stage", "age"),

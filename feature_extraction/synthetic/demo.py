@@ -218,7 +218,7 @@ def _fit(
     out: Path, features: Path, cohort: DemoCohort, settings: DemoSettings
 ) -> tuple[CRCRSModel, Path]:
     """Step 3: the K-fold model, saved in ``out/model`` (with its out-of-fold predictions)."""
-    from mil_crcrs.train.fit import fit
+    from mil_crcrs.fitting import fit
     from mil_crcrs.train.settings import FitSettings
 
     model = fit(

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from mil_crcrs.data.cohort import Cohort, Columns
+from mil_crcrs.data.cohort import Cohort
+from mil_crcrs.data.tables import Columns
 from mil_crcrs.errors import InputError
 from mil_crcrs.explain.scores import tile_scores
 

@@ -56,9 +56,10 @@ import torch
 
 from mil_crcrs.data.bags import PatientBags
 from mil_crcrs.data.cache import BagCache, open_training_bags
-from mil_crcrs.data.cohort import TIME_UNITS, Cohort, Columns
+from mil_crcrs.data.cohort import TIME_UNITS, Cohort
 from mil_crcrs.data.inputs import as_cohort, open_inputs
 from mil_crcrs.data.store import FeatureStore
+from mil_crcrs.data.tables import Columns
 from mil_crcrs.device import resolve_device
 from mil_crcrs.ensemble import CRCRSModel
 from mil_crcrs.errors import SettingError
