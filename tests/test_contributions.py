@@ -166,7 +166,7 @@ def test_on_the_demo_the_planted_tissue_raises_risk(tmp_path):
     # its planted tiles must read "raises risk", and every high-risk patient's contributions
     # must sum to a positive number. Measured numbers are in the report of issue 27.
     from feature_extraction.synthetic.demo import DemoSettings, run_demo
-    from feature_extraction.synthetic.planted import read_planted
+    from mil_crcrs.simulate.planted import read_planted
 
     result = run_demo(tmp_path / "demo", DemoSettings(device="cpu"), log=lambda line: None)
     model = load_model(result.model_dir)

@@ -26,10 +26,10 @@ import pandas as pd
 
 from feature_extraction.synthetic.cohort import DemoCohort, build_demo_cohort
 from feature_extraction.synthetic.demo_omics import run_associate_step
-from feature_extraction.synthetic.planted import read_planted
 from feature_extraction.synthetic.settings import DemoCohortSettings
 from mil_crcrs.atomic import write_csv, write_json
 from mil_crcrs.errors import InputError
+from mil_crcrs.simulate.planted import read_planted
 
 if TYPE_CHECKING:
     from feature_extraction.running.settings import ExtractSettings
@@ -258,7 +258,7 @@ def _heatmaps(
     (the heatmap folder, the images the report shows, the planted-tile attention AUROC)
     """
     from feature_extraction.explain.heatmaps import HeatmapJob, make_heatmaps
-    from mil_crcrs.simulate.checks import planted_auroc
+    from mil_crcrs.attention_checks import planted_auroc
 
     truth = pd.read_csv(cohort.truth_csv, dtype={"patient_id": str})
     chosen = truth.sort_values("extent", ascending=False)["patient_id"].head(
