@@ -1,6 +1,6 @@
 """``crcrs report``: survival statistics, nomogram and plots of a CRCRS as one HTML report.
 
-The flags fill a :class:`~mil_crcrs.stats.report.build.ReportSettings`, with its defaults; a bad value
+The flags fill a :class:`~mil_crcrs.stats.report.settings.ReportSettings`, with its defaults; a bad value
 is reported under the flag the user typed (:data:`FLAGS` names those that differ from the field).
 """
 
