@@ -8,7 +8,7 @@ One command::
 
 Methods, all scored on the same patient-level cross-validation folds of the same cohort:
 
-- ``abmil``, ``mean``, ``max``, ``transmil``: :func:`mil_crcrs.train.fit.fit` with the registered
+- ``abmil``, ``mean``, ``max``, ``transmil``: :func:`mil_crcrs.fitting.fit` with the registered
   aggregator of that name and otherwise identical settings (:class:`BenchSettings`);
 - ``cox``: a classic ridge-penalised Cox model (scikit-survival's ``CoxPHSurvivalAnalysis``) on
   each patient's **mean-pooled** tile features (the mean over all tiles of all the patient's
@@ -35,7 +35,7 @@ What is measured, per scenario, seed and method:
 
 - ``c_oof``: Harrell's C of the **out-of-fold** risk over the whole cohort (each patient scored
   by the fold model that never saw them, fold models centred on their mean risk as
-  :func:`~mil_crcrs.train.fit.fit` does). The table reports its mean and sd over seeds. The mean
+  :func:`~mil_crcrs.fitting.fit` does). The table reports its mean and sd over seeds. The mean
   and sd of the per-fold C are in the CSV too (``c_fold_mean``, ``c_fold_sd``).
 - ``oracle_c``: the C of the simulator's true risk on the same cohort (the best any method can do
   on that draw of outcomes); for ``demo``, of the log-hazard that the planted extent gives each
@@ -85,10 +85,11 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout, without instal
 from benchmarks._machine import append_results, header_lines, load_average  # noqa: E402
 from feature_extraction.synthetic.demo import DEMO_ENCODER, DemoSettings  # noqa: E402
 from mil_crcrs.atomic import write_csv  # noqa: E402
-from mil_crcrs.data.cohort import Columns, read_cohort  # noqa: E402
+from mil_crcrs.data.cohort import read_cohort  # noqa: E402
+from mil_crcrs.data.tables import Columns  # noqa: E402
 
 if TYPE_CHECKING:
-    from feature_extraction.pipeline import ExtractSettings
+    from feature_extraction.running.settings import ExtractSettings
     from feature_extraction.synthetic import DemoCohort, DemoCohortSettings
 
 HERE = Path(__file__).resolve().parent
@@ -117,7 +118,7 @@ class BenchSettings:
     effect : sd of the true log-hazard across patients (the simulator's ``effect``)
     folds : K of the patient-level K-fold cross-validation
     epochs, patience, lr, schedule, weight_decay, batch_size, max_tiles, inner_val_fraction : the
-        training settings shared by every MIL method (see :class:`mil_crcrs.train.fit.FitSettings`);
+        training settings shared by every MIL method (see :class:`mil_crcrs.train.settings.FitSettings`);
         a one-cycle schedule peaking at 1e-2 learnt the simulated ``rare`` scenario where a cosine
         schedule at 1e-3 did not (200 patients, one seed: abmil 0.69 against 0.47-0.55)
     hidden_dim : width of every MIL model's instance MLP (TransMIL's token width)
@@ -165,7 +166,7 @@ class BenchSettings:
             raise ValueError("jobs and threads must be at least 1")
 
     def fit_settings(self, method: str, seed: int) -> Any:
-        """The :class:`~mil_crcrs.train.fit.FitSettings` of MIL method ``method``."""
+        """The :class:`~mil_crcrs.train.settings.FitSettings` of MIL method ``method``."""
         from mil_crcrs.train.settings import FitSettings
 
         kwargs: dict[str, Any] = {"dropout": self.dropout}
@@ -306,7 +307,7 @@ def _build_apart(
     """
     import torch
 
-    from feature_extraction.pipeline import extract as run_extract
+    from feature_extraction.running.pipeline import extract as run_extract
     from feature_extraction.synthetic import build_demo_cohort
 
     spawn = mp.get_context("spawn")
@@ -388,7 +389,7 @@ def run_cox(cohort: ScenarioCohort, settings: BenchSettings, seed: int) -> dict[
     from mil_crcrs.stats.metrics import harrell_c
     from mil_crcrs.train.splits import kfold_splits
 
-    # The same cohort, in the same order, and the same folds as mil_crcrs.train.fit.fit.
+    # The same cohort, in the same order, and the same folds as mil_crcrs.fitting.fit.
     store = FeatureStore(cohort.features_dir)
     table = read_cohort(cohort.clinical_csv, Columns(), cohort.time_unit)
     table = table.require_outcome().match_features(store.slide_ids, "error").require_outcome()
@@ -436,8 +437,8 @@ def run_cox(cohort: ScenarioCohort, settings: BenchSettings, seed: int) -> dict[
 def run_mil(
     method: str, cohort: ScenarioCohort, settings: BenchSettings, seed: int
 ) -> dict[str, Any]:
-    """:func:`mil_crcrs.train.fit.fit` with aggregator ``method``; same keys as :func:`run_cox`."""
-    from mil_crcrs.train.fit import fit
+    """:func:`mil_crcrs.fitting.fit` with aggregator ``method``; same keys as :func:`run_cox`."""
+    from mil_crcrs.fitting import fit
 
     model = fit(
         cohort.features_dir,
@@ -535,7 +536,7 @@ def _warm_up() -> None:
     which takes seconds), without starting torch's thread pools, so forked workers skip it."""
     import torch
 
-    import mil_crcrs.train.fit  # noqa: F401
+    import mil_crcrs.fitting  # noqa: F401
 
     torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))])
 

@@ -108,8 +108,8 @@ class _Timer:
         self.cpu: dict[str, list[float]] = {}  # process CPU time per wrapped function
 
     def install(self) -> None:
+        import mil_crcrs.fitting as fitting
         import mil_crcrs.train.crossval as crossval
-        import mil_crcrs.train.fit as fitting
         import mil_crcrs.train.loop as training
 
         def timed(fn, sink):

@@ -7,7 +7,7 @@ One command::
 The direct reader's GPU path decodes a slide's JPEG tiles with nvjpeg, whose chroma upsampling
 and inverse DCT need not be libjpeg's (OpenSlide's), and ``crcrs extract --reader auto`` takes
 that path only where its pixels agree with OpenSlide's on the slide's first tiles
-(:mod:`feature_extraction.reader_choice`). This script measures what "agree" should mean on
+(:mod:`feature_extraction.reading.reader_choice`). This script measures what "agree" should mean on
 real H&E tiles, with libjpeg-turbo's own faster modes standing in for a second decoder:
 
 - the reference: libjpeg-turbo's defaults ("fancy" chroma upsampling, the accurate integer
@@ -90,8 +90,8 @@ def _slides(folder: Path) -> dict[str, Path]:
 
 def _tissue_streams(path: Path) -> tuple[list[bytes], tuple[int, int]]:
     """Complete JPEG streams of the level-0 file tiles, in file order, and the tile size."""
-    from feature_extraction.direct import open_jpeg_level
-    from feature_extraction.slides import Slide
+    from feature_extraction.reading.direct import open_jpeg_level
+    from feature_extraction.reading.slides import Slide
 
     with Slide(path) as slide:
         level = open_jpeg_level(path, slide.dimensions)
@@ -107,8 +107,8 @@ def _variants(tj, stream: bytes, size: tuple[int, int]) -> dict[str, np.ndarray]
     """The tile decoded each way, cut to TILE x TILE; None for background or small tiles.
 
     The reference is libjpeg-turbo at its defaults through Pillow, the decode OpenSlide does
-    (:func:`feature_extraction.dct_scale.decode_cpu`, at full size)."""
-    from feature_extraction.dct_scale import decode_cpu
+    (:func:`feature_extraction.reading.dct_scale.decode_cpu`, at full size)."""
+    from feature_extraction.reading.dct_scale import decode_cpu
 
     ref = decode_cpu(stream, *size)
     if min(ref.shape[:2]) < TILE + 1 or ref.mean() > BACKGROUND_MEAN:
@@ -132,7 +132,7 @@ def _variants(tj, stream: bytes, size: tuple[int, int]) -> dict[str, np.ndarray]
 
 def _nvjpeg(streams: list[bytes], device: str) -> list[np.ndarray]:
     """The tiles decoded on ``device`` in one batch by torchvision (nvjpeg on a GPU), as the
-    direct reader's GPU path does (:func:`feature_extraction.direct_batch.decode_blocks`)."""
+    direct reader's GPU path does (:func:`feature_extraction.reading.direct_batch.decode_blocks`)."""
     import torch
     from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -163,8 +163,8 @@ def measure(
     CUDA ``device``, a row for its batched decode too."""
     import torch
 
-    from feature_extraction.encoders import create_encoder
-    from feature_extraction.reader_choice import psnr
+    from feature_extraction.encoding.encoders import create_encoder
+    from feature_extraction.reading.reader_choice import psnr
 
     tj = _turbojpeg()
     encoder = create_encoder("efficientnet_lite0", weights).eval()

@@ -10,7 +10,7 @@ tissue tiles:
   (compressed tiles from the file, decoded in the workers on a CPU run, or in batches on the GPU
   with the crop and resize there);
 - end to end with each reader (``--reader openslide`` and ``--reader auto``):
-  ``feature_extraction.pipeline.extract`` on all slides (planning, reads, encoder, HDF5), tissue
+  ``feature_extraction.running.pipeline.extract`` on all slides (planning, reads, encoder, HDF5), tissue
   tiles per second of the time spent on the slides;
 - the ceiling: the same encoder, device, precision, batch size and compile setting on random
   uint8 tiles already on the device (normalisation included), median of timed batches;
@@ -61,23 +61,24 @@ from benchmarks._machine import (  # noqa: E402
     say,
     usable_cores,
 )
-from feature_extraction.direct import open_jpeg_level  # noqa: E402
-from feature_extraction.direct_batch import decode_blocks  # noqa: E402
-from feature_extraction.encoders import create_encoder  # noqa: E402
-from feature_extraction.pipeline import ExtractResult, ExtractSettings, extract  # noqa: E402
-from feature_extraction.planning import RunContext, plan_slide  # noqa: E402
-from feature_extraction.reader_choice import psnr  # noqa: E402
-from feature_extraction.reading import (  # noqa: E402
+from feature_extraction.encoding.encoders import create_encoder  # noqa: E402
+from feature_extraction.encoding.runner import EncoderRunner, resolve_precision  # noqa: E402
+from feature_extraction.reading.direct import open_jpeg_level  # noqa: E402
+from feature_extraction.reading.direct_batch import decode_blocks  # noqa: E402
+from feature_extraction.reading.loader import (  # noqa: E402
     SlideReader,
     Work,
     read_block_direct,
     resize,
 )
-from feature_extraction.runner import EncoderRunner, resolve_precision  # noqa: E402
-from feature_extraction.settings import PRECISIONS  # noqa: E402
-from feature_extraction.sharding import default_num_workers  # noqa: E402
-from feature_extraction.slides import Slide  # noqa: E402
-from feature_extraction.tissue import saturation  # noqa: E402
+from feature_extraction.reading.reader_choice import psnr  # noqa: E402
+from feature_extraction.reading.slides import Slide  # noqa: E402
+from feature_extraction.running.pipeline import extract  # noqa: E402
+from feature_extraction.running.planning import RunContext, plan_slide  # noqa: E402
+from feature_extraction.running.result import ExtractResult  # noqa: E402
+from feature_extraction.running.settings import PRECISIONS, ExtractSettings  # noqa: E402
+from feature_extraction.running.sharding import default_num_workers  # noqa: E402
+from feature_extraction.tiling.tissue import saturation  # noqa: E402
 from mil_crcrs.atomic import atomic_path  # noqa: E402
 from mil_crcrs.device import resolve_device  # noqa: E402
 
@@ -294,7 +295,9 @@ def dct_rows(path: Path, settings: ExtractSettings, n_tiles: int = 24) -> list[t
     Reading level 0 with ``dct_factor``'s rule relaxed step by step; the reference is OpenSlide's
     level-0 region with Pillow's bilinear resize (what the OpenSlide path does without a level).
     """
-    from feature_extraction import dct_scale as direct_module  # dct_factor reads its threshold
+    from feature_extraction.reading import (
+        dct_scale as direct_module,  # dct_factor reads its threshold
+    )
 
     size = settings.tile_size_px
     with Slide(path) as slide:

@@ -11,13 +11,13 @@ Design (what makes it affordable on 2 shared CPU cores, and honest):
 - **Selection** is a staged, coordinate-wise search (:data:`STAGES`): each stage tries changes
   of one group of settings (learning rate and schedule with the early-stopping rule; epochs,
   batch size and width; standardisation, dropout and weight decay) to the best candidate so
-  far, and keeps the best. A candidate is scored by the out-of-fold C of :func:`mil_crcrs.train.fit.fit`'s
+  far, and keeps the best. A candidate is scored by the out-of-fold C of :func:`mil_crcrs.fitting.fit`'s
   own K-fold cross-validation on **development** cohorts (:data:`DEV`, simulated with seed
   :data:`DEV_SEED`; the 1,024-d uneven-scale cohort joins for the standardisation stage). Its
   score is the mean over those cohorts of the share of the oracle's margin over chance it
   reaches, ``(C - 0.5) / (oracle - 0.5)``, plus the worst of them (best on average and never
   bad).
-- **Report**: the chosen settings (the library's :class:`~mil_crcrs.train.fit.FitSettings`
+- **Report**: the chosen settings (the library's :class:`~mil_crcrs.train.settings.FitSettings`
   defaults once they are set from the selection), the old defaults, mean pooling and a ridge Cox
   on mean features (:func:`benchmarks.aggregators.run_cox`) are then scored on **fresh**
   cohorts (seeds from 0), which no selection step has seen. This is the outer loop of a nested
@@ -194,7 +194,7 @@ def _fit_job(args: tuple) -> dict[str, Any]:
     """One cross-validated fit in a worker process: OOF C, fold C, CPU and wall seconds."""
     import torch
 
-    from mil_crcrs.train.fit import fit
+    from mil_crcrs.fitting import fit
 
     label, kwargs, cohort, seed, folds, method = args
     torch.set_num_threads(1)

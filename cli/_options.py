@@ -9,21 +9,16 @@ from pathlib import Path
 
 import click
 
-from mil_crcrs.data.cohort import (
-    DEFAULT_TIME_UNIT,
-    MISSING_POLICIES,
-    TIME_UNITS,
-    Columns,
-    DataWarning,
-)
+from mil_crcrs.data.cohort import DEFAULT_TIME_UNIT, MISSING_POLICIES, TIME_UNITS, DataWarning
 from mil_crcrs.data.store import ReadSettings
+from mil_crcrs.data.tables import Columns
 from mil_crcrs.errors import SettingError
 
 
 def cohort_columns(func: Callable | None = None, *, unit_from_model: bool = False) -> Callable:
     """Add ``--patient-col/--slide-col/--time-col/--event-col/--censor-col/--time-unit``.
 
-    The command receives ``columns`` (a :class:`~mil_crcrs.data.cohort.Columns`) and ``time_unit``.
+    The command receives ``columns`` (a :class:`~mil_crcrs.data.tables.Columns`) and ``time_unit``.
     With ``unit_from_model`` (commands that load a model: ``@cohort_columns(unit_from_model=True)``)
     ``--time-unit`` defaults to None, which the command reads as the unit the model was fitted in.
     """

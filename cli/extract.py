@@ -1,7 +1,7 @@
 """``crcrs extract``: tile slides and cache per-tile features to HDF5.
 
-Defaults and choices come from :class:`~feature_extraction.settings.ExtractSettings`,
-:class:`~feature_extraction.tissue.TissueParams` and the registries; a bad value is reported
+Defaults and choices come from :class:`~feature_extraction.running.settings.ExtractSettings`,
+:class:`~feature_extraction.tiling.tissue.TissueParams` and the registries; a bad value is reported
 with the flag it came from.
 """
 
@@ -13,10 +13,10 @@ from typing import Any
 import click
 
 from cli._options import command_line, device_option, progress_option
-from feature_extraction.encoders import list_encoders
-from feature_extraction.reader_choice import READERS
-from feature_extraction.settings import FEATURE_DTYPES, PRECISIONS, ExtractSettings
-from feature_extraction.tissue import TISSUE_METHODS, TissueParams
+from feature_extraction.encoding.encoders import list_encoders
+from feature_extraction.reading.reader_choice import READERS
+from feature_extraction.running.settings import FEATURE_DTYPES, PRECISIONS, ExtractSettings
+from feature_extraction.tiling.tissue import TISSUE_METHODS, TissueParams
 from mil_crcrs.errors import InputError, SettingError
 
 SETTINGS = ExtractSettings()
@@ -188,8 +188,8 @@ def command(slides, out_dir, **options) -> None:
     Reruns skip finished slides; under torchrun or SLURM each process takes its share of the
     slides. Slides that fail are listed in OUT/extract_errors.csv and the exit status is 2.
     """
-    from feature_extraction.pipeline import extract
-    from feature_extraction.sharding import current_shard
+    from feature_extraction.running.pipeline import extract
+    from feature_extraction.running.sharding import current_shard
     from mil_crcrs.runlog import RUN_LOG_NAME, RunLog
 
     settings = _settings(options)

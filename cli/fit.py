@@ -201,13 +201,13 @@ def command(
     from mil_crcrs.atomic import refuse_overwrite, sole_writer
     from mil_crcrs.data.cohort import read_cohort
     from mil_crcrs.data.store import FeatureStore
+    from mil_crcrs.fitting import fit
     from mil_crcrs.runlog import RUN_LOG_NAME, RunLog
     from mil_crcrs.train.checkpoints import (
         checkpoint_folder,
         drop_unused_checkpoints,
         remove_checkpoints,
     )
-    from mil_crcrs.train.fit import fit
 
     refuse_overwrite(
         {"--out": out},

@@ -1,6 +1,6 @@
 """``crcrs report``: survival statistics, nomogram and plots of a CRCRS as one HTML report.
 
-The flags fill a :class:`~mil_crcrs.stats.report.ReportSettings`, with its defaults; a bad value
+The flags fill a :class:`~mil_crcrs.stats.report.settings.ReportSettings`, with its defaults; a bad value
 is reported under the flag the user typed (:data:`FLAGS` names those that differ from the field).
 """
 
@@ -15,7 +15,8 @@ from mil_crcrs.atomic import refuse_overwrite, sole_writer
 from mil_crcrs.data.cohort import DEFAULT_TIME_UNIT, TIME_UNITS
 from mil_crcrs.errors import InputError, SettingError
 from mil_crcrs.runlog import RUN_LOG_NAME, RunLog
-from mil_crcrs.stats.report import ReportSettings, build_report
+from mil_crcrs.stats.report.build import build_report
+from mil_crcrs.stats.report.settings import ReportSettings
 
 #: ReportSettings fields whose flag is not the field's own name.
 FLAGS = {

@@ -12,7 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from mil_crcrs._version import __version__
-from mil_crcrs.data.cohort import Cohort, Columns, cohort_from_slides, read_cohort
+from mil_crcrs.data.cohort import Cohort, cohort_from_slides, read_cohort
 from mil_crcrs.data.store import (
     Bag,
     BagInfo,
@@ -24,15 +24,16 @@ from mil_crcrs.data.store import (
     read_info,
     write_bag,
 )
+from mil_crcrs.data.tables import Columns
 from mil_crcrs.errors import InputError
 
 _LAZY = {
     "FitSettings": "mil_crcrs.train.settings",
-    "fit": "mil_crcrs.train.fit",
+    "fit": "mil_crcrs.fitting",
     "CRCRSModel": "mil_crcrs.ensemble",
     "load_model": "mil_crcrs.ensemble",
-    "ReportSettings": "mil_crcrs.stats.report",
-    "build_report": "mil_crcrs.stats.report",
+    "ReportSettings": "mil_crcrs.stats.report.settings",
+    "build_report": "mil_crcrs.stats.report.build",
     "SimulationSettings": "mil_crcrs.simulate",
     "simulate_cohort": "mil_crcrs.simulate",
     "create_model": "mil_crcrs.models",
@@ -43,11 +44,12 @@ _LAZY = {
 
 if TYPE_CHECKING:  # for type checkers and IDEs; at run time these load lazily
     from mil_crcrs.ensemble import CRCRSModel, load_model
+    from mil_crcrs.fitting import fit
     from mil_crcrs.models import create_model, list_models
     from mil_crcrs.omics import AssociateSettings, associate
     from mil_crcrs.simulate import SimulationSettings, simulate_cohort
-    from mil_crcrs.stats.report import ReportSettings, build_report
-    from mil_crcrs.train.fit import fit
+    from mil_crcrs.stats.report.build import build_report
+    from mil_crcrs.stats.report.settings import ReportSettings
     from mil_crcrs.train.settings import FitSettings
 
 

@@ -12,7 +12,7 @@ likelihood fixes neither the centre nor the spread of a model's risk. A patient'
 CRCRS is ``z`` of the model that held them out. The mean of models that partly disagree bunches
 up around its centre; ``ensemble_scale`` and ``ensemble_shift`` give the ensemble's scores of the
 training cohort the mean and sd of its out-of-fold scores, so that the cutoff fixed on those
-splits new patients as it split the training cohort (:mod:`mil_crcrs.train.fit` says why). The
+splits new patients as it split the training cohort (:mod:`mil_crcrs.fitting` says why). The
 map is linear: ranks and additive tile contributions are kept. The model is saved as, and
 loaded from, a model directory (:mod:`mil_crcrs.model_dir`).
 """
@@ -33,9 +33,10 @@ from mil_crcrs.contributions import contribution_reference, fold_contributions
 from mil_crcrs.data.attention import write_attention_files
 from mil_crcrs.data.bags import PatientBag
 from mil_crcrs.data.cache import CacheDtypeBags, to_cache_dtype
-from mil_crcrs.data.cohort import Cohort, Columns, DataWarning
+from mil_crcrs.data.cohort import Cohort, DataWarning
 from mil_crcrs.data.inputs import open_inputs
 from mil_crcrs.data.store import FeatureStore
+from mil_crcrs.data.tables import Columns
 from mil_crcrs.device import resolve_device
 from mil_crcrs.errors import InputError, SettingError
 from mil_crcrs.model_dir import (

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 
 from feature_extraction.synthetic.cohort import build_demo_cohort
-from feature_extraction.synthetic.planted import read_planted
 from feature_extraction.synthetic.settings import DemoCohortSettings
 from mil_crcrs.data.store import FeatureMeta, write_bag
+from mil_crcrs.simulate.planted import read_planted
 from tests.helpers import tiny
 
 

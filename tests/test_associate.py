@@ -284,7 +284,7 @@ def test_associate_finds_what_the_simulated_study_planted(study):
 
 
 def test_the_report_section_shows_the_top_findings_with_figures(study):
-    from mil_crcrs.stats.report_associate import associate_section
+    from mil_crcrs.stats.report.associate import associate_section
 
     root, sim = study
     page = associate_section(root / "out")
@@ -419,7 +419,8 @@ CBIO_PATIENTS = (
 
 
 def test_a_cbioportal_clinical_file_reads_as_a_cohort(tmp_path):
-    from mil_crcrs.data.cohort import Columns, read_cohort
+    from mil_crcrs.data.cohort import read_cohort
+    from mil_crcrs.data.tables import Columns
 
     path = tmp_path / "data_clinical_patient.txt"
     path.write_text(CBIO_PATIENTS)
@@ -433,7 +434,8 @@ def test_a_cbioportal_clinical_file_reads_as_a_cohort(tmp_path):
 
 
 def test_a_status_that_is_not_0_or_1_coded_is_still_refused(tmp_path):
-    from mil_crcrs.data.cohort import Columns, read_cohort
+    from mil_crcrs.data.cohort import read_cohort
+    from mil_crcrs.data.tables import Columns
 
     path = tmp_path / "data_clinical_patient.txt"
     path.write_text(CBIO_PATIENTS.replace("0:LIVING", "2:LOST"))

@@ -64,7 +64,7 @@ def test_tiny_run_writes_one_row_per_fit_and_a_results_section(bench, tmp_path: 
 
 def test_cox_baseline_uses_the_folds_of_fit(bench, tmp_path: Path):
     """The Cox baseline reports the same patients and events, fold by fold, as fit does."""
-    from mil_crcrs.train.fit import fit
+    from mil_crcrs.fitting import fit
 
     settings = bench.replace(bench.QUICK, n_patients=30, folds=3, epochs=1)
     cohort = bench.SCENARIOS["prevalence"](tmp_path / "c", 0, settings)

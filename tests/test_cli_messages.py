@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from mil_crcrs.atomic import write_json
-from mil_crcrs.data.cohort import Columns, read_cohort
-from mil_crcrs.data.tables import time_unit_from_name
+from mil_crcrs.data.cohort import read_cohort
+from mil_crcrs.data.tables import Columns, time_unit_from_name
 from mil_crcrs.errors import InputError
 from tests.helpers import assert_one_line_error, run
 
@@ -129,7 +129,7 @@ def test_an_unreachable_hub_fails_at_once_and_names_weights(monkeypatch):
     pytest.importorskip("timm")
     from huggingface_hub import constants
 
-    import feature_extraction.weights as weights_module
+    import feature_extraction.encoding.weights as weights_module
 
     seen = []
     monkeypatch.setattr(weights_module, "hub_reachable", lambda *a, **k: False)

@@ -6,14 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mil_crcrs.data.cohort import (
-    Cohort,
-    Columns,
-    DataWarning,
-    cohort_from_slides,
-    read_cohort,
-)
-from mil_crcrs.data.tables import validate_outcome
+from mil_crcrs.data.cohort import Cohort, DataWarning, cohort_from_slides, read_cohort
+from mil_crcrs.data.tables import Columns, validate_outcome
 from mil_crcrs.errors import InputError
 
 TABLE = """patient_id,slide_id,time,event,stage,age

@@ -16,15 +16,15 @@ import pandas as pd
 import pytest
 import torch
 
-from mil_crcrs.data.cohort import Columns
 from mil_crcrs.data.inputs import open_inputs
+from mil_crcrs.data.tables import Columns
 from mil_crcrs.ensemble import CRCRSModel, load_model
 from mil_crcrs.explain.geojson import tiles_geojson
 from mil_crcrs.explain.scores import select_tiles, tile_scores
+from mil_crcrs.fitting import fit
 from mil_crcrs.models import create_model
 from mil_crcrs.simulate import SimulationSettings, simulate_cohort
 from mil_crcrs.train.cutoff import Cutoff
-from mil_crcrs.train.fit import fit
 from mil_crcrs.train.settings import FitSettings
 
 
@@ -166,7 +166,7 @@ def test_on_the_demo_the_planted_tissue_raises_risk(tmp_path):
     # its planted tiles must read "raises risk", and every high-risk patient's contributions
     # must sum to a positive number. Measured numbers are in the report of issue 27.
     from feature_extraction.synthetic.demo import DemoSettings, run_demo
-    from feature_extraction.synthetic.planted import read_planted
+    from mil_crcrs.simulate.planted import read_planted
 
     result = run_demo(tmp_path / "demo", DemoSettings(device="cpu"), log=lambda line: None)
     model = load_model(result.model_dir)

@@ -17,11 +17,11 @@ from sksurv.util import Surv
 from mil_crcrs.stats.discrimination import (
     brier_grid,
     evaluate_discrimination,
-    harrell_c,
     integrated_brier,
     time_dependent_auc,
     uno_c,
 )
+from mil_crcrs.stats.metrics import harrell_c
 from tests.helpers import colon_raw
 
 YEAR = 365.25

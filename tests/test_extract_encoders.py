@@ -10,17 +10,16 @@ import torch
 
 timm = pytest.importorskip("timm")
 
-from feature_extraction import encoders  # noqa: E402
-from feature_extraction.encoders import (  # noqa: E402
-    Encoder,
-    EncoderSpec,
-    HubModel,
+from feature_extraction.encoding import encoders  # noqa: E402
+from feature_extraction.encoding.encoders import (  # noqa: E402
     TruncatedResNet,
     create_encoder,
     list_encoders,
     register_encoder,
     register_hub_model,
 )
+from feature_extraction.encoding.foundation_models import HubModel  # noqa: E402
+from feature_extraction.encoding.tile_encoder import Encoder, EncoderSpec  # noqa: E402
 from mil_crcrs.errors import InputError  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py

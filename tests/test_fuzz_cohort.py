@@ -211,7 +211,7 @@ def test_cli_refuses_fuzzed_tables_in_one_line_and_writes_nothing(tmp_path, writ
 @given(st.data())
 def test_fuzzed_id_columns_named_by_options(data):
     """Tables whose id columns have other names, read through ``Columns``."""
-    from mil_crcrs.data.cohort import Columns
+    from mil_crcrs.data.tables import Columns
 
     columns = Columns(patient="PID", slide="Slide", time="OS", event="dead")
     pid = data.draw(st.lists(ids, min_size=1, max_size=4, unique=True))

@@ -28,8 +28,8 @@ from hypothesis import strategies as st
 pytest.importorskip("openslide")
 
 from cli.main import cli  # noqa: E402
-from feature_extraction.slides import Slide, SlideError  # noqa: E402
-from feature_extraction.tissue import TissueParams, tissue_mask  # noqa: E402
+from feature_extraction.reading.slides import Slide, SlideError  # noqa: E402
+from feature_extraction.tiling.tissue import TissueParams, tissue_mask  # noqa: E402
 from tests.helpers import CELLS, TINY_RUN, tissue_image, write_pyramid  # noqa: E402
 
 FUZZ = settings(

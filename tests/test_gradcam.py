@@ -22,7 +22,8 @@ pytest.importorskip("timm")
 pytest.importorskip("captum")
 pytest.importorskip("openslide")
 
-from feature_extraction.encoders import Encoder, TruncatedResNet, create_encoder  # noqa: E402
+from feature_extraction.encoding.encoders import TruncatedResNet, create_encoder  # noqa: E402
+from feature_extraction.encoding.tile_encoder import Encoder  # noqa: E402
 from feature_extraction.explain.encoder import check_reembedding, reembed  # noqa: E402
 from feature_extraction.explain.gradcam import (  # noqa: E402
     GradCAMSettings,
@@ -31,7 +32,8 @@ from feature_extraction.explain.gradcam import (  # noqa: E402
 )
 from feature_extraction.explain.heatmaps import HeatmapJob, make_heatmaps  # noqa: E402
 from feature_extraction.explain.pixels import open_slide, read_tiles, thumbnail  # noqa: E402
-from feature_extraction.pipeline import ExtractSettings, extract  # noqa: E402
+from feature_extraction.running.pipeline import extract  # noqa: E402
+from feature_extraction.running.settings import ExtractSettings  # noqa: E402
 from feature_extraction.synthetic.slides import write_pyramidal_tiff  # noqa: E402
 from mil_crcrs.data.bags import PatientBag  # noqa: E402
 from mil_crcrs.data.cohort import DataWarning  # noqa: E402

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mil_crcrs.attention_checks import attention_auroc, planted_auroc
 from mil_crcrs.data.store import read_bag, read_info, write_bag
 from mil_crcrs.ensemble import CRCRSModel
 from mil_crcrs.errors import InputError, SettingError
@@ -25,11 +26,10 @@ from mil_crcrs.explain.render import render_heatmap, slide_heatmaps
 from mil_crcrs.explain.scores import TileScores, select_tiles
 from mil_crcrs.explain.settings import HeatmapSettings
 from mil_crcrs.figures import write_png
+from mil_crcrs.fitting import fit
 from mil_crcrs.models import create_model
 from mil_crcrs.simulate import SimulationSettings, simulate_cohort
-from mil_crcrs.simulate.checks import attention_auroc, planted_auroc
 from mil_crcrs.train.cutoff import Cutoff
-from mil_crcrs.train.fit import fit
 from mil_crcrs.train.settings import FitSettings
 from tests.helpers import make_meta
 

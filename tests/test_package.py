@@ -93,7 +93,7 @@ def import_graph() -> dict[str, set[str]]:
 def test_the_import_graph_is_built_from_every_kind_of_import():
     graph = import_graph()
     assert "mil_crcrs.train.settings" in graph["mil_crcrs.train.crossval"]  # module level
-    assert "mil_crcrs.train.fit" in graph["cli.fit"]  # function level
+    assert "mil_crcrs.fitting" in graph["cli.fit"]  # function level
     assert "mil_crcrs.models" in graph["mil_crcrs.ensemble"]  # ``from pkg import name``
 
 
@@ -103,3 +103,36 @@ def test_no_import_cycles():
         tuple(graphlib.TopologicalSorter(graph).static_order())
     except graphlib.CycleError as exc:
         pytest.fail(f"import cycle: {' -> '.join(reversed(exc.args[1]))}")
+
+
+def _folder(module: str) -> str:
+    """The folder ``module`` lives in: its package, or itself for a package. A module at the top
+    of a package (``mil_crcrs.errors``, ``mil_crcrs.ensemble``) is its own node: the top folder
+    holds the shared modules every folder uses, not a stage."""
+    is_package = (ROOT / module.replace(".", "/")).is_dir()
+    folder = module if is_package else module.rpartition(".")[0]
+    return folder if "." in folder else module
+
+
+def folder_graph() -> dict[str, set[str]]:
+    """Which folders (sub-packages such as ``mil_crcrs.train`` or
+    ``feature_extraction.reading``) import which, from :func:`import_graph`."""
+    graph: dict[str, set[str]] = {}
+    for module, imported in import_graph().items():
+        edges = graph.setdefault(_folder(module), set())
+        edges |= {_folder(m) for m in imported} - {_folder(module)}
+    return graph
+
+
+def test_the_folder_graph_joins_a_folders_modules():
+    graph = folder_graph()
+    assert "feature_extraction.reading" in graph["feature_extraction.running"]
+    assert "mil_crcrs.train" in graph["mil_crcrs.fitting"]
+    assert "mil_crcrs.stats.report.build" not in graph
+
+
+def test_no_import_cycles_between_folders():
+    try:
+        tuple(graphlib.TopologicalSorter(folder_graph()).static_order())
+    except graphlib.CycleError as exc:
+        pytest.fail(f"import cycle between folders: {' -> '.join(reversed(exc.args[1]))}")

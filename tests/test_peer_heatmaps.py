@@ -24,7 +24,8 @@ pytest.importorskip("openslide")
 
 from cli import main as cli_main  # noqa: E402
 from cli.main import cli  # noqa: E402
-from feature_extraction.pipeline import ExtractSettings, extract  # noqa: E402
+from feature_extraction.running.pipeline import extract  # noqa: E402
+from feature_extraction.running.settings import ExtractSettings  # noqa: E402
 from feature_extraction.synthetic.slides import write_pyramidal_tiff  # noqa: E402
 from mil_crcrs.data.cohort import DataWarning  # noqa: E402
 from mil_crcrs.data.store import read_bag  # noqa: E402

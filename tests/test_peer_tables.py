@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mil_crcrs.data.cohort import Columns, read_cohort, strip_slide_suffix
-from mil_crcrs.data.tables import read_table
+from mil_crcrs.data.cohort import read_cohort, strip_slide_suffix
+from mil_crcrs.data.tables import Columns, read_table
 from mil_crcrs.errors import InputError
 
 # PORPOISE's layout: censorship = 1 for a censored case, slide ids with the slide extension.

@@ -23,8 +23,9 @@ from click.testing import CliRunner
 from cli import main as cli_main
 from cli.main import cli
 from mil_crcrs.data._peers import CLAM, PEER_ENCODERS, STAMP, TRIDENT
-from mil_crcrs.data.cohort import Columns, DataWarning, read_cohort
+from mil_crcrs.data.cohort import DataWarning, read_cohort
 from mil_crcrs.data.store import FeatureStore, ReadSettings, read_info
+from mil_crcrs.data.tables import Columns
 from mil_crcrs.errors import InputError
 from mil_crcrs.simulate import SimulationSettings, simulate_cohort
 
@@ -264,7 +265,7 @@ def test_every_peer_encoder_name_is_mapped():
         assert set(names) <= set(PEER_ENCODERS[tool]), tool
     assert PEER_ENCODERS[TRIDENT]["resnet50"] == "resnet50_trunc"
     assert PEER_ENCODERS[TRIDENT]["uni_v2"] == PEER_ENCODERS[STAMP]["uni2"] == "uni2-h"
-    from feature_extraction.encoders import list_encoders
+    from feature_extraction.encoding.encoders import list_encoders
 
     ours = set(list_encoders())
     assert {v for table in PEER_ENCODERS.values() for v in table.values() if v} <= ours

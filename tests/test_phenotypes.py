@@ -240,7 +240,8 @@ def test_geojson_classes_tiles_by_phenotype(trained, tmp_path: Path):
 
 
 def test_report_has_a_phenotypes_section(trained, tmp_path: Path):
-    from mil_crcrs.stats.report import ReportSettings, build_report
+    from mil_crcrs.stats.report.build import build_report
+    from mil_crcrs.stats.report.settings import ReportSettings
 
     model_dir = trained["root"] / "model"
     clinical = pd.read_csv(trained["clinical"])

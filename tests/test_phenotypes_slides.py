@@ -14,7 +14,7 @@ pytest.importorskip("timm")
 
 from feature_extraction.explain.phenotypes import _gallery_pixels, make_phenotype_atlas  # noqa: E402
 from feature_extraction.explain.pixels import slide_files  # noqa: E402
-from feature_extraction.pipeline import extract  # noqa: E402
+from feature_extraction.running.pipeline import extract  # noqa: E402
 from mil_crcrs import fit  # noqa: E402
 from mil_crcrs.phenotypes import ClusterSettings, PhenotypeSettings  # noqa: E402
 from tests.helpers import FAST, tiny, write_tissue_slide  # noqa: E402

@@ -19,8 +19,9 @@ from sksurv.metrics import concordance_index_censored
 from cli.main import cli
 from mil_crcrs.data.cohort import DataWarning
 from mil_crcrs.errors import InputError
-from mil_crcrs.stats.report import ReportSettings, build_report
-from mil_crcrs.stats.report_inputs import load_patients, read_predictions, usable_horizons
+from mil_crcrs.stats.report.build import build_report
+from mil_crcrs.stats.report.inputs import load_patients, read_predictions, usable_horizons
+from mil_crcrs.stats.report.settings import ReportSettings
 
 YEAR = 365.25
 FAKE_PNG = b"\x89PNG\r\n\x1a\n" + b"heatmap-bytes"
@@ -221,7 +222,7 @@ def test_numbers_agree_with_lifelines_and_sksurv(report_dir, files):
 
 
 def _settings(**kwargs) -> ReportSettings:
-    from mil_crcrs.data.cohort import Columns
+    from mil_crcrs.data.tables import Columns
 
     base = dict(
         covariates=("stage", "age"),
@@ -485,7 +486,7 @@ def test_a_failed_rerun_leaves_the_previous_report_whole_and_a_rerun_replaces_it
     other["risk_group"] = other["risk_group"].map({"high": "low", "low": "high"})
     other.to_csv(tmp_path / "other.csv", index=False)
     rerun = _stage_only_args(tmp_path / "other.csv", files["train_clin"], out, "--bootstrap", "0")
-    monkeypatch.setattr("mil_crcrs.stats.report.write_csv", dies_midway)
+    monkeypatch.setattr("mil_crcrs.stats.report.build.write_csv", dies_midway)
     assert CliRunner().invoke(cli, rerun).exit_code == 2
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == first
     assert not [p for p in tmp_path.iterdir() if INCOMPLETE_MARK in p.name]

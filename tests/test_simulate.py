@@ -27,9 +27,9 @@ from mil_crcrs.simulate import (
     censoring_rate,
     draw_cohort,
     expected_censored_fraction,
-    read_planted,
     simulate_cohort,
 )
+from mil_crcrs.simulate.planted import read_planted
 from mil_crcrs.simulate.world import make_world
 from mil_crcrs.stats.metrics import harrell_c
 
@@ -107,7 +107,9 @@ def test_feature_files_have_grid_coords_and_the_planted_mask(written):
         assert len(np.unique(bag.coords, axis=0)) == planted.size  # one tile per grid cell
         assert bag.coords[:, 0].max() < bag.info.level0_width
         assert bag.coords[:, 1].max() < bag.info.level0_height
-        np.testing.assert_array_equal(read_planted(path), planted)
+        region = read_planted(path)  # every tile of a feature file is tissue
+        np.testing.assert_array_equal(region.tissue_xy, bag.coords)
+        np.testing.assert_array_equal(region.is_planted(bag.coords, TILE_SIZE_LEVEL0), planted)
 
 
 def test_truth_and_settings_are_written(written):

@@ -20,13 +20,13 @@ from feature_extraction.synthetic import (  # noqa: E402
     DemoCohortSettings,
     build_demo_cohort,
     package_file,
-    read_planted,
     write_pyramidal_tiff,
 )
 from feature_extraction.synthetic.design import simulate_outcome  # noqa: E402
 from mil_crcrs.data.cohort import read_cohort  # noqa: E402
 from mil_crcrs.errors import InputError  # noqa: E402
 from mil_crcrs.simulate.censoring import censoring_rate, expected_censored_fraction  # noqa: E402
+from mil_crcrs.simulate.planted import read_planted  # noqa: E402
 
 TINY = DemoCohortSettings(
     n_patients=4, slides_per_patient=(1, 2), slide_tiles=(4, 5), n_levels=2, seed=1
@@ -128,9 +128,9 @@ def test_planted_tiles_look_different_and_background_is_blank(cohort):
 def test_default_tissue_detection_keeps_exactly_the_tissue_tiles(cohort):
     # The extraction grid (224 px at 0.5 mpp from the origin) falls on the mosaic's tiles, and
     # the default tissue mask keeps every tissue tile, planted ones included, and no margin.
-    from feature_extraction.grid import make_grid
-    from feature_extraction.slides import Slide
-    from feature_extraction.tissue import TissueParams, tissue_mask
+    from feature_extraction.reading.slides import Slide
+    from feature_extraction.tiling.grid import make_grid
+    from feature_extraction.tiling.tissue import TissueParams, tissue_mask
 
     for sid, path in cohort.slides.items():
         with Slide(path) as slide:
@@ -151,7 +151,7 @@ def test_is_planted_uses_tile_centres():
 
 
 def _planted_stub():
-    from feature_extraction.synthetic import PlantedRegion
+    from mil_crcrs.simulate.planted import PlantedRegion
 
     return PlantedRegion(
         slide_id="s",

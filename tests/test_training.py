@@ -15,7 +15,8 @@ from mil_crcrs.data.cohort import read_cohort
 from mil_crcrs.data.store import FeatureStore
 from mil_crcrs.errors import InputError
 from mil_crcrs.models import create_model
-from mil_crcrs.train.loop import EarlyStopping, TrainSettings, evaluate, train_model
+from mil_crcrs.train.early_stopping import EarlyStopping
+from mil_crcrs.train.loop import TrainSettings, evaluate, train_model
 from mil_crcrs.train.losses import cox_nll, make_loss
 from mil_crcrs.train.settings import FitSettings
 from tests.helpers import write_cohort

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from feature_extraction.encoders import Encoder
+from feature_extraction.encoding.tile_encoder import Encoder
 from mil_crcrs.data.store import BagInfo, read_settings_record
 from mil_crcrs.errors import InputError, SettingError
 
@@ -43,7 +43,8 @@ def encoder_for_features(
     InputError
         if the encoder built differs from the recorded one.
     """
-    from feature_extraction.encoders import RANDOM, create_encoder, list_encoders
+    from feature_extraction.encoding.encoders import create_encoder, list_encoders
+    from feature_extraction.encoding.weights import RANDOM
 
     record = read_settings_record(info.path)[1] if info.layout == "mil_crcrs" else None
     recorded = (record or {}).get("encoder") or info.encoder

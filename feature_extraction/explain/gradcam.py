@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from feature_extraction.encoders import Encoder
+from feature_extraction.encoding.tile_encoder import Encoder
 from feature_extraction.explain.encoder import check_reembedding
 from mil_crcrs.data.bags import PatientBag
 from mil_crcrs.ensemble import CRCRSModel

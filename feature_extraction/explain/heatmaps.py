@@ -33,18 +33,19 @@ from typing import Any
 
 import pandas as pd
 
-from feature_extraction.encoders import Encoder
+from feature_extraction.encoding.tile_encoder import Encoder
 from feature_extraction.explain.encoder import encoder_for_features
 from feature_extraction.explain.gradcam import GradCAMSettings
 from feature_extraction.explain.patient import IMAGE_COLUMNS, PatientOutputs
 from feature_extraction.explain.pixels import slide_files
-from feature_extraction.slides import Slide
+from feature_extraction.reading.slides import Slide
 from mil_crcrs._version import __version__
 from mil_crcrs.atomic import output_dir, write_csv, write_json
 from mil_crcrs.contributions import CONTRIBUTION_MEANING
-from mil_crcrs.data.cohort import Cohort, Columns
+from mil_crcrs.data.cohort import Cohort
 from mil_crcrs.data.inputs import Inputs, open_inputs
 from mil_crcrs.data.store import FeatureStore, ReadSettings, typed_encoder
+from mil_crcrs.data.tables import Columns
 from mil_crcrs.device import resolve_device
 from mil_crcrs.ensemble import CRCRSModel
 from mil_crcrs.errors import InputError, SettingError

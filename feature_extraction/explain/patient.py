@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from feature_extraction.encoders import Encoder
+from feature_extraction.encoding.tile_encoder import Encoder
 from feature_extraction.explain.gradcam import GradCAMSettings, cam_overlay, gradcam_tiles
 from feature_extraction.explain.pixels import open_slide, read_tiles, thumbnail
 from mil_crcrs.atomic import safe_name

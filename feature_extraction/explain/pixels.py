@@ -1,6 +1,6 @@
 """Pixels from the slide files: which slide a feature file came from, its thumbnail, its tiles.
 
-Tiles are read the way extraction reads them (:class:`~feature_extraction.reading.TileBlocks`:
+Tiles are read the way extraction reads them (:class:`~feature_extraction.reading.loader.TileBlocks`:
 the best pyramid level, resized to the tile size), so their re-embedding reproduces the stored
 features (:func:`feature_extraction.explain.encoder.check_reembedding`).
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from feature_extraction.slides import Slide, find_slides
+from feature_extraction.reading.slides import Slide, find_slides
 from mil_crcrs.data.store import BagInfo
 from mil_crcrs.errors import InputError, SettingError
 from mil_crcrs.explain.paint import canvas_downsample
@@ -67,7 +67,7 @@ def read_tiles(slide: Slide, coords_level0: np.ndarray, info: BagInfo) -> np.nda
     coords_level0 : (T, 2) level-0 top-left corners
     info : the feature file's description (tile size in level-0 and target pixels)
     """
-    from feature_extraction.reading import TileBlocks
+    from feature_extraction.reading.loader import TileBlocks
 
     if not info.tile_size_level0 or not info.tile_size_px:
         raise SettingError(

@@ -26,13 +26,13 @@ import pandas as pd
 
 from feature_extraction.synthetic.cohort import DemoCohort, build_demo_cohort
 from feature_extraction.synthetic.demo_omics import run_associate_step
-from feature_extraction.synthetic.planted import read_planted
 from feature_extraction.synthetic.settings import DemoCohortSettings
 from mil_crcrs.atomic import write_csv, write_json
 from mil_crcrs.errors import InputError
+from mil_crcrs.simulate.planted import read_planted
 
 if TYPE_CHECKING:
-    from feature_extraction.pipeline import ExtractSettings
+    from feature_extraction.running.settings import ExtractSettings
     from mil_crcrs.ensemble import CRCRSModel
 
 #: The demo's encoder: offline (its weights ship with the package), fast on a CPU.
@@ -84,8 +84,8 @@ class DemoSettings:
         )
 
     def extract_settings(self) -> ExtractSettings:
-        """The :class:`~feature_extraction.pipeline.ExtractSettings` of the demo's features."""
-        from feature_extraction.pipeline import ExtractSettings
+        """The :class:`~feature_extraction.running.settings.ExtractSettings` of the demo's features."""
+        from feature_extraction.running.settings import ExtractSettings
 
         return ExtractSettings(
             encoder=DEMO_ENCODER,
@@ -204,7 +204,7 @@ def _build_cohort(out: Path, settings: DemoSettings) -> DemoCohort:
 
 def _extract(out: Path, cohort: DemoCohort, settings: DemoSettings) -> Path:
     """Step 2: every slide's features, in ``out/features``; any failed slide is an error."""
-    from feature_extraction.pipeline import extract
+    from feature_extraction.running.pipeline import extract
 
     features = out / "features"
     extracted = extract([cohort.root / "slides"], features, settings.extract_settings())
@@ -218,7 +218,7 @@ def _fit(
     out: Path, features: Path, cohort: DemoCohort, settings: DemoSettings
 ) -> tuple[CRCRSModel, Path]:
     """Step 3: the K-fold model, saved in ``out/model`` (with its out-of-fold predictions)."""
-    from mil_crcrs.train.fit import fit
+    from mil_crcrs.fitting import fit
     from mil_crcrs.train.settings import FitSettings
 
     model = fit(
@@ -258,7 +258,7 @@ def _heatmaps(
     (the heatmap folder, the images the report shows, the planted-tile attention AUROC)
     """
     from feature_extraction.explain.heatmaps import HeatmapJob, make_heatmaps
-    from mil_crcrs.simulate.checks import planted_auroc
+    from mil_crcrs.attention_checks import planted_auroc
 
     truth = pd.read_csv(cohort.truth_csv, dtype={"patient_id": str})
     chosen = truth.sort_values("extent", ascending=False)["patient_id"].head(
@@ -292,7 +292,8 @@ def _report(
     associate_dir: Path,
 ) -> Path:
     """Step 6: the survival report on the out-of-fold CRCRS, in ``out/report``; its HTML."""
-    from mil_crcrs.stats.report import ReportSettings, build_report
+    from mil_crcrs.stats.report.build import build_report
+    from mil_crcrs.stats.report.settings import ReportSettings
 
     report = build_report(
         model_dir / "oof_predictions.csv",

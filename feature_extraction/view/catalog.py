@@ -31,8 +31,9 @@ from mil_crcrs.explain.scores import TileScores, tile_scores
 from mil_crcrs.explain.tiling import tile_edge_level0
 
 if TYPE_CHECKING:
-    from mil_crcrs.data.cohort import Cohort, Columns
+    from mil_crcrs.data.cohort import Cohort
     from mil_crcrs.data.inputs import Inputs
+    from mil_crcrs.data.tables import Columns
     from mil_crcrs.ensemble import CRCRSModel
 
 
@@ -237,7 +238,7 @@ def slides_in(folders: Sequence[str | os.PathLike]) -> dict[str, Path]:
     InputError
         if a folder does not exist or holds no slide.
     """
-    from feature_extraction.slides import find_slides
+    from feature_extraction.reading.slides import find_slides
 
     roots = [Path(f).resolve() for f in folders]
     for folder in folders:
@@ -269,8 +270,9 @@ def open_scores(
     SettingError
         for neither or both of ``model`` and ``attention``, or a model without ``features``.
     """
-    from mil_crcrs.data.cohort import Columns, read_cohort
+    from mil_crcrs.data.cohort import read_cohort
     from mil_crcrs.data.inputs import open_inputs
+    from mil_crcrs.data.tables import Columns
 
     columns = columns or Columns()
     if (model is None) == (attention is None):

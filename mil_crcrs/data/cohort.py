@@ -49,7 +49,6 @@ __all__ = [  # Columns, read_table and validate_outcome live in tables.py; impor
     "MISSING_POLICIES",
     "TIME_UNITS",
     "Cohort",
-    "Columns",
     "DataWarning",
     "cohort_from_slides",
     "read_cohort",

@@ -18,12 +18,12 @@ from mil_crcrs.data.bags import PatientBags
 from mil_crcrs.data.cohort import (
     DEFAULT_TIME_UNIT,
     Cohort,
-    Columns,
     DataWarning,
     cohort_from_slides,
     read_cohort,
 )
 from mil_crcrs.data.store import FeatureStore, ReadSettings
+from mil_crcrs.data.tables import Columns
 from mil_crcrs.errors import InputError, SettingError
 
 FeaturesArg = str | os.PathLike | Sequence[str | os.PathLike] | FeatureStore

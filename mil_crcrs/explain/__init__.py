@@ -17,5 +17,5 @@ matplotlib, scipy and captum are imported inside the functions that use them. In
 - :mod:`~mil_crcrs.explain.figures`: a heatmap with its colorbar, and galleries of tiles;
 - :mod:`~mil_crcrs.explain.geojson`: the tiles as QuPath GeoJSON.
 
-How well the attention finds planted tiles is :mod:`mil_crcrs.simulate.checks`.
+How well the attention finds planted tiles is :mod:`mil_crcrs.attention_checks`.
 """

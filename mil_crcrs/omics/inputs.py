@@ -21,7 +21,7 @@ from mil_crcrs.errors import InputError
 from mil_crcrs.omics.barcodes import map_samples, sample_table_map
 from mil_crcrs.omics.expression import unique_genes
 from mil_crcrs.omics.readers import read_gene_matrix, read_patient_table, read_text_table
-from mil_crcrs.stats.report_inputs import read_predictions
+from mil_crcrs.stats.report.inputs import read_predictions
 
 log = logging.getLogger(__name__)
 

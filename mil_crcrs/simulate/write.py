@@ -4,7 +4,7 @@ Outputs of :func:`simulate_cohort` in ``out_dir``:
 
 - ``features/<slide>.h5`` in our format (see :mod:`mil_crcrs.data.store`), with coords on a
   tile grid and an extra dataset ``sim_planted`` (n_tiles,) bool marking the planted tiles of
-  the scenario's phenotype(s), which the feature reader ignores (:func:`read_planted` reads it);
+  the scenario's phenotype(s), which the feature reader ignores (:func:`~mil_crcrs.simulate.planted.read_planted` reads it);
 - ``clinical.csv``: ``patient_id``, ``slide_id``, ``time``, ``event`` and two covariates,
   ``stage`` (I-IV, correlated with the true risk but not identical) and ``age`` (independent);
 - ``truth.csv``: ``patient_id``, ``true_risk``, ``rare_grade``, ``rare_fraction``,
@@ -25,6 +25,7 @@ from mil_crcrs.atomic import write_csv, write_json
 from mil_crcrs.data.store import FeatureMeta, read_extra, write_bag
 from mil_crcrs.errors import InputError
 from mil_crcrs.simulate.draw import CohortDraw, draw_cohort
+from mil_crcrs.simulate.planted import PLANTED
 from mil_crcrs.simulate.settings import SimulationSettings
 from mil_crcrs.simulate.world import (
     MARGIN_LEVEL0,
@@ -33,8 +34,6 @@ from mil_crcrs.simulate.world import (
     TILE_SIZE_LEVEL0,
     TILE_SIZE_PX,
 )
-
-PLANTED = "sim_planted"  # the extra dataset of a simulated feature file: planted tiles
 
 
 @dataclass(frozen=True)
@@ -84,14 +83,6 @@ def _is_simulated(path: Path) -> bool:
         return read_extra(path, PLANTED) is not None
     except InputError:
         return False
-
-
-def read_planted(path: str | os.PathLike) -> np.ndarray:
-    """The (n_tiles,) bool mask of planted tiles stored in a simulated feature file."""
-    planted = read_extra(path, PLANTED)
-    if planted is None:
-        raise InputError(f"{path}: not a simulated feature file (no '{PLANTED}' dataset)")
-    return planted.astype(bool)
 
 
 def simulate_cohort(

@@ -32,7 +32,6 @@ __all__ = [
     "Discrimination",
     "brier_grid",
     "evaluate_discrimination",
-    "harrell_c",
     "integrated_brier",
     "time_dependent_auc",
     "uno_c",

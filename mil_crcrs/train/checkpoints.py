@@ -1,6 +1,6 @@
 """Fold checkpoints: a killed fit resumes where it stopped, and ends as if never interrupted.
 
-:func:`~mil_crcrs.train.fit.fit` trains K fold models one after the other. With a checkpoint
+:func:`~mil_crcrs.fitting.fit` trains K fold models one after the other. With a checkpoint
 folder, each finished fold is saved there as two files, both written atomically:
 
 - ``seed<s>_fold<k>.pt``: the fold model's weights, a plain ``state_dict`` (read back with

@@ -1,4 +1,4 @@
-"""The cross-validation loop of :func:`~mil_crcrs.train.fit.fit`: one model per seed and fold.
+"""The cross-validation loop of :func:`~mil_crcrs.fitting.fit`: one model per seed and fold.
 
 For every seed in ``FitSettings.seeds`` (repeated cross-validation), the patients are split into
 K folds with that seed and one model is trained per fold on the other K - 1 folds, its

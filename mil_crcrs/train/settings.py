@@ -70,7 +70,7 @@ def setting_choices() -> dict[str, tuple[str, ...]]:
 
 @dataclass(frozen=True)
 class FitSettings:
-    """How :func:`~mil_crcrs.train.fit.fit` trains; saved in the model directory's ``config.json``.
+    """How :func:`~mil_crcrs.fitting.fit` trains; saved in the model directory's ``config.json``.
 
     Parameters
     ----------
