@@ -159,8 +159,12 @@ progress_option = click.option(
 def command_line() -> str:
     """The running command and its parameters, for a run.log."""
     ctx = click.get_current_context()
-    params = " ".join(f"{k}={v}" for k, v in ctx.params.items() if v is not None)
-    return f"{ctx.command_path} {params}".strip()
+
+    def shown(value: object) -> str:  # a repeated option as a,b rather than a tuple's repr
+        return ",".join(map(str, value)) if isinstance(value, tuple | list) else str(value)
+
+    given = {k: v for k, v in ctx.params.items() if v is not None and v != ()}
+    return f"{ctx.command_path} {' '.join(f'{k}={shown(v)}' for k, v in given.items())}".strip()
 
 
 def read_settings(func: Callable) -> Callable:
