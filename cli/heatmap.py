@@ -192,23 +192,9 @@ def command(
         },
         folders={"--out"},
     )
-    try:
-        low, high = (float(p) for p in percentiles.split(","))
-    except ValueError:
-        raise InputError(
-            f"--percentiles must be two numbers 'low,high', got {percentiles!r}"
-        ) from None
     if integrated_gradients and not gradcam:
         raise InputError("--integrated-gradients goes with --gradcam")
-    settings = HeatmapSettings(
-        cmap=cmap,
-        alpha=alpha,
-        percentiles=(low, high),
-        smooth=smooth,
-        max_side_px=max_side_px,
-        top_k=top_k,
-        by=by,
-    )
+    settings = _settings(cmap, alpha, percentiles, smooth, max_side_px, top_k, by)
     time_unit = time_unit or time_unit_from_name(columns.time)  # None: the model's unit
     job = HeatmapJob(
         settings,
@@ -250,3 +236,24 @@ def _with_slide_table(model_dir, clinical, slide_table, columns, time_unit):
     unit = time_unit or model.time_unit
     cohort = read_cohort(clinical, columns, unit, require_outcome=False, slide_table=slide_table)
     return model, cohort
+
+
+def _settings(cmap, alpha, percentiles, smooth, max_side_px, top_k, by) -> HeatmapSettings:
+    """The drawing settings the flags give (``--percentiles low,high`` parsed)."""
+    from mil_crcrs.errors import InputError
+
+    try:
+        low, high = (float(p) for p in percentiles.split(","))
+    except ValueError:
+        raise InputError(
+            f"--percentiles must be two numbers 'low,high', got {percentiles!r}"
+        ) from None
+    return HeatmapSettings(
+        cmap=cmap,
+        alpha=alpha,
+        percentiles=(low, high),
+        smooth=smooth,
+        max_side_px=max_side_px,
+        top_k=top_k,
+        by=by,
+    )

@@ -34,7 +34,7 @@ from mil_crcrs.data.attention import write_attention_files
 from mil_crcrs.data.bags import PatientBag
 from mil_crcrs.data.cache import CacheDtypeBags, to_cache_dtype
 from mil_crcrs.data.cohort import Cohort, DataWarning
-from mil_crcrs.data.inputs import open_inputs
+from mil_crcrs.data.inputs import check_same_features, open_inputs
 from mil_crcrs.data.store import FeatureStore
 from mil_crcrs.data.tables import Columns
 from mil_crcrs.device import resolve_device
@@ -347,16 +347,7 @@ class CRCRSModel:
 
     def check_features(self, feature_dim: int, encoder: str | None, source: str) -> None:
         """Raise :class:`InputError` unless features match what the model was trained on."""
-        if feature_dim != self.feature_dim:
-            raise InputError(
-                f"{source}: features have dim {feature_dim} but the model was trained on dim "
-                f"{self.feature_dim} (encoder {self.encoder!r}); extract with the same encoder"
-            )
-        if encoder and self.encoder and encoder != self.encoder:
-            raise InputError(
-                f"{source}: features come from encoder {encoder!r} but the model was trained on "
-                f"{self.encoder!r}; extract with the same encoder"
-            )
+        check_same_features(source, feature_dim, encoder, (self.feature_dim, self.encoder))
         if bool(encoder) != bool(self.encoder):
             said = (
                 f"features in {source} do not name their encoder; the model was trained on "

@@ -136,3 +136,21 @@ def test_no_import_cycles_between_folders():
         tuple(graphlib.TopologicalSorter(folder_graph()).static_order())
     except graphlib.CycleError as exc:
         pytest.fail(f"import cycle between folders: {' -> '.join(reversed(exc.args[1]))}")
+
+
+#: The sizes a reader can hold in mind: a module, and a function (its body, after decorators).
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 80
+
+
+def test_no_module_over_400_lines_and_no_function_over_80():
+    too_long = []
+    for path in sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")):
+        text = path.read_text()
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            too_long.append(f"{path.name}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{path.name}: {node.name}() {length} lines")
+    assert not too_long, too_long

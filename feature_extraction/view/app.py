@@ -45,16 +45,11 @@ def create_app(site: Site, trusted_hosts: Collection[str] | None = LOOPBACK_NAME
     -------
     flask.Flask
     """
-    from flask import Flask, Response, abort, request, send_from_directory
+    from flask import Flask, Response, abort, send_from_directory
 
     app = Flask(__name__, static_folder=None)
     app.url_map.merge_slashes = False  # "//etc/passwd" is a 404, not a redirect
-
-    @app.before_request
-    def check_host() -> None:
-        if trusted_hosts is not None:
-            if host_name(request.headers.get("Host", "")).lower() not in trusted_hosts:
-                abort(400)
+    _guard(app, trusted_hosts)
 
     def script(text: str) -> Response:
         return Response(text, mimetype="text/javascript", headers=_NO_CACHE)
@@ -106,16 +101,28 @@ def create_app(site: Site, trusted_hosts: Collection[str] | None = LOOPBACK_NAME
         known(key)
         return answer(lambda: site.region(key, index), "image/jpeg")
 
+    return app
+
+
+def _guard(app: Any, trusted_hosts: Collection[str] | None) -> None:
+    """Answer only the trusted ``Host`` names (400 otherwise: a site that rebinds its DNS to
+    127.0.0.1 cannot read the slides), and forbid sniffing, foreign resources and framing."""
+    from flask import abort, request
+
+    @app.before_request
+    def check_host() -> None:
+        if trusted_hosts is not None:
+            if host_name(request.headers.get("Host", "")).lower() not in trusted_hosts:
+                abort(400)
+
     @app.after_request
-    def headers(response: Response) -> Response:
+    def headers(response: Any) -> Any:
         response.headers["X-Content-Type-Options"] = "nosniff"
         response.headers["Content-Security-Policy"] = (
             "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
             "frame-ancestors 'none'"
         )
         return response
-
-    return app
 
 
 def is_loopback(host: str) -> bool:

@@ -147,3 +147,26 @@ def _only(cohort: Cohort, wanted: list[str]) -> Cohort:
             "patients", f"names {len(unknown)} patient(s) not in {cohort.source}: {shown}"
         )
     return cohort.subset(dict.fromkeys(wanted))
+
+
+def check_same_features(
+    source: str,
+    feature_dim: int,
+    encoder: str | None,
+    fitted: tuple[int, str | None],
+    what: str = "the model was trained on",
+) -> None:
+    """Raise :class:`InputError` unless features of ``feature_dim`` from ``encoder`` are what
+    ``what`` (the model, the phenotypes) was fitted on: ``fitted`` is its (dim, encoder). An
+    encoder that one side does not name is not compared."""
+    fitted_dim, fitted_encoder = fitted
+    if feature_dim != fitted_dim:
+        raise InputError(
+            f"{source}: features have dim {feature_dim} but {what} dim {fitted_dim} "
+            f"(encoder {fitted_encoder!r}); extract with the same encoder"
+        )
+    if encoder and fitted_encoder and encoder != fitted_encoder:
+        raise InputError(
+            f"{source}: features come from encoder {encoder!r} but {what} {fitted_encoder!r}; "
+            "extract with the same encoder"
+        )

@@ -140,7 +140,11 @@ class ReadSettings:
 class BagInfo:
     """What is known about one feature file without reading its features.
 
-    Fields a layout does not record are ``None``.
+    Fields a layout does not record are ``None``. ``has_coords`` is True when the tiles'
+    level-0 pixel coordinates are known; ``coords_unit`` is the unit the file stores them in
+    ("px" level-0 pixels, "um" microns, None when it has none) and ``coords_anchor`` the point
+    of the tile they name ("top-left", or "centre" for slideflow); ``tool`` names what wrote
+    the file.
     """
 
     path: Path
@@ -170,17 +174,6 @@ class BagInfo:
     def coords_note(self) -> str:
         """Why level-0 coordinates are unknown ('' when they are known)."""
         return "" if self.has_coords else _level0_note(self) or "unknown"
-
-
-BagInfo.__doc__ = (
-    (BagInfo.__doc__ or "")
-    + """
-    ``has_coords`` is True when the tiles' level-0 pixel coordinates are known;
-    ``coords_unit`` is the unit the file stores them in ("px" level-0 pixels, "um" microns, None
-    when it has none) and ``coords_anchor`` the point of the tile they name ("top-left", or
-    "centre" for slideflow); ``tool`` names what wrote the file.
-    """
-)
 
 
 @dataclass

@@ -19,10 +19,10 @@ import pandas as pd
 
 from mil_crcrs.atomic import output_dir, refuse_overwrite
 from mil_crcrs.data.cohort import Cohort
-from mil_crcrs.data.inputs import FeaturesArg, open_inputs
+from mil_crcrs.data.inputs import FeaturesArg, check_same_features, open_inputs
 from mil_crcrs.device import resolve_device
 from mil_crcrs.ensemble import CRCRSModel
-from mil_crcrs.errors import InputError, SettingError
+from mil_crcrs.errors import SettingError
 from mil_crcrs.phenotypes.assign import CohortTiles, assign_cohort, sample_features
 from mil_crcrs.phenotypes.clustering import (
     PhenotypeModel,
@@ -74,7 +74,9 @@ def analyse_phenotypes(
         fitted = (
             phenotypes if isinstance(phenotypes, PhenotypeModel) else load_phenotypes(phenotypes)
         )
-        _check_phenotypes(fitted, bags.feature_dim, bags.encoder, str(features))
+        fitted_on = (fitted.feature_dim, fitted.encoder)
+        what = "the phenotypes were fitted on"
+        check_same_features(str(features), bags.feature_dim, bags.encoder, fitted_on, what)
     else:
         fitted = _fit(bags, settings, str(features))
     model.to(resolve_device(settings.device))
@@ -108,22 +110,6 @@ def _fit(bags: Any, settings: PhenotypeSettings, source: str) -> PhenotypeModel:
         settings.cluster.method,
     )
     return fit_phenotypes(sample, settings.cluster, bags.encoder)
-
-
-def _check_phenotypes(
-    fitted: PhenotypeModel, feature_dim: int, encoder: str | None, source: str
-) -> None:
-    """Raise :class:`InputError` unless features can be assigned to the fitted phenotypes."""
-    if feature_dim != fitted.feature_dim:
-        raise InputError(
-            f"{source}: features have dim {feature_dim} but the phenotypes were fitted on dim "
-            f"{fitted.feature_dim} (encoder {fitted.encoder!r})"
-        )
-    if encoder and fitted.encoder and encoder != fitted.encoder:
-        raise InputError(
-            f"{source}: features come from encoder {encoder!r} but the phenotypes were fitted "
-            f"on {fitted.encoder!r} features"
-        )
 
 
 def gallery_tiles(tiles: CohortTiles, n: int, per_patient: int) -> pd.DataFrame:
