@@ -55,7 +55,7 @@ def planted_recovery(atlas, truth: np.ndarray) -> dict:
 
 def demo_truth(demo: Path, atlas) -> np.ndarray:
     """The demo's planted mask of every tile of the atlas."""
-    from feature_extraction.synthetic.planted import read_planted
+    from mil_crcrs.simulate.planted import read_planted
 
     tiles, store = atlas.tiles, atlas.inputs.store
     truth = np.zeros(tiles.n_tiles, dtype=bool)
@@ -76,9 +76,9 @@ def run_demo_cohort(demo: Path) -> dict:
 
 
 def run_simulated(seed: int, work: Path, patients: int) -> dict:
+    from mil_crcrs.fitting import fit
     from mil_crcrs.phenotypes import PhenotypeSettings, analyse_phenotypes
     from mil_crcrs.simulate import SimulationSettings, simulate_cohort
-    from mil_crcrs.train.fit import fit
     from mil_crcrs.train.settings import FitSettings
 
     cohort = simulate_cohort(
