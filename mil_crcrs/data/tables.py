@@ -57,8 +57,11 @@ class Columns:
     censor: str | None = None
 
 
-#: The longest follow-up a time column may hold, in any unit (274 years in days).
-MAX_TIME = 100_000.0
+#: The largest value a time column may hold, in any unit: far beyond any follow-up (simulated
+#: cohorts reach 10^5 days in their tails), far below what breaks the statistics (1e300) or a
+#: date read as nanoseconds (10^18).
+MAX_TIME = 1e9
+
 #: Words in a time column's name that say its unit (``survival_months``, ``OS_days``, ...).
 UNIT_WORDS = {
     "days": ("day", "days"),
