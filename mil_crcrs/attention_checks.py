@@ -69,6 +69,7 @@ def planted_auroc(
     columns: Columns = Columns(),
     by: str = "attention",
     pooled: bool = False,
+    above_reference: bool = False,
 ) -> float:
     """The AUROC of a trained model's per-tile scores for the planted tiles of a cohort.
 
@@ -84,6 +85,9 @@ def planted_auroc(
     columns : its column names
     by : score tiles by "attention" or "contribution"
     pooled : see :func:`attention_auroc`
+    above_reference : only the patients whose CRCRS is above the model's contribution
+        reference: there the planted tiles are what raises the risk, so their signed
+        contributions should rank first; below it they may rightly lower it
 
     Returns
     -------
@@ -95,6 +99,8 @@ def planted_auroc(
     values, truth = [], []
     for bag in inputs.bags:
         scores = tile_scores(model, bag)
+        if above_reference and not scores.crcrs > model.contribution_reference:
+            continue
         masks = []
         for k, sid in enumerate(bag.slide_ids):
             if sid not in planted:
