@@ -475,3 +475,13 @@ def test_km_legend_is_off_the_curves():
     legend = _extent(ax.get_legend(), renderer)
     assert legend.y0 >= curves.y1 - 1  # above the plotting area
     assert _extent(fig._suptitle, renderer).y0 >= legend.y1 - 1
+
+
+def test_gallery_captions_wrap_at_spaces_and_never_split_a_number():
+    from mil_crcrs.explain.figures import _wrap_caption
+
+    wrapped = _wrap_caption("P050-S1\n(1792, 896)\natt 2.5x  contr +0.087", 14)
+    assert "+0.087" in wrapped.splitlines()[-1]  # "contr +0." / "087" before
+    long_id = _wrap_caption("TCGA-AA-3514-01A-01D-1234_x.svs", 14)
+    assert all(len(line) <= 14 for line in long_id.splitlines())
+    assert long_id.replace("\n", "") == "TCGA-AA-3514-01A-01D-1234_x.svs"

@@ -135,13 +135,26 @@ def tile_gallery_figure(
 
 
 def _wrap_caption(caption: str, width: int) -> str:
-    """``caption`` with every line wrapped to ``width`` characters (ids broken after - . _)."""
+    """``caption`` with every line wrapped to ``width`` characters: at spaces, and a word too
+    long for a line (an id) after - . _ (a number such as ``+0.087`` is never split)."""
     import re
+
+    def pieces(line: str) -> list[str]:
+        words = re.findall(r"\S+\s*|\s+", line)
+        return [
+            part
+            for word in words
+            for part in (
+                [word]
+                if len(word.rstrip()) <= width
+                else re.findall(r"[^-._]*[-._]|[^-._]+$", word)
+            )
+        ]
 
     out = []
     for line in caption.split("\n"):
         current = ""
-        for token in re.findall(r"[^-._ ]*[-._ ]|[^-._ ]+$", line):
+        for token in pieces(line):
             while len(token) > width:  # a piece longer than a line is cut
                 if current:
                     out.append(current.rstrip())
