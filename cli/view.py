@@ -130,10 +130,12 @@ def command(
 def _export(site, export_dir: Path, export_slides: str | None, max_side: int) -> None:
     from cli._options import command_line
     from feature_extraction.view.export import export_site
+    from mil_crcrs.atomic import sole_writer
     from mil_crcrs.runlog import RunLog
 
     chosen = list(comma_list(export_slides)) if export_slides else None
-    with RunLog(export_dir.with_name(f"{export_dir.name}.run.log"), command_line()) as log:
+    log_path = export_dir.with_name(f"{export_dir.name}.run.log")
+    with sole_writer(export_dir, "view --export"), RunLog(log_path, command_line()) as log:
         result = export_site(site, export_dir, chosen, max_side)
         log.note(f"{len(result.slide_keys)} slide(s), {result.n_files} files")
     click.echo(

@@ -400,3 +400,14 @@ def test_export_site_never_replaces_a_slide(site, view_cohort):
     with pytest.raises(InputError, match="may not overwrite"):
         export_site(site, view_cohort.slides.parent, ["P001-S1"])
     assert (view_cohort.slides / "P001-S1.tiff").is_file()
+
+
+def test_a_second_export_to_one_folder_is_refused_while_the_first_runs(view_cohort, tmp_path):
+    from mil_crcrs.atomic import sole_writer
+
+    c = view_cohort
+    with sole_writer(tmp_path / "export", "view --export"):  # an export is writing there
+        result = run("view", "--slides", c.slides, "--model", c.model, "--features", c.features,
+                     "--export", tmp_path / "export")  # fmt: skip
+        assert_one_line_error(result, "another crcrs view --export is writing here")
+    assert not (tmp_path / "export").exists()

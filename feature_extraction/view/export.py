@@ -5,8 +5,8 @@ URLs, for the chosen slides: the page and its scripts, ``data.js``, each slide's
 overlays and top-tile pictures, and its deep-zoom tiles down to the level whose longest side is
 at most ``max_side_px`` (the export's size bound: a slide's tiles hold at most about
 ``4/3 * max_side_px**2`` pixels as JPEG, a few MB at the default), and at most
-:data:`EXPORT_MAX_SLIDES` slides. The folder is built aside and moved into place whole
-(:func:`~mil_crcrs.atomic.atomic_dir`).
+:data:`EXPORT_MAX_SLIDES` slides. The folder is built aside and moved into place whole; a re-export drops the files of the export
+it replaces, even for slides no longer chosen (:func:`~mil_crcrs.atomic.output_dir`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from feature_extraction.view.deepzoom import Pyramid, SlideUnavailable
 from feature_extraction.view.site import Site
-from mil_crcrs.atomic import atomic_dir, refuse_overwrite
+from mil_crcrs.atomic import output_dir, refuse_overwrite
 from mil_crcrs.errors import SettingError
 
 #: Longest side of an exported slide's deepest level, in pixels, unless told.
@@ -74,16 +74,15 @@ def export_site(
         if e.slide_id in site.deepzoom.files
     ]
     refuse_overwrite({"out_dir": out_dir}, {"slides": slides}, folders={"out_dir"})
-    with atomic_dir(out_dir) as tmp:
+    with output_dir(out_dir) as tmp:  # all of one export, or the previous one untouched
         shutil.copytree(STATIC_DIR, tmp / "static")
         shutil.copy(STATIC_DIR / "index.html", tmp / "index.html")
         levels: dict[str, int] = {}
         for key in keys:
             levels.update(_export_slide(site, key, tmp, max_side_px))
         (tmp / "data.js").write_text(site.data_js(keys, levels))
-        files = [p for p in tmp.rglob("*") if p.is_file()]
-        n_bytes = sum(p.stat().st_size for p in files)
-    return ExportResult(out_dir, tuple(keys), len(files), n_bytes)
+    files = [p for p in out_dir.rglob("*") if p.is_file()]  # manifest.json included
+    return ExportResult(out_dir, tuple(keys), len(files), sum(p.stat().st_size for p in files))
 
 
 def _chosen(site: Site, slide_ids: Sequence[str] | None) -> list[str]:
